@@ -1,0 +1,204 @@
+"""Every setting from the environment, validated once; secrets redacted when printed."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_APPROLE_DIR = "/opt/appdata/docker/docker-compose/vault/approle"
+SECRET_FIELDS = frozenset({"ntfy_token", "approval_secret"})
+URL_FIELDS_WITH_PASSWORDS = frozenset({"database_url", "sandbox_database_url"})
+
+
+class ConfigError(ValueError):
+    """One or more settings are invalid; the message names each variable and what is wrong."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    home: Path
+    ollama_url: str
+    ollama_model: str
+    ollama_timeout_s: float
+    ollama_num_ctx: int
+    ollama_temperature: float
+    ollama_seed: int | None
+    claude_cmd: tuple[str, ...]
+    claude_timeout_s: float
+    overseer_daily_limit: int | None
+    repair_attempts: int
+    ntfy_url: str | None
+    ntfy_topic: str
+    ntfy_token: str | None
+    vault_addr: str | None
+    vault_approle_dir: Path
+    vault_secrets_path: str | None
+    sandbox_base_image: str
+    sandbox_network: str
+    sandbox_timeout_s: float
+    sandbox_database_url: str | None
+    builder_concurrency: int
+    poll_interval_s: float
+    rescue_interval_s: float
+    liveness_interval_s: float
+    shutdown_grace_s: float
+    release_backoff_base_s: float
+    release_backoff_max_s: float
+    build_handler: str
+    deploy_handler: str
+    log_format: str
+    log_level: str
+    approval_base_url: str | None
+    approval_secret: str | None
+    metrics_addr: str | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        return _Reader(os.environ if env is None else env).settings()
+
+    def redacted(self) -> dict[str, str]:
+        """The effective configuration as text, safe to print or log."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                text = ""
+            elif f.name in SECRET_FIELDS:
+                text = "***"
+            elif f.name in URL_FIELDS_WITH_PASSWORDS:
+                text = redact_url(str(value))
+            elif isinstance(value, tuple):
+                text = shlex.join(value)
+            else:
+                text = str(value)
+            out[f.name.upper()] = text
+        return out
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a libpq URI (keyword/value strings are returned with password=*** )."""
+    if "://" not in url:
+        return " ".join("password=***" if part.startswith("password=") else part for part in url.split())
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def number(self, name: str, default: float, convert: Callable[[str], Any], minimum: float) -> Any:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            parsed = convert(value)
+        except ValueError:
+            kind = "an integer" if convert is int else "a number"
+            self.problems.append(f"{name}={value!r}: must be {kind}")
+            return default
+        if parsed < minimum:
+            self.problems.append(f"{name}={value!r}: must be at least {minimum:g}")
+            return default
+        return parsed
+
+    def url(self, name: str, default: str | None) -> str | None:
+        value = self.raw(name) or default
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            self.problems.append(f"{name}={value!r}: must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    def settings(self) -> Settings:
+        home = Path(self.text("AGENT_BUILDER_HOME", str(Path.home() / ".local/share/agent-builder"))).expanduser()
+        claude_raw = self.text("CLAUDE_CMD", "claude -p")
+        try:
+            claude_cmd = tuple(shlex.split(claude_raw))
+        except ValueError as exc:
+            self.problems.append(f"CLAUDE_CMD={claude_raw!r}: cannot be split like a shell line ({exc})")
+            claude_cmd = ("claude", "-p")
+        if not claude_cmd:
+            self.problems.append("CLAUDE_CMD: is empty")
+        network = self.text("SANDBOX_NETWORK", "agent-builder-sandbox")
+        if network == "host":
+            self.problems.append("SANDBOX_NETWORK='host': sandboxes never share the host network; use a bridge network or 'none'")
+        log_format = self.text("LOG_FORMAT", "text").lower()
+        if log_format not in ("text", "json"):
+            self.problems.append(f"LOG_FORMAT={log_format!r}: must be 'text' or 'json'")
+        log_level = self.text("LOG_LEVEL", "INFO").upper()
+        if log_level not in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"):
+            self.problems.append(f"LOG_LEVEL={log_level!r}: must be DEBUG, INFO, WARNING or ERROR")
+        daily = self.raw("OVERSEER_DAILY_LIMIT")
+        seed = self.raw("OLLAMA_SEED")
+        approval_base = self.url("APPROVAL_BASE_URL", None)
+        approval_secret = self.raw("APPROVAL_SECRET")
+        if approval_secret is not None and len(approval_secret) < 16:
+            self.problems.append("APPROVAL_SECRET: must be at least 16 characters")
+        database_url = self.raw("DATABASE_URL")
+        if database_url is not None and "://" in database_url and not database_url.startswith(("postgres://", "postgresql://")):
+            self.problems.append(f"DATABASE_URL: must be a libpq URI (postgresql://…), got scheme {database_url.split('://')[0]!r}")
+        settings = Settings(
+            database_url=database_url,
+            home=home,
+            ollama_url=self.url("OLLAMA_URL", "http://localhost:11434") or "",
+            ollama_model=self.text("OLLAMA_MODEL", "llama3.1:8b"),
+            ollama_timeout_s=self.number("OLLAMA_TIMEOUT_S", 120.0, float, 1),
+            ollama_num_ctx=self.number("OLLAMA_NUM_CTX", 8192, int, 512),
+            ollama_temperature=self.number("OLLAMA_TEMPERATURE", 0.2, float, 0),
+            ollama_seed=None if seed is None else self.number("OLLAMA_SEED", 0, int, 0),
+            claude_cmd=claude_cmd,
+            claude_timeout_s=self.number("CLAUDE_TIMEOUT_S", 180.0, float, 1),
+            overseer_daily_limit=None if daily is None else self.number("OVERSEER_DAILY_LIMIT", 0, int, 0),
+            repair_attempts=self.number("REPAIR_ATTEMPTS", 2, int, 0),
+            ntfy_url=self.url("NTFY_URL", None),
+            ntfy_topic=self.text("NTFY_TOPIC", "agent-builder"),
+            ntfy_token=self.raw("NTFY_TOKEN"),
+            vault_addr=self.url("VAULT_ADDR", None),
+            vault_approle_dir=Path(self.text("VAULT_APPROLE_DIR", DEFAULT_APPROLE_DIR)),
+            vault_secrets_path=self.raw("VAULT_SECRETS_PATH"),
+            sandbox_base_image=self.text("SANDBOX_BASE_IMAGE", "python:3.12-slim"),
+            sandbox_network=network,
+            sandbox_timeout_s=self.number("SANDBOX_TIMEOUT_S", 300.0, float, 1),
+            sandbox_database_url=self.raw("SANDBOX_DATABASE_URL"),
+            builder_concurrency=self.number("BUILDER_CONCURRENCY", 1, int, 1),
+            poll_interval_s=self.number("POLL_INTERVAL_S", 30.0, float, 0.05),
+            rescue_interval_s=self.number("RESCUE_INTERVAL_S", 2.0, float, 0.05),
+            liveness_interval_s=self.number("LIVENESS_INTERVAL_S", 10.0, float, 0.1),
+            shutdown_grace_s=self.number("SHUTDOWN_GRACE_S", 30.0, float, 0),
+            release_backoff_base_s=self.number("RELEASE_BACKOFF_BASE_S", 30.0, float, 0),
+            release_backoff_max_s=self.number("RELEASE_BACKOFF_MAX_S", 3600.0, float, 0),
+            build_handler=self.text("BUILD_HANDLER", "listener.pipeline:build"),
+            deploy_handler=self.text("DEPLOY_HANDLER", "listener.deploy:deploy"),
+            log_format=log_format,
+            log_level=log_level,
+            approval_base_url=approval_base,
+            approval_secret=approval_secret,
+            metrics_addr=self.raw("METRICS_ADDR"),
+        )
+        if self.problems:
+            raise ConfigError(self.problems)
+        return settings

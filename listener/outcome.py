@@ -1,0 +1,49 @@
+"""What a build step can end in. Failures are values that carry their level and message;
+one place (listener.finish) turns them into a status, agent_test_results rows and a notification."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StepFailure(Exception):
+    """A build step failed.
+
+    level: the test level it counts against (1-4), or 0 when it happened outside the four levels
+           (generation, the overseer, an unexpected error).
+    step: the pipeline step it happened in ('prompt', 'generate', 'preflight', 'overseer', ...).
+    message: one line for a person: what happened, and what to do when that is known.
+    log: the longer log kept in agent_test_results.execution_log.
+    transient: True for a blip before Step 3 (database, Vault) that deserves a retry: the claim is
+               released with backoff instead of failing the row.
+    kind: 'error' for unexpected errors, 'overseer' for an overseer rejection, 'level' for a test
+          level, 'invalid' for a row that cannot be built as it stands.
+    """
+
+    level: int
+    step: str
+    message: str
+    log: str = ""
+    transient: bool = False
+    kind: str = "error"
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    """One test level that ran, passed or failed; becomes one agent_test_results row."""
+
+    level: int
+    passed: bool
+    log: str
+    duration_ms: int = 0
+
+
+@dataclass
+class BuildSucceeded:
+    """All four levels passed: the row goes to awaiting_approval."""
+
+    results: list[LevelResult] = field(default_factory=list)

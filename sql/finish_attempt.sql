@@ -1,0 +1,18 @@
+-- End an attempt and move its row in one statement, only while the attempt still owns the row.
+-- retry_after_s: seconds of release backoff (NULL: none).
+WITH moved AS (
+    UPDATE automation_ideas
+    SET builder_status = %(new_status)s,
+        builder_retry_at = CASE WHEN %(retry_after_s)s::float8 IS NULL THEN builder_retry_at
+                                ELSE now() + make_interval(secs => %(retry_after_s)s::float8) END
+    WHERE id = %(automation_id)s
+      AND builder_build_id = %(build_id)s
+      AND builder_status = %(expected)s
+    RETURNING id, builder_retry_at
+), done AS (
+    UPDATE agent_builds
+    SET finished_at = now(), outcome = %(outcome)s, error = %(error)s
+    WHERE id = %(build_id)s AND finished_at IS NULL AND EXISTS (SELECT 1 FROM moved)
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM done) AS finished, (SELECT builder_retry_at FROM moved) AS retry_at

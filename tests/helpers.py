@@ -1,0 +1,39 @@
+"""Small helpers for tests that talk to a real database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+
+def insert_idea(
+    conn: psycopg.Connection[Any],
+    *,
+    name: str | None = "Disk usage report",
+    type: str | None = "script",
+    status: str = "ready_to_build",
+    priority: int | None = None,
+    task_description: str | None = "Report disk usage of / to stdout and write it to /tmp/disk.txt",
+    infrastructure_requirement: str | None = "none",
+) -> int:
+    row = conn.execute(
+        "INSERT INTO automation_ideas (name, type, status, priority, task_description, infrastructure_requirement)"
+        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+        (name, type, status, priority, task_description, infrastructure_requirement),
+    ).fetchone()
+    assert row is not None
+    return int(row["id"] if isinstance(row, dict) else row[0])
+
+
+def builder_status(conn: psycopg.Connection[Any], automation_id: int) -> str:
+    row = conn.execute("SELECT builder_status FROM automation_ideas WHERE id = %s", (automation_id,)).fetchone()
+    assert row is not None
+    return row["builder_status"] if isinstance(row, dict) else row[0]
+
+
+def force_status(conn: psycopg.Connection[Any], automation_id: int, status: str) -> None:
+    """Put a row in any status through the documented admin override."""
+    with conn.transaction():
+        conn.execute("SET LOCAL agent_builder.override = 'on'")
+        conn.execute("UPDATE automation_ideas SET builder_status = %s WHERE id = %s", (status, automation_id))
