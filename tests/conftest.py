@@ -28,6 +28,14 @@ def db_url(pg_server: TestServer) -> Iterator[str]:
     pg_server.drop_database(url)
 
 
+@pytest.fixture(scope="module")
+def module_db_url(pg_server: TestServer) -> Iterator[str]:
+    """A migrated database shared by the tests of one module (each test makes its own rows)."""
+    url = pg_server.new_database()
+    yield url
+    pg_server.drop_database(url)
+
+
 @pytest.fixture
 def empty_db_url(pg_server: TestServer) -> Iterator[str]:
     """A fresh database with no schema at all."""
