@@ -27,9 +27,18 @@ class StepFailure(Exception):
     log: str = ""
     transient: bool = False
     kind: str = "error"
+    recorded: bool = False  # its agent_test_results row is already written (a test level)
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
+
+
+class Released(Exception):
+    """The attempt gives its row back before Step 3 without a failure (the listener is stopping)."""
+
+
+class LostClaim(Exception):
+    """The attempt no longer owns its row (rescued, or changed by hand): it must stop writing."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 -- End an attempt and move its row in one statement, only while the attempt still owns the row.
--- retry_after_s: seconds of release backoff (NULL: none).
+-- retry_after_s: seconds of release backoff (NULL: none); idea_status: a new automation_ideas.status
+-- (NULL: unchanged; 'deployed' after a production deployment).
 WITH moved AS (
     UPDATE automation_ideas
     SET builder_status = %(new_status)s,
+        status = coalesce(%(idea_status)s, status),
         builder_retry_at = CASE WHEN %(retry_after_s)s::float8 IS NULL THEN builder_retry_at
                                 ELSE now() + make_interval(secs => %(retry_after_s)s::float8) END
     WHERE id = %(automation_id)s

@@ -1,0 +1,125 @@
+"""Claims on one worker connection: claim, step, status moves with ownership checks, finish, release.
+
+Every attempt holds a session advisory lock on the connection that claimed it, for as long as it
+runs. The lock dies with the connection (a killed process, a lost host, a cut network), which is
+how the rescuer (listener.rescue) tells a dead attempt from a slow one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from listener.db import Queries
+from listener.outcome import LevelResult, LostClaim
+from listener.records import Automation, Claim
+
+# Columns of agent_builds a build may fill in as it goes (what an approver reads).
+ATTEMPT_FIELDS = frozenset({
+    "prompt", "model_output", "files", "overseer_verdict", "overseer_reason", "overseer_cost_usd",
+    "overseer_called_at", "acceptance_check", "image_id", "artifact_sha256", "error",
+})
+JSON_FIELDS = frozenset({"files", "acceptance_check"})
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What finishing an attempt did: whether it still owned its row, and any release backoff."""
+
+    owned: bool
+    retry_at: datetime | None = None
+
+
+def backoff_seconds(streak: int, base_s: float, max_s: float) -> float:
+    """Release backoff: the first release retries at once, then base, 2*base, 4*base … up to max."""
+    if streak <= 0:
+        return 0.0
+    return min(max_s, base_s * 2 ** (streak - 1))
+
+
+class AttemptStore:
+    """The database side of attempts, on one connection owned by one worker."""
+
+    def __init__(self, conn: psycopg.Connection[dict[str, Any]], queries: Queries, worker: str) -> None:
+        self.conn = conn
+        self.queries = queries
+        self.worker = worker
+
+    # -- claiming ---------------------------------------------------------------------------
+    def claim_next_build(self) -> Claim | None:
+        return self._claim("claim_next_build", {"worker": self.worker}, "build")
+
+    def claim_build(self, automation_id: int) -> Claim | None:
+        return self._claim("claim_build_by_id", {"worker": self.worker, "automation_id": automation_id}, "build")
+
+    def claim_next_deploy(self, automation_id: int | None = None) -> Claim | None:
+        return self._claim("claim_next_deploy", {"worker": self.worker, "automation_id": automation_id}, "deploy")
+
+    def _claim(self, query: str, params: dict[str, Any], kind: str) -> Claim | None:
+        row = self.conn.execute(self.queries[query], params).fetchone()
+        if row is None:
+            return None
+        return Claim(automation=Automation.from_row(row), build_id=int(row["build_id"]), kind=kind, worker=self.worker)
+
+    # -- while it runs ----------------------------------------------------------------------
+    def advance(self, claim: Claim, step: str) -> None:
+        row = self.conn.execute(self.queries["advance_step"], {"build_id": claim.build_id, "step": step}).fetchone()
+        if row is None:
+            raise LostClaim(f"attempt {claim.build_id} was ended by someone else")
+
+    def move(self, claim: Claim, expected: str, new_status: str) -> None:
+        row = self.conn.execute(self.queries["transition"], {
+            "automation_id": claim.automation.id, "build_id": claim.build_id,
+            "expected": expected, "new_status": new_status,
+        }).fetchone()
+        if row is None:
+            raise LostClaim(f"automation {claim.automation.id} is no longer {expected!r} under attempt {claim.build_id}")
+
+    def save(self, claim: Claim, **fields: Any) -> None:
+        """Record what the attempt produced (prompt, model output, files, verdict, image …)."""
+        unknown = set(fields) - ATTEMPT_FIELDS
+        if unknown:
+            raise ValueError(f"not an attempt field: {', '.join(sorted(unknown))}")
+        params: dict[str, Any] = {name: None for name in ATTEMPT_FIELDS}
+        for name, value in fields.items():
+            params[name] = Jsonb(value) if name in JSON_FIELDS and value is not None else value
+        params["build_id"] = claim.build_id
+        if self.conn.execute(self.queries["save_attempt"], params).fetchone() is None:
+            raise LostClaim(f"attempt {claim.build_id} was ended by someone else")
+
+    def record_result(self, claim: Claim, result: LevelResult) -> None:
+        self.conn.execute(self.queries["insert_test_result"], {
+            "automation_id": claim.automation.id, "build_id": claim.build_id,
+            "test_level": result.level, "status": "pass" if result.passed else "fail",
+            "execution_log": result.log, "duration_ms": result.duration_ms,
+        })
+
+    # -- the end ----------------------------------------------------------------------------
+    def finish(self, claim: Claim, *, expected: str, new_status: str, outcome: str, error: str | None = None,
+               retry_after_s: float | None = None, idea_status: str | None = None,
+               result: LevelResult | None = None) -> Finished:
+        """Move the row and end the attempt atomically, with the result row when one is given."""
+        with self.conn.transaction():
+            row = self.conn.execute(self.queries["finish_attempt"], {
+                "automation_id": claim.automation.id, "build_id": claim.build_id, "expected": expected,
+                "new_status": new_status, "outcome": outcome, "error": error,
+                "retry_after_s": retry_after_s, "idea_status": idea_status,
+            }).fetchone()
+            owned = bool(row and row["finished"])
+            if owned and result is not None:
+                self.record_result(claim, result)
+        return Finished(owned=owned, retry_at=row["retry_at"] if row else None)
+
+    def release_backoff(self, claim: Claim, base_s: float, max_s: float) -> float:
+        row = self.conn.execute(self.queries["release_streak"], {"automation_id": claim.automation.id}).fetchone()
+        return backoff_seconds(int(row["streak"]) if row else 0, base_s, max_s)
+
+    def close_lost(self, claim: Claim, error: str) -> None:
+        self.conn.execute(self.queries["close_lost_attempt"], {"build_id": claim.build_id, "outcome": "failed", "error": error})
+
+    def unlock(self, claim: Claim) -> None:
+        self.conn.execute(self.queries["unlock_attempt"], {"build_id": claim.build_id})

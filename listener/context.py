@@ -1,0 +1,69 @@
+"""What a build or deploy handler gets: its claim, and the few ways it may touch the database."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from loguru import logger
+
+from listener.claims import AttemptStore
+from listener.config import Settings
+from listener.notify import Notification, Notifier
+from listener.outcome import BuildSucceeded, LevelResult, Released
+from listener.records import Claim
+
+
+@dataclass
+class AttemptContext:
+    """The handle a handler works through. Every write checks that the attempt still owns its row."""
+
+    claim: Claim
+    store: AttemptStore
+    settings: Settings
+    notifier: Notifier
+    stop: threading.Event
+    status: str = "queued"
+    step_name: str = "claimed"
+    log: Any = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.log is None:
+            self.log = logger.bind(automation_id=self.claim.automation.id, build_id=self.claim.build_id)
+
+    @property
+    def automation(self):  # noqa: ANN201 - records.Automation
+        return self.claim.automation
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop.is_set()
+
+    def step(self, name: str) -> None:
+        """Record the step reached; `status` and the rescuer report it."""
+        self.store.advance(self.claim, name)
+        self.step_name = name
+        self.log.info("step {}", name)
+
+    def start_generation(self) -> None:
+        """Playbook Step 3 begins: builder_status becomes 'building'. From here on a failure, or a
+        death, leaves the row 'failed' for a person to look at instead of releasing it."""
+        if self.stopping:
+            raise Released("the listener is stopping")
+        self.store.move(self.claim, "queued", "building")
+        self.status = "building"
+        self.step("generate")
+
+    def save(self, **fields: Any) -> None:
+        self.store.save(self.claim, **fields)
+
+    def record(self, result: LevelResult) -> None:
+        self.store.record_result(self.claim, result)
+
+    def notify(self, notification: Notification) -> None:
+        self.notifier.send(notification)
+
+
+BuildHandler = Callable[[AttemptContext], BuildSucceeded]
+DeployHandler = Callable[[AttemptContext], None]

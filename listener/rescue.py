@@ -1,0 +1,112 @@
+"""The rescuer: finds attempts whose worker died and applies the playbook to their rows.
+
+An attempt is dead when nobody holds its session advisory lock (listener.claims). Died before
+Step 3 (row still 'queued'): back to 'not_started', to be built again (with backoff when it keeps
+happening). Died at or after Step 3 ('building', 'deploying'): 'failed', with a level 0 result
+that names the step, and an ERROR notification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from loguru import logger
+
+from listener import notify
+from listener.claims import backoff_seconds
+from listener.config import Settings
+from listener.db import Queries
+from listener.records import Automation
+
+
+@dataclass(frozen=True)
+class Rescued:
+    automation_id: int
+    build_id: int | None
+    old_status: str
+    new_status: str | None  # None: only the attempt was closed (the row had moved on)
+
+
+class Rescuer:
+    def __init__(self, conn: psycopg.Connection[dict[str, Any]], queries: Queries, settings: Settings,
+                 notifier: notify.Notifier) -> None:
+        self.conn = conn
+        self.queries = queries
+        self.settings = settings
+        self.notifier = notifier
+
+    def sweep(self) -> list[Rescued]:
+        """One pass: rescue every dead attempt and orphaned row found now."""
+        done: list[Rescued] = []
+        for candidate in self.conn.execute(self.queries["find_dead_attempts"], {}).fetchall():
+            rescued = self.rescue(candidate, why="its worker is gone (connection closed: killed, crashed or unreachable)")
+            if rescued is not None:
+                done.append(rescued)
+        return done
+
+    def rescue(self, candidate: dict[str, Any], *, why: str, require_lock: bool = True) -> Rescued | None:
+        """Apply the playbook to one attempt (or orphaned row) in one transaction.
+
+        require_lock=False is for a listener abandoning its own attempts at shutdown: it holds
+        their locks itself; ownership checks still keep it from touching a newer attempt.
+        """
+        build_id = candidate["build_id"]
+        automation_id = int(candidate["automation_id"])
+        status = candidate["builder_status"]
+        step = candidate.get("step") or "unknown"
+        log = logger.bind(automation_id=automation_id, build_id=build_id)
+        notification = None
+        with self.conn.transaction():
+            active = candidate.get("kind") is not None
+            if active and require_lock:
+                got = self.conn.execute(self.queries["lock_dead_attempt"], {"build_id": build_id}).fetchone()
+                if not got["got"]:
+                    return None  # alive after all, or another rescuer has it
+            new_status = None
+            if status in ("queued", "building", "deploying") and (candidate.get("owns_row") or not active):
+                new_status = "not_started" if status == "queued" else "failed"
+                delay = None
+                if new_status == "not_started":
+                    streak = self.conn.execute(self.queries["release_streak"], {"automation_id": automation_id}).fetchone()
+                    delay = backoff_seconds(int(streak["streak"]), self.settings.release_backoff_base_s,
+                                            self.settings.release_backoff_max_s)
+                row = self.conn.execute(self.queries["rescue_row"], {
+                    "automation_id": automation_id, "build_id": build_id, "expected": status,
+                    "new_status": new_status, "retry_after_s": delay,
+                }).fetchone()
+                if row is None:
+                    new_status = None  # moved on meanwhile
+                elif new_status == "failed":
+                    message = self._message(candidate, why, active)
+                    self.conn.execute(self.queries["insert_test_result"], {
+                        "automation_id": automation_id, "build_id": build_id if active else None, "test_level": 0,
+                        "status": "fail", "execution_log": message, "duration_ms": None,
+                    })
+                    notification = notify.unhandled_error(Automation.from_row(row), message)
+            if active:
+                closed = self.conn.execute(self.queries["close_lost_attempt"], {
+                    "build_id": build_id, "outcome": "crashed", "error": f"died during step {step}: {why}",
+                }).fetchone()
+                if closed is None and new_status is None:
+                    return None
+        if new_status == "not_started":
+            log.warning("rescued: attempt died before Step 3 (step {}); the row will be built again", step)
+        elif new_status == "failed":
+            log.error("rescued: attempt died in step {}; row set failed", step)
+        else:
+            log.info("closed an attempt whose worker is gone (step {})", step)
+        if notification is not None:
+            self.notifier.send(notification)
+        return Rescued(automation_id, build_id, status, new_status)
+
+    @staticmethod
+    def _message(candidate: dict[str, Any], why: str, active: bool) -> str:
+        if not active:
+            return (f"agent-builder found this row '{candidate['builder_status']}' with no build attempt running "
+                    "(a change by hand, or a builder that stopped without recording its end); set to failed. "
+                    "Review it, then retry with builder_status = 'not_started'.")
+        return (f"The build died during step '{candidate.get('step')}': {why}. Worker {candidate.get('worker')}, "
+                f"claimed at {candidate.get('claimed_at')}. Nothing after that step was recorded. "
+                "Review it, then retry with builder_status = 'not_started'.")

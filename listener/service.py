@@ -1,0 +1,192 @@
+"""Wires the listener together (`listen`) and runs the one-shot trigger (`build-once`)."""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import threading
+import time
+from typing import Any, Callable
+
+import psycopg
+from loguru import logger
+
+from listener import notify
+from listener.claims import AttemptStore
+from listener.config import Settings
+from listener.context import AttemptContext
+from listener.db import Queries, connect, worker_name
+from listener.finish import Ending, run_attempt
+from listener.listen import ListenLoop
+from listener.records import Automation
+from listener.rescue import Rescuer
+from listener.workers import Handlers, WakeSignal, WorkerPool
+
+EXIT_OK, EXIT_FAILED, EXIT_NOT_CLAIMABLE = 0, 1, 3
+
+
+class HandlerError(RuntimeError):
+    pass
+
+
+def load_handler(spec: str, variable: str) -> Callable[..., Any]:
+    """'package.module:function' → the function, or a clear error naming the variable."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise HandlerError(f"{variable}={spec!r}: expected 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise HandlerError(f"{variable}={spec!r}: cannot import {module_name}: {exc}") from exc
+    handler = getattr(module, attribute, None)
+    if not callable(handler):
+        raise HandlerError(f"{variable}={spec!r}: {module_name} has no function {attribute!r}")
+    return handler
+
+
+def load_handlers(settings: Settings) -> Handlers:
+    return Handlers(build=load_handler(settings.build_handler, "BUILD_HANDLER"),
+                    deploy=load_handler(settings.deploy_handler, "DEPLOY_HANDLER"))
+
+
+def _install_stop_signals(stop: threading.Event) -> None:
+    def handle(signum: int, _frame: Any) -> None:
+        if not stop.is_set():
+            logger.info("received {}, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+class RescueLoop:
+    """Runs the rescuer every RESCUE_INTERVAL_S on its own connection."""
+
+    def __init__(self, settings: Settings, dsn: str, queries: Queries, worker: str, notifier: notify.Notifier,
+                 stop: threading.Event) -> None:
+        self.settings = settings
+        self.dsn = dsn
+        self.queries = queries
+        self.worker = worker
+        self.notifier = notifier
+        self.stop = stop
+
+    def _connect(self) -> psycopg.Connection[dict[str, Any]]:
+        return connect(self.dsn, actor=f"builder-rescuer:{self.worker}", application="agent-builder rescuer")
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                with self._connect() as conn:
+                    failures = 0
+                    rescuer = Rescuer(conn, self.queries, self.settings, self.notifier)
+                    while not self.stop.is_set():
+                        rescuer.sweep()
+                        self.stop.wait(self.settings.rescue_interval_s)
+            except psycopg.OperationalError as exc:
+                failures += 1
+                if failures == 1:
+                    logger.warning("rescuer lost its database connection: {}", " ".join(str(exc).split()))
+                self.stop.wait(min(15.0, 0.2 * 2 ** failures))
+
+    def abandon(self, pool: WorkerPool, why: str) -> None:
+        """Treat this listener's own unfinished attempts as died (shutdown grace ran out)."""
+        with self._connect() as conn:
+            rescuer = Rescuer(conn, self.queries, self.settings, self.notifier)
+            for running in pool.snapshot():
+                claim, context = running.claim, running.context
+                rescuer.rescue({
+                    "build_id": claim.build_id, "automation_id": claim.automation.id, "kind": claim.kind,
+                    "step": context.step_name, "worker": claim.worker, "claimed_at": None,
+                    "builder_status": context.status, "owns_row": True,
+                }, why=why, require_lock=False)
+
+
+def run_listener(settings: Settings) -> int:
+    assert settings.database_url is not None
+    dsn = settings.database_url
+    try:
+        handlers = load_handlers(settings)
+    except HandlerError as exc:
+        logger.error("{}", exc)
+        return EXIT_FAILED
+    queries = Queries.load()
+    notifier = notify.Notifier.from_settings(settings)
+    worker = worker_name()
+    stop, stop_claiming, stop_background = threading.Event(), threading.Event(), threading.Event()
+    _install_stop_signals(stop)
+    wake = WakeSignal()
+
+    pool = WorkerPool(settings, dsn, queries, worker, handlers, notifier, stop_claiming, wake)
+    listen = ListenLoop(settings, dsn, worker, wake.wake, stop_background)
+    rescue = RescueLoop(settings, dsn, queries, worker, notifier, stop_background)
+    threading.Thread(target=listen.run, name="listen", daemon=True).start()
+    threading.Thread(target=rescue.run, name="rescue", daemon=True).start()
+    pool.start()
+    logger.info("listener {} started: concurrency {}, poll every {:g} s", worker, settings.builder_concurrency,
+                settings.poll_interval_s)
+
+    stop.wait()
+    logger.info("no new claims; giving running attempts up to {:g} s", settings.shutdown_grace_s)
+    stop_claiming.set()
+    wake.wake("stop")
+    if not pool.join(time.monotonic() + settings.shutdown_grace_s):
+        running = pool.snapshot()
+        logger.warning("{} attempt(s) still running after SHUTDOWN_GRACE_S; treating them as died", len(running))
+        try:
+            rescue.abandon(pool, why=f"the listener stopped and SHUTDOWN_GRACE_S ({settings.shutdown_grace_s:g} s) ran out")
+        except psycopg.OperationalError as exc:
+            logger.error("could not record the abandoned attempts ({}); the rescuer of the next listener will", exc)
+    stop_background.set()
+    logger.info("stopped")
+    return EXIT_OK
+
+
+def run_build_once(settings: Settings, automation_id: int | None) -> int:
+    """The playbook's scheduled/manual trigger: at most one automation, then exit."""
+    assert settings.database_url is not None
+    try:
+        handlers = load_handlers(settings)
+    except HandlerError as exc:
+        logger.error("{}", exc)
+        return EXIT_FAILED
+    queries = Queries.load()
+    notifier = notify.Notifier.from_settings(settings)
+    worker = worker_name()
+    stop = threading.Event()
+    _install_stop_signals(stop)
+    with connect(settings.database_url, actor=f"builder:{worker}", application="agent-builder build-once") as conn:
+        Rescuer(conn, queries, settings, notifier).sweep()
+        store = AttemptStore(conn, queries, worker)
+        claim = store.claim_next_build() if automation_id is None else store.claim_build(automation_id)
+        if claim is None:
+            if automation_id is None:
+                logger.info("nothing to build")
+                print("nothing to build")
+                return EXIT_OK
+            reason = _why_not_claimable(conn, queries, automation_id)
+            logger.warning("automation {} not claimed: {}", automation_id, reason)
+            print(f"automation {automation_id} not claimed: {reason}")
+            notifier.send(notify.not_claimed(automation_id, reason))
+            return EXIT_NOT_CLAIMABLE
+        context = AttemptContext(claim=claim, store=store, settings=settings, notifier=notifier, stop=stop)
+        context.log.info("claimed build of {!r}", claim.automation.label)
+        ending = run_attempt(context, handlers.build)
+        store.unlock(claim)
+    print(f"automation {claim.automation.id}: {ending.value}")
+    return EXIT_OK if ending is Ending.SUCCEEDED else EXIT_FAILED
+
+
+def _why_not_claimable(conn: psycopg.Connection[dict[str, Any]], queries: Queries, automation_id: int) -> str:
+    row = conn.execute(queries["automation_by_id"], {"automation_id": automation_id}).fetchone()
+    if row is None:
+        return f"there is no automation with id {automation_id}"
+    automation = Automation.from_row(row)
+    if automation.builder_status != "not_started":
+        return f"another builder has it or it was built already (builder_status is {automation.builder_status!r})"
+    if automation.status != "ready_to_build":
+        return f"it is not ready (status is {automation.status!r}, not 'ready_to_build')"
+    if automation.type not in ("script", "claude_agent"):
+        return f"its type {automation.type!r} is not one the builder builds (script, claude_agent)"
+    return "another builder holds it right now"

@@ -1,0 +1,141 @@
+"""Worker threads: each has its own database connection, claims while there is work, runs the
+handler, and sleeps until the listen loop wakes it. Builds never block the listening connection."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+import psycopg
+from loguru import logger
+from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponential_jitter
+
+from listener.claims import AttemptStore
+from listener.config import Settings
+from listener.context import AttemptContext, BuildHandler, DeployHandler
+from listener.db import Queries, connect
+from listener.finish import Ending, run_attempt
+from listener.notify import Notifier
+from listener.records import Claim
+
+
+@dataclass(frozen=True)
+class Handlers:
+    build: BuildHandler
+    deploy: DeployHandler
+
+
+class WakeSignal:
+    """A wake-up counter: a worker remembers the count it saw and sleeps until it moves on,
+    so a wake-up that arrives while it is busy is never lost."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count = 0
+
+    def wake(self, _reason: str = "") -> None:
+        with self._cond:
+            self._count += 1
+            self._cond.notify_all()
+
+    def seen(self) -> int:
+        with self._cond:
+            return self._count
+
+    def wait_past(self, seen: int, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._count != seen, timeout=timeout)
+
+
+@dataclass
+class InFlight:
+    claim: Claim
+    context: AttemptContext
+    started: float = field(default_factory=time.monotonic)
+
+
+class WorkerPool:
+    def __init__(self, settings: Settings, dsn: str, queries: Queries, worker: str, handlers: Handlers,
+                 notifier: Notifier, stop_claiming: threading.Event, wake: WakeSignal) -> None:
+        self.settings = settings
+        self.dsn = dsn
+        self.queries = queries
+        self.worker = worker
+        self.handlers = handlers
+        self.notifier = notifier
+        self.stop_claiming = stop_claiming
+        self.wake = wake
+        self.threads: list[threading.Thread] = []
+        self.in_flight: dict[int, InFlight] = {}
+        self._lock = threading.Lock()
+        self.endings: dict[str, int] = {}
+
+    def start(self) -> None:
+        for index in range(self.settings.builder_concurrency):
+            thread = threading.Thread(target=self._run, name=f"worker-{index}", args=(index,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def join(self, deadline: float) -> bool:
+        """Wait until every worker has returned or the deadline passes; True when all returned."""
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self.threads)
+
+    def snapshot(self) -> list[InFlight]:
+        with self._lock:
+            return list(self.in_flight.values())
+
+    def _run(self, index: int) -> None:
+        retrying = Retrying(
+            retry=retry_if_exception_type(psycopg.OperationalError),
+            wait=wait_exponential_jitter(initial=0.2, max=15, jitter=0.5),
+            sleep=self.stop_claiming.wait,
+            stop=lambda _state: self.stop_claiming.is_set(),
+            before_sleep=lambda state: logger.warning(
+                "worker {} cannot reach the database (attempt {}): {}", index, state.attempt_number,
+                " ".join(str(state.outcome.exception()).split()) if state.outcome else "") if state.attempt_number in (1, 10, 100) else None,
+            reraise=False,
+        )
+        while not self.stop_claiming.is_set():
+            try:
+                retrying(self._session, index)
+            except RetryError:
+                return
+
+    def _session(self, index: int) -> None:
+        with connect(self.dsn, actor=f"builder:{self.worker}/{index}", application=f"agent-builder worker {index}") as conn:
+            try:
+                self._claim_loop(index, AttemptStore(conn, self.queries, self.worker))
+            except psycopg.OperationalError as exc:
+                # Connected, then lost (mid-build too: the attempt's lock went with the connection,
+                # so the rescuer takes over). Return so the next outage starts its backoff afresh.
+                logger.warning("worker {} lost its database connection: {}", index, " ".join(str(exc).split()))
+
+    def _claim_loop(self, index: int, store: AttemptStore) -> None:
+        while not self.stop_claiming.is_set():
+            seen = self.wake.seen()
+            claim = store.claim_next_deploy() or store.claim_next_build()
+            if claim is None:
+                self.wake.wait_past(seen, timeout=self.settings.poll_interval_s)
+                continue
+            self._run_one(index, store, claim)
+
+    def _run_one(self, index: int, store: AttemptStore, claim: Claim) -> None:
+        context = AttemptContext(claim=claim, store=store, settings=self.settings, notifier=self.notifier,
+                                 stop=self.stop_claiming, status="deploying" if claim.kind == "deploy" else "queued")
+        context.log.info("claimed {} of {!r} (worker {})", claim.kind, claim.automation.label, index)
+        with self._lock:
+            self.in_flight[claim.build_id] = InFlight(claim, context)
+        try:
+            handler = self.handlers.deploy if claim.kind == "deploy" else self.handlers.build
+            ending = run_attempt(context, handler)
+            store.unlock(claim)
+            with self._lock:
+                self.endings[ending.value] = self.endings.get(ending.value, 0) + 1
+        finally:
+            with self._lock:
+                self.in_flight.pop(claim.build_id, None)
+
+
+__all__ = ["Ending", "Handlers", "WakeSignal", "WorkerPool"]

@@ -1,0 +1,244 @@
+"""The listener as users run it: real subprocesses, real PostgreSQL, signals, killed connections."""
+
+from __future__ import annotations
+
+import random
+import signal
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.e2e.listeners import ListenerProcess, base_env, query, run_cli, statuses, wait_until
+from tests.fakes.ntfy_server import FakeNtfy
+from tests.helpers import insert_idea
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def ntfy():
+    with FakeNtfy() as server:
+        yield server
+
+
+@pytest.fixture
+def start(db_url: str, tmp_path: Path, ntfy):
+    started: list[ListenerProcess] = []
+
+    def _start(**env: str) -> ListenerProcess:
+        overrides = {"NTFY_URL": ntfy.url, "FAKE_HOLD_DIR": str(tmp_path)}
+        overrides.update(env)
+        listener = ListenerProcess(base_env(db_url, **overrides), tmp_path / f"listener-{len(started)}.log")
+        started.append(listener)
+        return listener
+
+    yield _start
+    for listener in started:
+        if listener.proc.poll() is None:
+            listener.kill()
+
+
+def status_of(db_url: str, automation_id: int) -> str:
+    return statuses(db_url)[automation_id]
+
+
+def test_notification_wakes_an_idle_listener(db_url, operator, start) -> None:
+    listener = start(POLL_INTERVAL_S="300")
+    listener.wait_listening()
+    automation_id = insert_idea(operator)
+    wait_until(lambda: status_of(db_url, automation_id) == "awaiting_approval", 10, "the build", listener)
+    assert listener.stop() == 0
+
+
+def test_rows_ready_before_start_are_built(db_url, operator, start) -> None:
+    ids = [insert_idea(operator, priority=p) for p in (3, 1, None)]
+    listener = start()
+    wait_until(lambda: all(status_of(db_url, i) == "awaiting_approval" for i in ids), 15, "the catch-up", listener)
+    order = [r["automation_id"] for r in query(db_url, "SELECT automation_id FROM agent_builds ORDER BY id")]
+    assert order == [ids[1], ids[0], ids[2]]
+    assert listener.stop() == 0
+
+
+def test_three_listeners_build_200_rows_exactly_once_in_priority_order(db_url, operator, start) -> None:
+    listeners = [start(BUILDER_CONCURRENCY="2") for _ in range(3)]
+    for listener in listeners:
+        listener.wait_listening()
+    rng = random.Random(3)
+    with operator.transaction():
+        for _ in range(200):
+            insert_idea(operator, priority=rng.choice([None, 1, 2, 3, 4, 5]), type=rng.choice(["script", "claude_agent"]))
+    wait_until(lambda: set(statuses(db_url).values()) == {"awaiting_approval"}, 60, "200 builds", listeners[0])
+
+    attempts = query(db_url, "SELECT b.id, b.automation_id, b.worker, a.priority FROM agent_builds b"
+                             " JOIN automation_ideas a ON a.id = b.automation_id ORDER BY b.id")
+    assert len(attempts) == 200
+    assert len({a["automation_id"] for a in attempts}) == 200
+    workers = {a["worker"] for a in attempts}
+    assert len(workers) == 3, "every listener took part"
+    for worker in workers:
+        keys = [(a["priority"] is None, a["priority"] or 0, a["automation_id"]) for a in attempts if a["worker"] == worker]
+        assert keys == sorted(keys), f"{worker} claimed out of priority order"
+    for listener in listeners:
+        assert listener.stop() == 0
+
+
+def test_terminated_connections_reconnect_and_catch_up(db_url, operator, start) -> None:
+    listener = start(POLL_INTERVAL_S="300")
+    listener.wait_listening()
+    killed = operator.execute(
+        "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name LIKE 'agent-builder%%'"
+    ).fetchone()["n"]
+    assert killed >= 3  # listen, rescuer, worker
+    automation_id = insert_idea(operator)  # its NOTIFY may reach nobody: the catch-up must find it
+    wait_until(lambda: status_of(db_url, automation_id) == "awaiting_approval", 20, "the build after reconnect", listener)
+    listener.wait_for_log("listening again")
+    assert listener.stop() == 0
+
+
+def test_sigkill_before_step_3_puts_the_row_back_and_it_is_built_again(db_url, operator, start, tmp_path) -> None:
+    doomed = start(BUILD_HANDLER="tests.fakes.handlers:hold", FAKE_HOLD_PHASE="before")
+    doomed.wait_listening()
+    automation_id = insert_idea(operator)
+    wait_until(lambda: (tmp_path / f"{automation_id}.holding").exists(), 10, "the held build", doomed)
+    assert status_of(db_url, automation_id) == "queued"
+    doomed.kill()
+
+    survivor = start()
+    wait_until(lambda: status_of(db_url, automation_id) == "awaiting_approval", 15, "the rebuild", survivor)
+    attempts = query(db_url, "SELECT outcome, step FROM agent_builds WHERE automation_id = %s ORDER BY id", (automation_id,))
+    assert [a["outcome"] for a in attempts] == ["crashed", "succeeded"]
+    assert attempts[0]["step"] == "prompt"
+    assert query(db_url, "SELECT * FROM agent_test_results WHERE automation_id = %s", (automation_id,)) == []
+    assert survivor.stop() == 0
+
+
+def test_sigkill_after_step_3_fails_the_row_with_a_level_0_result(db_url, operator, start, tmp_path, ntfy) -> None:
+    doomed = start(BUILD_HANDLER="tests.fakes.handlers:hold", FAKE_HOLD_PHASE="after")
+    doomed.wait_listening()
+    automation_id = insert_idea(operator, name="Nightly backup check")
+    wait_until(lambda: (tmp_path / f"{automation_id}.holding").exists(), 10, "the held build", doomed)
+    assert status_of(db_url, automation_id) == "building"
+    doomed.kill()
+
+    survivor = start()
+    wait_until(lambda: status_of(db_url, automation_id) == "failed", 10, "the rescue", survivor)
+    results = query(db_url, "SELECT test_level, status, execution_log FROM agent_test_results WHERE automation_id = %s",
+                    (automation_id,))
+    assert len(results) == 1 and results[0]["test_level"] == 0 and results[0]["status"] == "fail"
+    assert "died during step 'sandbox'" in results[0]["execution_log"]
+    wait_until(lambda: any("ERROR — Nightly backup check" in m.get("message", "") for m in ntfy.published), 5,
+               "the ERROR notification", survivor)
+    assert query(db_url, "SELECT outcome FROM agent_builds WHERE automation_id = %s", (automation_id,)) == [{"outcome": "crashed"}]
+    assert survivor.stop() == 0
+
+
+def test_sigterm_releases_a_build_that_has_not_reached_step_3(db_url, operator, start, tmp_path) -> None:
+    listener = start(BUILD_HANDLER="tests.fakes.handlers:hold", FAKE_HOLD_PHASE="before")
+    listener.wait_listening()
+    automation_id = insert_idea(operator)
+    wait_until(lambda: (tmp_path / f"{automation_id}.holding").exists(), 10, "the held build", listener)
+    assert listener.stop() == 0
+    assert status_of(db_url, automation_id) == "not_started"
+    assert query(db_url, "SELECT outcome FROM agent_builds WHERE automation_id = %s", (automation_id,)) == [{"outcome": "stopped"}]
+    assert query(db_url, "SELECT builder_retry_at FROM automation_ideas WHERE id = %s", (automation_id,)) == [{"builder_retry_at": None}]
+
+
+def test_sigterm_gives_a_running_build_its_grace_then_treats_it_as_died(db_url, operator, start, tmp_path) -> None:
+    listener = start(BUILD_HANDLER="tests.fakes.handlers:hold", FAKE_HOLD_PHASE="after", SHUTDOWN_GRACE_S="1")
+    listener.wait_listening()
+    automation_id = insert_idea(operator)
+    wait_until(lambda: (tmp_path / f"{automation_id}.holding").exists(), 10, "the held build", listener)
+    assert listener.stop(timeout=15) == 0
+    assert status_of(db_url, automation_id) == "failed"
+    log = query(db_url, "SELECT execution_log FROM agent_test_results WHERE automation_id = %s", (automation_id,))
+    assert "SHUTDOWN_GRACE_S" in log[0]["execution_log"]
+    assert query(db_url, "SELECT count(*) AS n FROM agent_builds WHERE finished_at IS NULL") == [{"n": 0}]
+
+
+def test_sigterm_lets_a_build_finish_within_its_grace(db_url, operator, start, tmp_path) -> None:
+    listener = start(BUILD_HANDLER="tests.fakes.handlers:hold", FAKE_HOLD_PHASE="after", FAKE_HOLD_S="1.5",
+                     SHUTDOWN_GRACE_S="20")
+    listener.wait_listening()
+    automation_id = insert_idea(operator)
+    wait_until(lambda: (tmp_path / f"{automation_id}.holding").exists(), 10, "the held build", listener)
+    assert listener.stop() == 0
+    assert status_of(db_url, automation_id) == "awaiting_approval"
+
+
+def test_transient_failure_before_step_3_is_released_and_retried(db_url, operator, start) -> None:
+    listener = start(BUILD_HANDLER="tests.fakes.handlers:transient_then_pass", POLL_INTERVAL_S="0.5")
+    automation_id = insert_idea(operator)
+    wait_until(lambda: status_of(db_url, automation_id) == "awaiting_approval", 15, "the retry", listener)
+    outcomes = [r["outcome"] for r in query(db_url, "SELECT outcome FROM agent_builds WHERE automation_id = %s ORDER BY id", (automation_id,))]
+    assert outcomes == ["released", "succeeded"]
+    assert listener.stop() == 0
+
+
+def test_approval_notification_hands_over_to_the_deploy_handler(db_url, operator, start) -> None:
+    listener = start()
+    automation_id = insert_idea(operator)
+    wait_until(lambda: status_of(db_url, automation_id) == "awaiting_approval", 10, "the build", listener)
+    operator.execute("UPDATE automation_ideas SET builder_status = 'approved' WHERE id = %s", (automation_id,))
+    wait_until(lambda: status_of(db_url, automation_id) == "deployed", 10, "the deployment", listener)
+    assert query(db_url, "SELECT status FROM automation_ideas WHERE id = %s", (automation_id,)) == [{"status": "deployed"}]
+    assert listener.stop() == 0
+
+
+# -- build-once -----------------------------------------------------------------------------------
+
+def test_build_once_with_nothing_to_do_exits_0(db_url, ntfy) -> None:
+    done = run_cli(base_env(db_url, NTFY_URL=ntfy.url), "build-once")
+    assert done.returncode == 0, done.stderr
+    assert "nothing to build" in done.stdout
+
+
+def test_build_once_builds_the_next_row_only(db_url, operator, ntfy) -> None:
+    first, second = insert_idea(operator, priority=1), insert_idea(operator, priority=2)
+    done = run_cli(base_env(db_url, NTFY_URL=ntfy.url), "build-once")
+    assert done.returncode == 0, done.stderr
+    assert statuses(db_url) == {first: "awaiting_approval", second: "not_started"}
+
+
+def test_build_once_exits_1_when_the_build_fails(db_url, operator, ntfy) -> None:
+    automation_id = insert_idea(operator, name="Cert expiry")
+    done = run_cli(base_env(db_url, NTFY_URL=ntfy.url, BUILD_HANDLER="tests.fakes.handlers:fail_level_2"), "build-once")
+    assert done.returncode == 1, done.stderr
+    assert status_of(db_url, automation_id) == "failed"
+    levels = query(db_url, "SELECT test_level, status FROM agent_test_results WHERE automation_id = %s ORDER BY id", (automation_id,))
+    assert levels == [{"test_level": 1, "status": "pass"}, {"test_level": 2, "status": "fail"}]
+    assert any(m["message"].startswith("[Agent Builder] FAIL — Cert expiry failed Level 2:") for m in ntfy.published)
+
+
+def test_build_once_unhandled_exception_is_a_level_0_failure(db_url, operator, ntfy) -> None:
+    automation_id = insert_idea(operator)
+    done = run_cli(base_env(db_url, NTFY_URL=ntfy.url, BUILD_HANDLER="tests.fakes.handlers:crash"), "build-once")
+    assert done.returncode == 1
+    rows = query(db_url, "SELECT test_level, execution_log FROM agent_test_results WHERE automation_id = %s", (automation_id,))
+    assert rows[0]["test_level"] == 0 and "ZeroDivisionError" in rows[0]["execution_log"]
+
+
+def test_build_once_by_id(db_url, operator, ntfy) -> None:
+    low, high = insert_idea(operator, priority=5), insert_idea(operator, priority=1)
+    done = run_cli(base_env(db_url, NTFY_URL=ntfy.url), "build-once", "--id", str(low))
+    assert done.returncode == 0, done.stderr
+    assert statuses(db_url) == {low: "awaiting_approval", high: "not_started"}
+
+
+def test_build_once_by_id_not_claimable_exits_3_and_notifies(db_url, operator, ntfy, builder_conn, queries) -> None:
+    taken = insert_idea(operator)
+    builder_conn.execute(queries["claim_next_build"], {"worker": "someone-else"})
+    not_ready = insert_idea(operator, status="idea")
+    for automation_id, reason in ((taken, "another builder has it"), (not_ready, "it is not ready"), (999999, "no automation with id")):
+        done = run_cli(base_env(db_url, NTFY_URL=ntfy.url), "build-once", "--id", str(automation_id))
+        assert done.returncode == 3, done.stderr
+        assert reason in done.stdout
+    assert len(ntfy.published) == 3
+    assert status_of(db_url, taken) == "queued"
+
+
+def test_build_once_rejects_a_bad_handler_clearly(db_url) -> None:
+    done = run_cli(base_env(db_url, BUILD_HANDLER="tests.fakes.nothing_here:build"), "build-once")
+    assert done.returncode == 1
+    assert "BUILD_HANDLER='tests.fakes.nothing_here:build': cannot import" in done.stderr
