@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Callable, Union
+from typing import Any, Callable, Self, Union
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -81,7 +81,7 @@ class FakeHTTPServer:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> "FakeHTTPServer":
+    def start(self) -> Self:
         handler = _make_handler(self)
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
@@ -100,7 +100,7 @@ class FakeHTTPServer:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "FakeHTTPServer":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

@@ -16,6 +16,8 @@ from typing import Any
 from tests.fakes.http_fake import FakeHTTPServer, RecordedRequest, Reply
 
 LOGIN_PATH = "/v1/auth/approle/login"
+TEST_ROLE_ID = "role-5f1e2d3c"
+TEST_SECRET_ID = "secret-9a8b7c6d"
 
 
 class FakeVault(FakeHTTPServer):
