@@ -91,6 +91,10 @@ class AttemptStore:
         if self.conn.execute(self.queries["save_attempt"], params).fetchone() is None:
             raise LostClaim(f"attempt {claim.build_id} was ended by someone else")
 
+    def overseer_calls_today(self) -> int:
+        row = self.conn.execute(self.queries["overseer_calls_today"], {}).fetchone()
+        return int(row["calls"]) if row else 0
+
     def record_result(self, claim: Claim, result: LevelResult) -> None:
         self.conn.execute(self.queries["insert_test_result"], {
             "automation_id": claim.automation.id, "build_id": claim.build_id,

@@ -8,6 +8,7 @@ from enum import Enum
 from typing import Any, Callable
 
 import psycopg
+from loguru import logger
 
 from listener import notify
 from listener.context import AttemptContext
@@ -29,7 +30,13 @@ def run_attempt(ctx: AttemptContext, handler: Callable[[AttemptContext], Any]) -
 
     A psycopg.OperationalError (the worker's connection is gone) propagates: nothing can be
     recorded on that connection and its advisory lock is gone with it, so the rescuer takes over.
+    Every log line written while it runs, in any module, carries the automation and attempt ids.
     """
+    with logger.contextualize(automation_id=ctx.automation.id, build_id=ctx.claim.build_id):
+        return _run(ctx, handler)
+
+
+def _run(ctx: AttemptContext, handler: Callable[[AttemptContext], Any]) -> Ending:
     try:
         handler(ctx)
     except Released as stop:

@@ -300,6 +300,28 @@ def scan_secrets(files: Mapping[str, str]) -> list[Problem]:
     return problems
 
 
+# --- words aimed at the reviewer -----------------------------------------------------------------
+
+# Generated code has no business addressing the model that reviews it. Text that does is an
+# attempt to steer the paid overseer, and is refused before the overseer ever sees it.
+_INJECTION = [
+    re.compile(r"\b(respond|reply|answer|output|say|print|return)\s+(with\s+|only\s+)?[\"'`*]*PASS\b", re.IGNORECASE),
+    re.compile(r"\bignore\s+(all\s+|any\s+)?(the\s+)?(previous|prior|above|earlier)\s+(instructions|rules|prompts?)\b", re.IGNORECASE),
+    re.compile(r"\b(dear|attention|note\s+to\s+(the\s+)?)\s*(reviewer|overseer|claude|ai|assistant)\b", re.IGNORECASE),
+    re.compile(r"\b(this\s+code\s+)?(must|should)\s+(be\s+)?(pass|approved?)\s+(the\s+)?review\b", re.IGNORECASE),
+]
+
+
+def scan_reviewer_injection(files: Mapping[str, str]) -> list[Problem]:
+    problems: list[Problem] = []
+    for name, text in files.items():
+        for number, line in enumerate(text.splitlines(), start=1):
+            if any(pattern.search(line) for pattern in _INJECTION):
+                problems.append(Problem("injection", f"{name} line {number}: text that addresses the code reviewer "
+                                                     "(e.g. telling it to answer PASS); remove it"))
+    return problems
+
+
 # --- all together ------------------------------------------------------------------------------
 
 
@@ -314,6 +336,7 @@ def run_preflight(files: GeneratedFiles, automation_type: str) -> list[Problem]:
     if files.dockerfile is not None:
         problems += check_dockerfile(files.dockerfile)
     problems += scan_secrets(files.as_dict())
+    problems += scan_reviewer_injection(files.as_dict())
     return problems
 
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+import json
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import psycopg
 import pytest
+from loguru import logger
 from psycopg.rows import dict_row
 
 from listener.db import Queries, connect
+from tests.fakes.ntfy_server import FakeNtfy
+from tests.fakes.ollama_server import FakeOllama
+from tests.fakes.vault_server import TEST_ROLE_ID, TEST_SECRET_ID, FakeVault
 from tests.pg import TestServer, test_server
 
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +67,73 @@ def builder_conn(db_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
 @pytest.fixture(scope="session")
 def queries() -> Queries:
     return Queries.load()
+
+
+# -- fake services (real HTTP servers / a real executable speaking the real protocols) --------
+
+FAKE_CLAUDE = ROOT / "tests" / "fakes" / "claude"
+ROLE_ID = TEST_ROLE_ID
+SECRET_ID = TEST_SECRET_ID
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[FakeOllama]:
+    with FakeOllama() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_ntfy() -> Iterator[FakeNtfy]:
+    with FakeNtfy() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_vault() -> Iterator[FakeVault]:
+    secrets = {"secret/agent-builder": {"ntfy_token": "tk_fromvault123", "other": "x"}}
+    with FakeVault(ROLE_ID, SECRET_ID, secrets) as server:
+        yield server
+
+
+@pytest.fixture
+def approle_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "approle"
+    directory.mkdir()
+    (directory / "role-id").write_text(ROLE_ID + "\n")
+    (directory / "secret-id").write_text(SECRET_ID + "\n")
+    return directory
+
+
+@pytest.fixture
+def claude_log(tmp_path: Path) -> Path:
+    return tmp_path / "claude-calls.jsonl"
+
+
+@pytest.fixture
+def claude_cmd(claude_log: Path) -> Callable[..., tuple[str, ...]]:
+    """claude_cmd("fail", FAKE_CLAUDE_EXIT="3") -> a CLAUDE_CMD-like tuple running the fake through env(1)."""
+
+    def make(mode: str, **env: str) -> tuple[str, ...]:
+        settings = {"FAKE_CLAUDE_MODE": mode, "FAKE_CLAUDE_LOG": str(claude_log), **env}
+        return ("env", *(f"{k}={v}" for k, v in settings.items()), str(FAKE_CLAUDE), "-p")
+
+    return make
+
+
+@pytest.fixture
+def claude_calls(claude_log: Path) -> Callable[[], list[dict[str, object]]]:
+    def read() -> list[dict[str, object]]:
+        if not claude_log.exists():
+            return []
+        return [json.loads(line) for line in claude_log.read_text().splitlines() if line.strip()]
+
+    return read
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    """Every loguru line emitted during the test (message and extra), as text."""
+    lines: list[str] = []
+    sink_id = logger.add(lambda message: lines.append(str(message)), format="{level} {message}", level="DEBUG")
+    yield lines
+    logger.remove(sink_id)

@@ -33,6 +33,16 @@ class FakeOllama(FakeHTTPServer):
         self.response_text = response_text
         self.done_reason = done_reason
         self.delay_s = delay_s
+        self._queued_texts: list[str] = []
+
+    def queue_texts(self, *texts: str) -> None:
+        """Answers for the next generate calls, in order; then response_text again."""
+        with self._lock:
+            self._queued_texts.extend(texts)
+
+    def _next_text(self) -> str:
+        with self._lock:
+            return self._queued_texts.pop(0) if self._queued_texts else self.response_text
 
     def respond(self, request: RecordedRequest) -> Reply:
         if request.method == "GET" and request.path == "/api/tags":
@@ -54,10 +64,11 @@ class FakeOllama(FakeHTTPServer):
         started = time.monotonic()
         if self.delay_s:
             time.sleep(self.delay_s)
+        text = self._next_text()
         payload = {
             "model": model,
             "created_at": datetime.now(timezone.utc).isoformat(),
-            "response": self.response_text,
+            "response": text,
             "done": True,
             "done_reason": self.done_reason,
             "context": [1, 2, 3],
@@ -65,7 +76,7 @@ class FakeOllama(FakeHTTPServer):
             "load_duration": 1000,
             "prompt_eval_count": min(prompt_tokens, num_ctx),
             "prompt_eval_duration": 1000,
-            "eval_count": len(self.response_text.split()),
+            "eval_count": len(text.split()),
             "eval_duration": 1000,
         }
         return Reply(200, payload)
