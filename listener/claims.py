@@ -71,10 +71,10 @@ class AttemptStore:
         if row is None:
             raise LostClaim(f"attempt {claim.build_id} was ended by someone else")
 
-    def move(self, claim: Claim, expected: str, new_status: str) -> None:
+    def move(self, claim: Claim, expected: str, new_status: str, step: str) -> None:
         row = self.conn.execute(self.queries["transition"], {
             "automation_id": claim.automation.id, "build_id": claim.build_id,
-            "expected": expected, "new_status": new_status,
+            "expected": expected, "new_status": new_status, "step": step,
         }).fetchone()
         if row is None:
             raise LostClaim(f"automation {claim.automation.id} is no longer {expected!r} under attempt {claim.build_id}")
@@ -106,16 +106,22 @@ class AttemptStore:
     def finish(self, claim: Claim, *, expected: str, new_status: str, outcome: str, error: str | None = None,
                retry_after_s: float | None = None, idea_status: str | None = None,
                result: LevelResult | None = None) -> Finished:
-        """Move the row and end the attempt atomically, with the result row when one is given."""
-        with self.conn.transaction():
-            row = self.conn.execute(self.queries["finish_attempt"], {
-                "automation_id": claim.automation.id, "build_id": claim.build_id, "expected": expected,
-                "new_status": new_status, "outcome": outcome, "error": error,
-                "retry_after_s": retry_after_s, "idea_status": idea_status,
-            }).fetchone()
+        """Move the row, end the attempt and release its lock atomically (with the result row when
+        one is given: then in one transaction)."""
+        params = {
+            "automation_id": claim.automation.id, "build_id": claim.build_id, "expected": expected,
+            "new_status": new_status, "outcome": outcome, "error": error,
+            "retry_after_s": retry_after_s, "idea_status": idea_status,
+        }
+        if result is None:
+            row = self.conn.execute(self.queries["finish_attempt"], params).fetchone()
             owned = bool(row and row["finished"])
-            if owned and result is not None:
-                self.record_result(claim, result)
+        else:
+            with self.conn.transaction():
+                row = self.conn.execute(self.queries["finish_attempt"], params).fetchone()
+                owned = bool(row and row["finished"])
+                if owned:
+                    self.record_result(claim, result)
         return Finished(owned=owned, retry_at=row["retry_at"] if row else None)
 
     def release_backoff(self, claim: Claim, base_s: float, max_s: float) -> float:
@@ -123,7 +129,9 @@ class AttemptStore:
         return backoff_seconds(int(row["streak"]) if row else 0, base_s, max_s)
 
     def close_lost(self, claim: Claim, error: str) -> None:
+        """End an attempt that lost its row, and give up its lock."""
         self.conn.execute(self.queries["close_lost_attempt"], {"build_id": claim.build_id, "outcome": "failed", "error": error})
+        self.unlock(claim)
 
     def unlock(self, claim: Claim) -> None:
         self.conn.execute(self.queries["unlock_attempt"], {"build_id": claim.build_id})

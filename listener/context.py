@@ -51,9 +51,10 @@ class AttemptContext:
         death, leaves the row 'failed' for a person to look at instead of releasing it."""
         if self.stopping:
             raise Released("the listener is stopping")
-        self.store.move(self.claim, "queued", "building")
+        self.store.move(self.claim, "queued", "building", step="generate")
         self.status = "building"
-        self.step("generate")
+        self.step_name = "generate"
+        self.log.info("step generate")
 
     def save(self, **fields: Any) -> None:
         self.store.save(self.claim, **fields)

@@ -173,7 +173,7 @@ def run_build_once(settings: Settings, automation_id: int | None) -> int:
         context = AttemptContext(claim=claim, store=store, settings=settings, notifier=notifier, stop=stop)
         context.log.info("claimed build of {!r}", claim.automation.label)
         ending = run_attempt(context, handlers.build)
-        store.unlock(claim)
+
     print(f"automation {claim.automation.id}: {ending.value}")
     return EXIT_OK if ending is Ending.SUCCEEDED else EXIT_FAILED
 

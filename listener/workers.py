@@ -14,7 +14,7 @@ from listener.claims import AttemptStore
 from listener.config import Settings
 from listener.context import AttemptContext, BuildHandler, DeployHandler
 from listener.db import Queries, connect
-from listener.finish import Ending, run_attempt
+from listener.finish import run_attempt
 from listener.notify import Notifier
 from listener.records import Claim
 
@@ -32,11 +32,18 @@ class WakeSignal:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._count = 0
+        self._approvals = 0
 
-    def wake(self, _reason: str = "") -> None:
+    def wake(self, reason: str = "") -> None:
         with self._cond:
             self._count += 1
+            if reason != "build":  # an approval, the catch-up, the safety poll: look for approved rows too
+                self._approvals += 1
             self._cond.notify_all()
+
+    def approvals(self) -> int:
+        with self._cond:
+            return self._approvals
 
     def seen(self) -> int:
         with self._cond:
@@ -113,9 +120,17 @@ class WorkerPool:
                 logger.warning("worker {} lost its database connection: {}", index, " ".join(str(exc).split()))
 
     def _claim_loop(self, index: int, store: AttemptStore) -> None:
+        approvals_done = -1  # approval wake-ups already answered by finding no approved row
         while not self.stop_claiming.is_set():
             seen = self.wake.seen()
-            claim = store.claim_next_deploy() or store.claim_next_build()
+            claim = None
+            if self.wake.approvals() != approvals_done:
+                approvals = self.wake.approvals()
+                claim = store.claim_next_deploy()
+                if claim is None:
+                    approvals_done = approvals
+            if claim is None:
+                claim = store.claim_next_build()
             if claim is None:
                 self.wake.wait_past(seen, timeout=self.settings.poll_interval_s)
                 continue
@@ -130,7 +145,6 @@ class WorkerPool:
         try:
             handler = self.handlers.deploy if claim.kind == "deploy" else self.handlers.build
             ending = run_attempt(context, handler)
-            store.unlock(claim)
             with self._lock:
                 self.endings[ending.value] = self.endings.get(ending.value, 0) + 1
         finally:
@@ -138,4 +152,4 @@ class WorkerPool:
                 self.in_flight.pop(claim.build_id, None)
 
 
-__all__ = ["Ending", "Handlers", "WakeSignal", "WorkerPool"]
+__all__ = ["Handlers", "WakeSignal", "WorkerPool"]

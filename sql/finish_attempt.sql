@@ -1,4 +1,6 @@
--- End an attempt and move its row in one statement, only while the attempt still owns the row.
+-- End an attempt and move its row in one statement, only while the attempt still owns the row,
+-- and give up the attempt's advisory lock. Unlocking before the commit is safe: a rescuer that
+-- slips in finds the row moved on and the attempt finished, and changes nothing.
 -- retry_after_s: seconds of release backoff (NULL: none); idea_status: a new automation_ideas.status
 -- (NULL: unchanged; 'deployed' after a production deployment).
 WITH moved AS (
@@ -17,4 +19,5 @@ WITH moved AS (
     WHERE id = %(build_id)s AND finished_at IS NULL AND EXISTS (SELECT 1 FROM moved)
     RETURNING id
 )
-SELECT (SELECT count(*) FROM done) AS finished, (SELECT builder_retry_at FROM moved) AS retry_at
+SELECT (SELECT count(*) FROM done) AS finished, (SELECT builder_retry_at FROM moved) AS retry_at,
+       pg_advisory_unlock(424242, (%(build_id)s::bigint %% 2147483647)::int4) AS unlocked

@@ -88,6 +88,7 @@ def test_finish_refuses_a_worker_that_lost_its_claim(operator, builder_conn, que
     assert new["build_id"] != old["build_id"]
     stale = builder_conn.execute(queries["transition"], {
         "automation_id": automation_id, "build_id": old["build_id"], "expected": "queued", "new_status": "building",
+        "step": "generate",
     }).fetchone()
     assert stale is None
     assert builder_status(operator, automation_id) == "queued"

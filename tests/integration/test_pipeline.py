@@ -81,7 +81,6 @@ def build(db_url: str, builder_conn, queries, env) -> Callable[..., tuple[Ending
         sandbox = SandboxRecorder()
         pipeline = Pipeline(ollama=OllamaClient.from_settings(settings), sandbox=sandbox)
         ending = run_attempt(ctx, pipeline.run)
-        store.unlock(claim)
         return ending, ctx, sandbox
 
     return run
