@@ -192,7 +192,7 @@ class _Reader:
             release_backoff_base_s=self.number("RELEASE_BACKOFF_BASE_S", 30.0, float, 0),
             release_backoff_max_s=self.number("RELEASE_BACKOFF_MAX_S", 3600.0, float, 0),
             build_handler=self.text("BUILD_HANDLER", "listener.pipeline:build"),
-            deploy_handler=self.text("DEPLOY_HANDLER", "listener.deploy:deploy"),
+            deploy_handler=self.text("DEPLOY_HANDLER", ""),
             log_format=log_format,
             log_level=log_level,
             approval_base_url=approval_base,

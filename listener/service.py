@@ -45,8 +45,8 @@ def load_handler(spec: str, variable: str) -> Callable[..., Any]:
 
 
 def load_handlers(settings: Settings) -> Handlers:
-    return Handlers(build=load_handler(settings.build_handler, "BUILD_HANDLER"),
-                    deploy=load_handler(settings.deploy_handler, "DEPLOY_HANDLER"))
+    deploy = load_handler(settings.deploy_handler, "DEPLOY_HANDLER") if settings.deploy_handler else None
+    return Handlers(build=load_handler(settings.build_handler, "BUILD_HANDLER"), deploy=deploy)
 
 
 def _install_stop_signals(stop: threading.Event) -> None:
@@ -126,6 +126,8 @@ def run_listener(settings: Settings) -> int:
     pool.start()
     logger.info("listener {} started: concurrency {}, poll every {:g} s", worker, settings.builder_concurrency,
                 settings.poll_interval_s)
+    if handlers.deploy is None:
+        logger.warning("DEPLOY_HANDLER is not set: this listener builds but does not deploy; approved rows wait")
 
     stop.wait()
     logger.info("no new claims; giving running attempts up to {:g} s", settings.shutdown_grace_s)

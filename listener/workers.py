@@ -22,7 +22,7 @@ from listener.records import Claim
 @dataclass(frozen=True)
 class Handlers:
     build: BuildHandler
-    deploy: DeployHandler
+    deploy: DeployHandler | None  # None: this listener does not deploy; approved rows wait
 
 
 class WakeSignal:
@@ -124,7 +124,7 @@ class WorkerPool:
         while not self.stop_claiming.is_set():
             seen = self.wake.seen()
             claim = None
-            if self.wake.approvals() != approvals_done:
+            if self.handlers.deploy is not None and self.wake.approvals() != approvals_done:
                 approvals = self.wake.approvals()
                 claim = store.claim_next_deploy()
                 if claim is None:
@@ -143,7 +143,7 @@ class WorkerPool:
         with self._lock:
             self.in_flight[claim.build_id] = InFlight(claim, context)
         try:
-            handler = self.handlers.deploy if claim.kind == "deploy" else self.handlers.build
+            handler = self.handlers.deploy if claim.kind == "deploy" and self.handlers.deploy else self.handlers.build
             ending = run_attempt(context, handler)
             with self._lock:
                 self.endings[ending.value] = self.endings.get(ending.value, 0) + 1
