@@ -20,6 +20,7 @@ from listener.finish import Ending, run_attempt
 from listener.listen import ListenLoop
 from listener.records import Automation
 from listener.rescue import Rescuer
+from listener.vault import VaultClient
 from listener.workers import Handlers, WakeSignal, WorkerPool
 
 EXIT_OK, EXIT_FAILED, EXIT_NOT_CLAIMABLE = 0, 1, 3
@@ -47,6 +48,17 @@ def load_handler(spec: str, variable: str) -> Callable[..., Any]:
 def load_handlers(settings: Settings) -> Handlers:
     deploy = load_handler(settings.deploy_handler, "DEPLOY_HANDLER") if settings.deploy_handler else None
     return Handlers(build=load_handler(settings.build_handler, "BUILD_HANDLER"), deploy=deploy)
+
+
+def make_notifier(settings: Settings) -> notify.Notifier:
+    """ntfy with NTFY_TOKEN, or else the token read from Vault (VAULT_SECRETS_PATH, key ntfy_token)."""
+    provider = None
+    if settings.ntfy_token is None and settings.vault_addr and settings.vault_secrets_path:
+        provider = VaultClient(settings.vault_addr, settings.vault_approle_dir).token_provider(
+            settings.vault_secrets_path, "ntfy_token")
+    if settings.ntfy_url is None:
+        logger.warning("NTFY_URL is not set: notifications are only logged")
+    return notify.Notifier.from_settings(settings, provider)
 
 
 def _install_stop_signals(stop: threading.Event) -> None:
@@ -112,7 +124,7 @@ def run_listener(settings: Settings) -> int:
         logger.error("{}", exc)
         return EXIT_FAILED
     queries = Queries.load()
-    notifier = notify.Notifier.from_settings(settings)
+    notifier = make_notifier(settings)
     worker = worker_name()
     stop, stop_claiming, stop_background = threading.Event(), threading.Event(), threading.Event()
     _install_stop_signals(stop)
@@ -154,7 +166,7 @@ def run_build_once(settings: Settings, automation_id: int | None) -> int:
         logger.error("{}", exc)
         return EXIT_FAILED
     queries = Queries.load()
-    notifier = notify.Notifier.from_settings(settings)
+    notifier = make_notifier(settings)
     worker = worker_name()
     stop = threading.Event()
     _install_stop_signals(stop)

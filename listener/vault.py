@@ -5,6 +5,7 @@ Errors become VaultError with a message fit for a person. Credentials and tokens
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,13 +26,15 @@ class VaultClient:
         self.timeout_s = timeout_s
         self._client = hvac.Client(url=self.addr, timeout=timeout_s)
         self._logged_in = False
+        self._lease_s: float | None = None
+        self._logged_in_at = 0.0
 
     def login(self) -> None:
         """AppRole login with the credentials in approle_dir. Raises VaultError."""
         role_id = self._read_credential("role-id")
         secret_id = self._read_credential("secret-id")
         try:
-            self._client.auth.approle.login(role_id=role_id, secret_id=secret_id, use_token=True)
+            answer = self._client.auth.approle.login(role_id=role_id, secret_id=secret_id, use_token=True)
         except (hvac.exceptions.InvalidRequest, hvac.exceptions.Unauthorized, hvac.exceptions.Forbidden) as exc:
             self._logged_in = False
             raise VaultError(
@@ -47,11 +50,19 @@ class VaultClient:
             self._logged_in = False
             raise VaultError(f"Vault at {self.addr} sent an unexpected AppRole login answer ({type(exc).__name__})") from None
         self._logged_in = True
+        lease = (answer or {}).get("auth", {}).get("lease_duration") if isinstance(answer, dict) else None
+        self._lease_s = float(lease) if isinstance(lease, (int, float)) and lease > 0 else None
+        self._logged_in_at = time.monotonic()
         logger.info("vault login ok addr={} approle_dir={}", self.addr, self.approle_dir)
+
+    def _token_expiring(self) -> bool:
+        """A token past two thirds of its lease is replaced by a fresh AppRole login before use
+        (the credentials are on disk, so a new login always works where a renewal might not)."""
+        return self._lease_s is not None and time.monotonic() - self._logged_in_at > self._lease_s * 2 / 3
 
     def read_kv(self, path: str, mount: str = "secret") -> dict[str, str]:
         """The latest version of a KV v2 secret, values as text. Logs in when needed; once more on 403."""
-        fresh = not self._logged_in
+        fresh = not self._logged_in or self._token_expiring()
         if fresh:
             self.login()
         try:

@@ -160,3 +160,14 @@ def test_token_provider_raises_vault_errors(approle_dir: Path) -> None:
     provider = VaultClient(closed_port_url(), approle_dir, timeout_s=5).token_provider("agent-builder", "ntfy_token")
     with pytest.raises(VaultError, match="unreachable"):
         provider()
+
+
+def test_a_token_near_the_end_of_its_lease_is_replaced_by_a_fresh_login(approle_dir) -> None:
+    with FakeVault(ROLE_ID, SECRET_ID, {"secret/agent-builder": {"ntfy_token": "tk_1"}}, token_ttl_s=1) as vault:
+        client = VaultClient(vault.url, approle_dir)
+        assert client.read_kv("agent-builder") == {"ntfy_token": "tk_1"}
+        assert client.read_kv("agent-builder") == {"ntfy_token": "tk_1"}
+        assert len(vault.requests_to("POST", "/v1/auth/approle/login")) == 1
+        time.sleep(0.8)
+        assert client.read_kv("agent-builder") == {"ntfy_token": "tk_1"}
+        assert len(vault.requests_to("POST", "/v1/auth/approle/login")) == 2

@@ -21,7 +21,9 @@ TEST_SECRET_ID = "secret-9a8b7c6d"
 
 
 class FakeVault(FakeHTTPServer):
-    def __init__(self, role_id: str, secret_id: str, secrets_by_path: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, role_id: str, secret_id: str, secrets_by_path: dict[str, dict[str, Any]] | None = None,
+                 token_ttl_s: int = 3600) -> None:
+        self.token_ttl_s = token_ttl_s
         """secrets_by_path keys are 'mount/path', e.g. 'secret/agent-builder'."""
         super().__init__()
         self.role_id = role_id
@@ -69,7 +71,7 @@ class FakeVault(FakeHTTPServer):
                     "policies": ["default", "agent-builder"],
                     "token_policies": ["default", "agent-builder"],
                     "metadata": {"role_name": "agent-builder"},
-                    "lease_duration": 3600,
+                    "lease_duration": self.token_ttl_s,
                     "renewable": True,
                     "entity_id": secrets.token_hex(8),
                     "token_type": "service",

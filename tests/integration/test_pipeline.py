@@ -19,7 +19,7 @@ from listener.config import Settings
 from listener.context import AttemptContext
 from listener.extract import GeneratedFiles
 from listener.finish import Ending, run_attempt
-from listener.notify import Notifier
+from listener.service import make_notifier
 from listener.ollama import OllamaClient
 from listener.pipeline import Pipeline
 from tests.fakes.http_fake import Reply, closed_port_url
@@ -76,7 +76,7 @@ def build(db_url: str, builder_conn, queries, env) -> Callable[..., tuple[Ending
         store = AttemptStore(builder_conn, queries, "test-worker")
         claim = store.claim_next_build()
         assert claim is not None
-        notifier = Notifier.from_settings(settings)
+        notifier = make_notifier(settings)
         ctx = AttemptContext(claim=claim, store=store, settings=settings, notifier=notifier, stop=threading.Event())
         sandbox = SandboxRecorder()
         pipeline = Pipeline(ollama=OllamaClient.from_settings(settings), sandbox=sandbox)
@@ -312,3 +312,26 @@ def test_claude_agent_builds_check_bash(build, operator, fake_ollama) -> None:
     assert ending is Ending.SUCCEEDED
     assert sandbox.calls[0].main_name == "agent.sh"
     assert results(operator, automation_id)[0]["status"] == "pass"
+
+
+def test_no_secret_reaches_a_log_a_result_a_notification_or_the_database(
+        build, operator, fake_ollama, fake_vault, approle_dir, log_lines, tmp_path) -> None:
+    from tests.conftest import ROLE_ID, SECRET_ID
+    from tests.fakes.ntfy_server import FakeNtfy
+
+    with FakeNtfy(required_token="tk_fromvault123") as ntfy:
+        automation_id = insert_idea(operator)
+        fake_ollama.queue_texts(BROKEN_SCRIPT, GOOD_SCRIPT)
+        ending, _, _ = build(VAULT_ADDR=fake_vault.url, VAULT_APPROLE_DIR=str(approle_dir),
+                             VAULT_SECRETS_PATH="agent-builder", NTFY_URL=ntfy.url)
+        assert ending is Ending.SUCCEEDED
+        assert len(ntfy.published) >= 2, "the ntfy token from Vault was used"
+        secrets = [ROLE_ID, SECRET_ID, "tk_fromvault123", *fake_vault.issued_tokens]
+        stored = "\n".join(
+            operator.execute(f"SELECT coalesce(string_agg(t::text, ' '), '') AS dump FROM {table} t").fetchone()["dump"]
+            for table in ("automation_ideas", "agent_builds", "agent_test_results", "builder_status_history"))
+        published = repr(ntfy.published)
+    logs = "\n".join(log_lines)
+    assert "vault login ok" in logs
+    for secret in secrets:
+        assert secret not in logs and secret not in stored and secret not in published
