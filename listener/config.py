@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -46,6 +47,14 @@ class Settings:
     sandbox_network: str
     sandbox_timeout_s: float
     sandbox_database_url: str | None
+    sandbox_agent_image: str
+    sandbox_memory: str
+    sandbox_cpus: float
+    sandbox_pids: int
+    sandbox_log_bytes: int
+    sandbox_runtime: str | None
+    sandbox_keep_images: int
+    sandbox_http_port: int
     builder_concurrency: int
     poll_interval_s: float
     rescue_interval_s: float
@@ -124,6 +133,13 @@ class _Reader:
             return default
         return parsed
 
+    def memory(self, name: str, default: str) -> str:
+        value = (self.raw(name) or default).lower()
+        if not re.fullmatch(r"[0-9]+[bkmg]?", value):
+            self.problems.append(f"{name}={value!r}: must be a size like 512m or 2g")
+            return default
+        return value
+
     def url(self, name: str, default: str | None) -> str | None:
         value = self.raw(name) or default
         if value is None:
@@ -184,6 +200,14 @@ class _Reader:
             sandbox_network=network,
             sandbox_timeout_s=self.number("SANDBOX_TIMEOUT_S", 300.0, float, 1),
             sandbox_database_url=self.raw("SANDBOX_DATABASE_URL"),
+            sandbox_agent_image=self.text("SANDBOX_AGENT_IMAGE", "agent-builder-claude:latest"),
+            sandbox_memory=self.memory("SANDBOX_MEMORY", "512m"),
+            sandbox_cpus=self.number("SANDBOX_CPUS", 1.0, float, 0.05),
+            sandbox_pids=self.number("SANDBOX_PIDS", 256, int, 16),
+            sandbox_log_bytes=self.number("SANDBOX_LOG_BYTES", 1 << 20, int, 1024),
+            sandbox_runtime=self.raw("SANDBOX_RUNTIME"),
+            sandbox_keep_images=self.number("SANDBOX_KEEP_IMAGES", 3, int, 1),
+            sandbox_http_port=self.number("SANDBOX_HTTP_PORT", 0, int, 0),
             builder_concurrency=self.number("BUILDER_CONCURRENCY", 1, int, 1),
             poll_interval_s=self.number("POLL_INTERVAL_S", 30.0, float, 0.05),
             rescue_interval_s=self.number("RESCUE_INTERVAL_S", 2.0, float, 0.05),
