@@ -31,7 +31,26 @@ def _parser() -> argparse.ArgumentParser:
 
     once = commands.add_parser("build-once", help="claim at most one automation, build it, exit")
     once.add_argument("--id", type=int, dest="automation_id", help="build this automation (only if it is ready)")
+
+    status = commands.add_parser("status", help="counts by builder_status, builds in flight, recent failures")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    show = commands.add_parser("show", help="one automation: timeline, attempts, test results, verdict, artifact")
+    show.add_argument("automation_id", type=int, metavar="ID")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for name, help_text in OPERATOR_COMMANDS.items():
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("automation_id", type=int, metavar="ID")
     return parser
+
+
+# The operator's changes, exactly the UPDATE a person would type in SQL.
+OPERATOR_COMMANDS = {
+    "approve": "approve a tested build (awaiting_approval -> approved)",
+    "reject": "reject a tested build (awaiting_approval -> rejected)",
+    "retry": "build again (failed or rejected -> not_started)",
+}
+OPERATOR_STATUS = {"approve": "approved", "reject": "rejected", "retry": "not_started"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,7 +74,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         from listener.service import run_build_once
 
         return run_build_once(settings, args.automation_id)
+    if args.command in ("status", "show"):
+        return _inspect(settings.database_url, args)
+    if args.command in OPERATOR_STATUS:
+        return _operator_change(settings.database_url, args.command, args.automation_id)
     return EXIT_USAGE
+
+
+def _inspect(database_url: str, args: argparse.Namespace) -> int:
+    from listener import inspect
+    from listener.db import Queries, connect
+
+    queries = Queries.load()
+    with connect(database_url, actor="cli", application="agent-builder cli") as conn:
+        if args.command == "status":
+            report = inspect.status_report(conn, queries)
+            print(inspect.to_json(report) if args.json else inspect.render_status(report))
+            return EXIT_OK
+        shown = inspect.show_report(conn, queries, args.automation_id)
+    if shown is None:
+        print(f"agent-builder: there is no automation with id {args.automation_id}", file=sys.stderr)
+        return EXIT_NOT_CLAIMABLE
+    print(inspect.to_json(shown) if args.json else inspect.render_show(shown))
+    return EXIT_OK
+
+
+def _operator_change(database_url: str, command: str, automation_id: int) -> int:
+    import getpass
+
+    import psycopg
+
+    from listener.db import Queries, connect
+
+    with connect(database_url, actor=f"cli:{getpass.getuser()}", application="agent-builder cli") as conn:
+        try:
+            row = conn.execute(Queries.load()["operator_set_status"],
+                               {"automation_id": automation_id, "new_status": OPERATOR_STATUS[command]}).fetchone()
+        except psycopg.errors.CheckViolation as exc:
+            print(exc.diag.message_primary or str(exc), file=sys.stderr)
+            return EXIT_NOT_CLAIMABLE
+    if row is None:
+        print(f"agent-builder: there is no automation with id {automation_id}", file=sys.stderr)
+        return EXIT_NOT_CLAIMABLE
+    print(f"automation {automation_id}: builder_status is now {row['builder_status']}")
+    return EXIT_OK
 
 
 def _migrate(database_url: str, *, rollback: bool) -> int:
