@@ -68,6 +68,8 @@ class Settings:
     log_level: str
     approval_base_url: str | None
     approval_secret: str | None
+    approval_addr: str
+    approval_ttl_s: float
     metrics_addr: str | None
 
     @classmethod
@@ -221,6 +223,8 @@ class _Reader:
             log_level=log_level,
             approval_base_url=approval_base,
             approval_secret=approval_secret,
+            approval_addr=self.text("APPROVAL_ADDR", "0.0.0.0:8787"),
+            approval_ttl_s=self.number("APPROVAL_TTL_S", 86400.0, float, 60),
             metrics_addr=self.raw("METRICS_ADDR"),
         )
         if self.problems:

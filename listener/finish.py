@@ -11,6 +11,7 @@ import psycopg
 from loguru import logger
 
 from listener import notify
+from listener.approvals import approval_actions
 from listener.context import AttemptContext
 from listener.outcome import LevelResult, LostClaim, Released, StepFailure
 
@@ -66,7 +67,8 @@ def _succeed(ctx: AttemptContext) -> Ending:
         message = notify.deployed(automation)
     else:
         done = ctx.store.finish(ctx.claim, expected="building", new_status="awaiting_approval", outcome="succeeded")
-        message = notify.ready_for_approval(automation)
+        message = notify.ready_for_approval(
+            automation, actions=approval_actions(ctx.settings, automation.id, ctx.claim.build_id))
     if not done.owned:
         ctx.log.warning("attempt lost its claim before it could record success")
         return Ending.LOST

@@ -12,6 +12,7 @@ import psycopg
 from loguru import logger
 
 from listener import notify
+from listener.approvals import ApprovalServer
 from listener.claims import AttemptStore
 from listener.config import Settings
 from listener.context import AttemptContext
@@ -136,6 +137,10 @@ def run_listener(settings: Settings) -> int:
     threading.Thread(target=listen.run, name="listen", daemon=True).start()
     threading.Thread(target=rescue.run, name="rescue", daemon=True).start()
     pool.start()
+    approvals = None
+    if settings.approval_secret and settings.approval_base_url:
+        approvals = ApprovalServer(settings, dsn, queries)
+        approvals.start()
     logger.info("listener {} started: concurrency {}, poll every {:g} s", worker, settings.builder_concurrency,
                 settings.poll_interval_s)
     if handlers.deploy is None:
@@ -153,6 +158,8 @@ def run_listener(settings: Settings) -> int:
         except psycopg.OperationalError as exc:
             logger.error("could not record the abandoned attempts ({}); the rescuer of the next listener will", exc)
     stop_background.set()
+    if approvals is not None:
+        approvals.stop()
     logger.info("stopped")
     return EXIT_OK
 

@@ -1,0 +1,197 @@
+"""One-tap approval: signed, expiring, single-use links on the READY notification, and the small
+HTTP endpoint that performs the same UPDATE an operator would (so the trigger, the state machine
+and the history apply unchanged, with the actor 'one-tap')."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from loguru import logger
+
+from listener.config import Settings
+from listener.db import Queries, connect
+
+ACTIONS = {"approve": "approved", "reject": "rejected"}
+
+
+class LinkError(Exception):
+    """A link that does not verify: forged, expired, malformed. The endpoint answers 403."""
+
+
+@dataclass(frozen=True)
+class Link:
+    action: str
+    automation_id: int
+    build_id: int
+    expires: int
+    nonce: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign(secret: str, link: Link) -> str:
+    payload = json.dumps({"a": link.action, "id": link.automation_id, "b": link.build_id, "exp": link.expires,
+                          "n": link.nonce}, separators=(",", ":"), sort_keys=True).encode()
+    mac = hmac.new(secret.encode(), payload, hashlib.sha256).digest()
+    return f"{_b64(payload)}.{_b64(mac)}"
+
+
+def verify(secret: str, token: str, now: float | None = None) -> Link:
+    try:
+        payload_part, mac_part = token.split(".", 1)
+        payload = _unb64(payload_part)
+        mac = _unb64(mac_part)
+    except (ValueError, TypeError):
+        raise LinkError("malformed link") from None
+    expected = hmac.new(secret.encode(), payload, hashlib.sha256).digest()
+    if not hmac.compare_digest(mac, expected):
+        raise LinkError("bad signature")
+    try:
+        data = json.loads(payload)
+        link = Link(action=str(data["a"]), automation_id=int(data["id"]), build_id=int(data["b"]),
+                    expires=int(data["exp"]), nonce=str(data["n"]))
+    except (ValueError, KeyError, TypeError):
+        raise LinkError("malformed link") from None
+    if link.action not in ACTIONS:
+        raise LinkError("unknown action")
+    if (time.time() if now is None else now) > link.expires:
+        raise LinkError("expired link")
+    return link
+
+
+def approval_actions(settings: Settings, automation_id: int, build_id: int) -> tuple[dict[str, Any], ...]:
+    """ntfy `http` action buttons Approve and Reject, when one-tap approval is configured."""
+    if not settings.approval_base_url or not settings.approval_secret:
+        return ()
+    expires = int(time.time() + settings.approval_ttl_s)
+    buttons = []
+    for action, label in (("approve", "Approve"), ("reject", "Reject")):
+        token = sign(settings.approval_secret, Link(action, automation_id, build_id, expires, secrets.token_urlsafe(12)))
+        buttons.append({"action": "http", "label": label, "url": f"{settings.approval_base_url}/decide/{token}",
+                        "method": "POST", "clear": True})
+    return tuple(buttons)
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: int
+    message: str
+
+
+def decide(conn: psycopg.Connection[dict[str, Any]], queries: Queries, secret: str, token: str,
+           remote_addr: str | None) -> Decision:
+    """Verify a link and perform its UPDATE; the nonce is spent in the same transaction."""
+    try:
+        link = verify(secret, token)
+    except LinkError as exc:
+        return Decision(403, f"forbidden: {exc}")
+    try:
+        with conn.transaction():
+            spent = conn.execute(queries["use_approval_link"], {
+                "nonce": link.nonce, "automation_id": link.automation_id, "build_id": link.build_id,
+                "action": link.action, "remote_addr": remote_addr}).fetchone()
+            if spent is None:
+                return Decision(403, "forbidden: this link was already used")
+            row = conn.execute(queries["decide_by_link"], {
+                "automation_id": link.automation_id, "build_id": link.build_id,
+                "new_status": ACTIONS[link.action]}).fetchone()
+            if row is None:
+                raise _Refused("forbidden: the link is not for this automation's current build")
+    except _Refused as refused:
+        return Decision(403, str(refused))
+    except psycopg.errors.CheckViolation as exc:
+        return Decision(403, f"forbidden: {exc.diag.message_primary}")
+    logger.bind(automation_id=link.automation_id).info("one-tap {} of build {}", link.action, link.build_id)
+    return Decision(200, f"automation {link.automation_id}: builder_status is now {row['builder_status']}")
+
+
+class _Refused(Exception):
+    pass
+
+
+class ApprovalServer:
+    """POST /decide/<token> → 200 or 403; anything else → 403. Runs in a daemon thread."""
+
+    def __init__(self, settings: Settings, dsn: str, queries: Queries) -> None:
+        assert settings.approval_secret is not None
+        host, _, port = settings.approval_addr.rpartition(":")
+        self.settings = settings
+        self.dsn = dsn
+        self.queries = queries
+        self.lock = threading.Lock()
+        self.conn: psycopg.Connection[dict[str, Any]] | None = None
+        self.server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), self._handler())
+        self.server.daemon_threads = True
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        threading.Thread(target=self.server.serve_forever, name="approvals", daemon=True).start()
+        logger.info("one-tap approval endpoint on {} (links point at {})", self.settings.approval_addr,
+                    self.settings.approval_base_url)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        if self.conn is not None:
+            self.conn.close()
+
+    def _decide(self, token: str, remote: str | None) -> Decision:
+        with self.lock:  # one connection, one decision at a time: taps are rare
+            for attempt in (1, 2):
+                try:
+                    if self.conn is None or self.conn.closed:
+                        self.conn = connect(self.dsn, actor="one-tap", application="agent-builder approvals")
+                    assert self.settings.approval_secret is not None
+                    return decide(self.conn, self.queries, self.settings.approval_secret, token, remote)
+                except psycopg.OperationalError as exc:
+                    self.conn = None
+                    if attempt == 2:
+                        logger.warning("approval endpoint cannot reach the database: {}", exc)
+        return Decision(503, "the database is unreachable; try again")
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                path = urlsplit(self.path).path
+                if not path.startswith("/decide/"):
+                    self._answer(Decision(403, "forbidden"))
+                    return
+                self._answer(outer._decide(path[len("/decide/"):], self.client_address[0]))
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._answer(Decision(403, "forbidden: use the notification's buttons (POST)"))
+
+            def _answer(self, decision: Decision) -> None:
+                body = (decision.message + "\n").encode()
+                self.send_response(decision.status)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr access logs
+                return
+
+        return Handler

@@ -1,0 +1,96 @@
+"""One-tap approval links against the real endpoint and a real database."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from listener.approvals import ApprovalServer, Link, LinkError, approval_actions, sign, verify
+from listener.config import Settings
+from tests.helpers import builder_status, force_status, insert_idea
+
+SECRET = "s3cret-for-tests-only-0123456789"
+
+
+@pytest.fixture
+def endpoint(db_url, queries):
+    settings = Settings.from_env({"APPROVAL_SECRET": SECRET, "APPROVAL_BASE_URL": "http://phone.example/ab",
+                                  "APPROVAL_ADDR": "127.0.0.1:0"})
+    server = ApprovalServer(settings, db_url, queries)
+    server.start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.stop()
+
+
+def awaiting(operator, builder_conn, queries) -> tuple[int, int]:
+    automation_id = insert_idea(operator)
+    row = builder_conn.execute(queries["claim_build_by_id"], {"automation_id": automation_id, "worker": "w"}).fetchone()
+    builder_conn.execute("UPDATE automation_ideas SET builder_status = 'building' WHERE id = %s", (automation_id,))
+    builder_conn.execute("UPDATE automation_ideas SET builder_status = 'awaiting_approval' WHERE id = %s", (automation_id,))
+    return automation_id, row["build_id"]
+
+
+def link(action: str, automation_id: int, build_id: int, *, expires_in: float = 600, secret: str = SECRET) -> str:
+    return sign(secret, Link(action, automation_id, build_id, int(time.time() + expires_in), f"n-{time.time_ns()}"))
+
+
+def test_notification_buttons_carry_signed_links() -> None:
+    settings = Settings.from_env({"APPROVAL_SECRET": SECRET, "APPROVAL_BASE_URL": "https://ab.lan"})
+    approve, reject = approval_actions(settings, 42, 7)
+    assert approve["action"] == "http" and approve["method"] == "POST" and approve["label"] == "Approve"
+    token = approve["url"].removeprefix("https://ab.lan/decide/")
+    assert verify(SECRET, token).automation_id == 42 and verify(SECRET, token).build_id == 7
+    assert reject["label"] == "Reject" and verify(SECRET, reject["url"].rsplit("/", 1)[1]).action == "reject"
+    assert approval_actions(Settings.from_env({}), 42, 7) == ()
+
+
+def test_a_valid_link_approves_once(endpoint, operator, builder_conn, queries) -> None:
+    automation_id, build_id = awaiting(operator, builder_conn, queries)
+    token = link("approve", automation_id, build_id)
+    first = httpx.post(f"{endpoint}/decide/{token}")
+    assert first.status_code == 200, first.text
+    assert builder_status(operator, automation_id) == "approved"
+    history = operator.execute("SELECT actor FROM builder_status_history WHERE automation_id = %s ORDER BY id DESC LIMIT 1",
+                               (automation_id,)).fetchone()
+    assert history["actor"] == "one-tap"
+    replay = httpx.post(f"{endpoint}/decide/{token}")
+    assert replay.status_code == 403 and "already used" in replay.text
+
+
+def test_a_valid_link_rejects(endpoint, operator, builder_conn, queries) -> None:
+    automation_id, build_id = awaiting(operator, builder_conn, queries)
+    assert httpx.post(f"{endpoint}/decide/{link('reject', automation_id, build_id)}").status_code == 200
+    assert builder_status(operator, automation_id) == "rejected"
+
+
+def test_expired_forged_and_misdirected_links_get_403(endpoint, operator, builder_conn, queries) -> None:
+    automation_id, build_id = awaiting(operator, builder_conn, queries)
+    other_id, _ = awaiting(operator, builder_conn, queries)
+    expired = link("approve", automation_id, build_id, expires_in=-1)
+    forged = link("approve", automation_id, build_id, secret="not-the-secret-0123456789")
+    payload, mac = link("approve", automation_id, build_id).split(".")
+    tampered = link("approve", other_id, build_id).split(".")[0] + "." + mac
+    wrong_build = link("approve", automation_id, build_id + 1000)
+    for token, reason in ((expired, "expired"), (forged, "bad signature"), (tampered, "bad signature"),
+                          (wrong_build, "current build"), ("garbage", "malformed")):
+        answer = httpx.post(f"{endpoint}/decide/{token}")
+        assert answer.status_code == 403 and reason in answer.text, (reason, answer.text)
+    assert httpx.get(f"{endpoint}/decide/{link('approve', automation_id, build_id)}").status_code == 403
+    assert httpx.post(f"{endpoint}/anything-else").status_code == 403
+    assert builder_status(operator, automation_id) == "awaiting_approval"
+    assert builder_status(operator, other_id) == "awaiting_approval"
+
+
+def test_a_link_for_a_row_no_longer_awaiting_is_refused_by_the_state_machine(endpoint, operator, builder_conn, queries) -> None:
+    automation_id, build_id = awaiting(operator, builder_conn, queries)
+    operator.execute("UPDATE automation_ideas SET builder_status = 'rejected' WHERE id = %s", (automation_id,))
+    answer = httpx.post(f"{endpoint}/decide/{link('approve', automation_id, build_id)}")
+    assert answer.status_code == 403 and "cannot change from 'rejected'" in answer.text
+    assert builder_status(operator, automation_id) == "rejected"
+
+
+def test_verify_rejects_an_unknown_action() -> None:
+    with pytest.raises(LinkError, match="unknown action"):
+        verify(SECRET, sign(SECRET, Link("deploy", 1, 1, int(time.time()) + 60, "n")))
