@@ -65,6 +65,13 @@ class AttemptStore:
             return None
         return Claim(automation=Automation.from_row(row), build_id=int(row["build_id"]), kind=kind, worker=self.worker)
 
+    def claim_rejected_cleanup(self) -> tuple[Automation, int, str | None] | None:
+        """A rejected automation whose tested build still needs cleaning up: (automation, build, image)."""
+        row = self.conn.execute(self.queries["claim_rejected_cleanup"], {}).fetchone()
+        if row is None:
+            return None
+        return Automation.from_row(row), int(row["build_id"]), row["image_id"]
+
     # -- while it runs ----------------------------------------------------------------------
     def advance(self, claim: Claim, step: str) -> None:
         row = self.conn.execute(self.queries["advance_step"], {"build_id": claim.build_id, "step": step}).fetchone()

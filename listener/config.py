@@ -66,6 +66,11 @@ class Settings:
     deploy_handler: str
     log_format: str
     log_level: str
+    prod_vault_approle_dir: Path
+    prod_network: str
+    prod_agents_dir: Path
+    prod_run_mode: str
+    prod_verify_s: float
     approval_base_url: str | None
     approval_secret: str | None
     approval_addr: str
@@ -134,6 +139,13 @@ class _Reader:
             self.problems.append(f"{name}={value!r}: must be at least {minimum:g}")
             return default
         return parsed
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = (self.raw(name) or default).lower()
+        if value not in allowed:
+            self.problems.append(f"{name}={value!r}: must be one of {', '.join(allowed)}")
+            return default
+        return value
 
     def memory(self, name: str, default: str) -> str:
         value = (self.raw(name) or default).lower()
@@ -218,9 +230,14 @@ class _Reader:
             release_backoff_base_s=self.number("RELEASE_BACKOFF_BASE_S", 30.0, float, 0),
             release_backoff_max_s=self.number("RELEASE_BACKOFF_MAX_S", 3600.0, float, 0),
             build_handler=self.text("BUILD_HANDLER", "listener.pipeline:build"),
-            deploy_handler=self.text("DEPLOY_HANDLER", ""),
+            deploy_handler=self.text("DEPLOY_HANDLER", "listener.deploy:deploy"),
             log_format=log_format,
             log_level=log_level,
+            prod_vault_approle_dir=Path(self.text("PROD_VAULT_APPROLE_DIR", DEFAULT_APPROLE_DIR + "-prod")),
+            prod_network=self.text("PROD_NETWORK", "bridge"),
+            prod_agents_dir=Path(self.text("PROD_AGENTS_DIR", str(home / "agents"))).expanduser(),
+            prod_run_mode=self.choice("PROD_RUN_MODE", "auto", ("auto", "service", "job")),
+            prod_verify_s=self.number("PROD_VERIFY_S", 5.0, float, 0.5),
             approval_base_url=approval_base,
             approval_secret=approval_secret,
             approval_addr=self.text("APPROVAL_ADDR", "0.0.0.0:8787"),

@@ -228,3 +228,13 @@ def not_claimed(automation_id: int, reason: str) -> Notification:
         tags=("pause_button",),
         priority=2,
     )
+
+
+def rejected(a: Automation, cleanup: str) -> Notification:
+    return Notification(
+        title=f"Rejected {a.label}",
+        message=f"{PREFIX} REJECTED — {a.label} (id={a.id}) was not deployed; {_clip(cleanup)}. "
+                "Set builder_status = 'not_started' to build it again.",
+        tags=("no_entry",),
+        priority=2,
+    )

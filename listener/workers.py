@@ -10,10 +10,12 @@ import psycopg
 from loguru import logger
 from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponential_jitter
 
+from listener import notify
 from listener.claims import AttemptStore
 from listener.config import Settings
 from listener.context import AttemptContext, BuildHandler, DeployHandler
 from listener.db import Queries, connect
+from listener.deploy import clean_rejected
 from listener.finish import run_attempt
 from listener.notify import Notifier
 from listener.records import Claim
@@ -126,6 +128,7 @@ class WorkerPool:
             claim = None
             if self.handlers.deploy is not None and self.wake.approvals() != approvals_done:
                 approvals = self.wake.approvals()
+                self._clean_rejections(store)
                 claim = store.claim_next_deploy()
                 if claim is None:
                     approvals_done = approvals
@@ -135,6 +138,13 @@ class WorkerPool:
                 self.wake.wait_past(seen, timeout=self.settings.poll_interval_s)
                 continue
             self._run_one(index, store, claim)
+
+    def _clean_rejections(self, store: AttemptStore) -> None:
+        while (rejected := store.claim_rejected_cleanup()) is not None:
+            automation, build_id, image_id = rejected
+            done = clean_rejected(self.settings, image_id)
+            logger.bind(automation_id=automation.id, build_id=build_id).info("rejected: {}", done)
+            self.notifier.send(notify.rejected(automation, done))
 
     def _run_one(self, index: int, store: AttemptStore, claim: Claim) -> None:
         context = AttemptContext(claim=claim, store=store, settings=self.settings, notifier=self.notifier,

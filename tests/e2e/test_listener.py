@@ -242,3 +242,18 @@ def test_build_once_rejects_a_bad_handler_clearly(db_url) -> None:
     done = run_cli(base_env(db_url, BUILD_HANDLER="tests.fakes.nothing_here:build"), "build-once")
     assert done.returncode == 1
     assert "BUILD_HANDLER='tests.fakes.nothing_here:build': cannot import" in done.stderr
+
+
+def test_rejection_is_cleaned_up_once_and_notified(db_url, operator, start, ntfy) -> None:
+    listener = start()
+    automation_id = insert_idea(operator, name="Log shipper")
+    wait_until(lambda: status_of(db_url, automation_id) == "awaiting_approval", 10, "the build", listener)
+    operator.execute("UPDATE automation_ideas SET builder_status = 'rejected' WHERE id = %s", (automation_id,))
+    wait_until(lambda: any(m["message"].startswith("[Agent Builder] REJECTED — Log shipper") for m in ntfy.published),
+               10, "the REJECTED notification", listener)
+    cleaned = query(db_url, "SELECT cleaned_at FROM agent_builds WHERE automation_id = %s", (automation_id,))
+    assert cleaned[0]["cleaned_at"] is not None
+    assert status_of(db_url, automation_id) == "rejected"
+    assert listener.stop() == 0
+    rejected = [m for m in ntfy.published if "REJECTED" in m["message"]]
+    assert len(rejected) == 1
