@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("automation_id", type=int, metavar="ID")
     show.add_argument("--json", action="store_true", help="machine-readable output")
 
+    commands.add_parser("check", help="check every dependency (database, Ollama, claude, Vault, ntfy, Docker)")
+    commands.add_parser("config", help="print the effective configuration, secrets redacted")
+
     for name, help_text in OPERATOR_COMMANDS.items():
         command = commands.add_parser(name, help=help_text)
         command.add_argument("automation_id", type=int, metavar="ID")
@@ -61,6 +64,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"agent-builder: {exc}", file=sys.stderr)
         return EXIT_ERROR
     setup_logging(settings.log_format, settings.log_level)
+    if args.command == "config":
+        for name, value in settings.redacted().items():
+            print(f"{name}={value}")
+        return EXIT_OK
+    if args.command == "check":
+        from listener.dependencies import render, run_checks
+
+        results = run_checks(settings)
+        print(render(results))
+        return EXIT_OK if all(check.ok for check in results) else EXIT_ERROR
     if settings.database_url is None:
         print("agent-builder: DATABASE_URL is not set (a libpq URI, e.g. postgresql://user@host/db)", file=sys.stderr)
         return EXIT_ERROR

@@ -116,6 +116,22 @@ class RescueLoop:
                 }, why=why, require_lock=False)
 
 
+def startup_checks(settings: Settings) -> bool:
+    """The `check` command's checks: False (refuse to start) only when a required one fails."""
+    from listener.dependencies import run_checks
+
+    fine = True
+    for check in run_checks(settings):
+        if check.ok:
+            logger.info("check {}: {}", check.name, check.detail)
+        elif check.required:
+            logger.error("check {} FAILED: {} (fix: {})", check.name, check.detail, check.fix)
+            fine = False
+        else:
+            logger.warning("check {} FAILED: {} (fix: {}); starting anyway", check.name, check.detail, check.fix)
+    return fine
+
+
 def run_listener(settings: Settings) -> int:
     assert settings.database_url is not None
     dsn = settings.database_url
@@ -123,6 +139,8 @@ def run_listener(settings: Settings) -> int:
         handlers = load_handlers(settings)
     except HandlerError as exc:
         logger.error("{}", exc)
+        return EXIT_FAILED
+    if not startup_checks(settings):
         return EXIT_FAILED
     queries = Queries.load()
     notifier = make_notifier(settings)

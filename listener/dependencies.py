@@ -1,0 +1,135 @@
+"""`agent-builder check`: one line per dependency, each failure with the fix. `listen` runs the
+same checks at start: a broken database stops it, anything else only warns."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Callable
+
+import httpx
+import psycopg
+
+from listener.config import Settings
+from listener.migrate import pending_migrations
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = False  # listen refuses to start when a required check fails
+
+
+def check_database(settings: Settings) -> Check:
+    if settings.database_url is None:
+        return Check("database", False, "DATABASE_URL is not set", "set DATABASE_URL to a libpq URI", required=True)
+    try:
+        with psycopg.connect(settings.database_url, connect_timeout=5) as conn:
+            version = conn.execute("SHOW server_version").fetchone()
+        pending = pending_migrations(settings.database_url)
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        return Check("database", False, " ".join(str(exc).split())[:300],
+                     "check DATABASE_URL, that PostgreSQL runs and accepts this user", required=True)
+    server = version[0] if version else "?"
+    if pending:
+        return Check("database", False, f"PostgreSQL {server}; {len(pending)} migration(s) pending: {', '.join(pending)}",
+                     "run: agent-builder migrate", required=True)
+    return Check("database", True, f"PostgreSQL {server}, schema up to date")
+
+
+def check_ollama(settings: Settings) -> Check:
+    from listener.ollama import OllamaClient
+    from listener.outcome import StepFailure
+
+    try:
+        models = OllamaClient(settings.ollama_url, settings.ollama_model, timeout_s=10).list_models()
+    except StepFailure as exc:
+        return Check("ollama", False, exc.message, f"start Ollama at OLLAMA_URL={settings.ollama_url}")
+    if settings.ollama_model not in models and f"{settings.ollama_model}:latest" not in models:
+        return Check("ollama", False, f"{settings.ollama_url} has no model {settings.ollama_model}",
+                     f"run: ollama pull {settings.ollama_model}")
+    return Check("ollama", True, f"{settings.ollama_url} serves {settings.ollama_model}")
+
+
+def check_claude(settings: Settings) -> Check:
+    program = settings.claude_cmd[0] if settings.claude_cmd else ""
+    path = shutil.which(program)
+    if path is None:
+        return Check("claude", False, f"{program!r} (CLAUDE_CMD) is not on PATH",
+                     "install the claude CLI (npm i -g @anthropic-ai/claude-code) or set CLAUDE_CMD")
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("claude", False, f"{path} --version failed: {exc}", "check the claude CLI installation")
+    if done.returncode != 0:
+        return Check("claude", False, f"{path} --version exited {done.returncode}", "check the claude CLI installation")
+    return Check("claude", True, f"{path} ({' '.join(done.stdout.split())[:60] or 'runs'}; --version costs no credits)")
+
+
+def check_vault(settings: Settings) -> Check:
+    from listener.vault import VaultClient, VaultError
+
+    if settings.vault_addr is None:
+        return Check("vault", False, "VAULT_ADDR is not set: builds cannot prove the sandbox AppRole works",
+                     "set VAULT_ADDR (and VAULT_APPROLE_DIR)")
+    try:
+        VaultClient(settings.vault_addr, settings.vault_approle_dir).login()
+    except VaultError as exc:
+        return Check("vault", False, str(exc), f"check VAULT_ADDR and the files in {settings.vault_approle_dir}")
+    return Check("vault", True, f"AppRole login to {settings.vault_addr} works")
+
+
+def check_ntfy(settings: Settings) -> Check:
+    if settings.ntfy_url is None:
+        return Check("ntfy", False, "NTFY_URL is not set: notifications are only logged", "set NTFY_URL")
+    try:
+        answer = httpx.get(f"{settings.ntfy_url}/v1/health", timeout=5)
+    except httpx.HTTPError as exc:
+        return Check("ntfy", False, f"{settings.ntfy_url} unreachable: {exc}", "check NTFY_URL and that ntfy runs")
+    if answer.status_code >= 500:
+        return Check("ntfy", False, f"{settings.ntfy_url} answered {answer.status_code}", "check the ntfy server")
+    return Check("ntfy", True, f"{settings.ntfy_url} answers (topic {settings.ntfy_topic}; nothing was published)")
+
+
+def check_docker(settings: Settings) -> Check:
+    import docker
+    import docker.errors
+
+    try:
+        client = docker.from_env(timeout=10)
+        version = client.version().get("Version", "?")
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        return Check("docker", False, f"no Docker engine: {' '.join(str(exc).split())[:200]}",
+                     "start Docker, or set DOCKER_HOST; see README 'Security model'")
+    missing = []
+    for image in (settings.sandbox_base_image, settings.sandbox_agent_image):
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            missing.append(image)
+        except docker.errors.APIError as exc:
+            missing.append(f"{image} ({exc})")
+    if missing:
+        return Check("docker", False, f"engine {version}; image(s) missing: {', '.join(missing)}",
+                     "docker pull them, or build docker/claude-agent.Dockerfile as agent-builder-claude:latest")
+    return Check("docker", True, f"engine {version}; images {settings.sandbox_base_image}, {settings.sandbox_agent_image}")
+
+
+ALL_CHECKS: tuple[Callable[[Settings], Check], ...] = (
+    check_database, check_ollama, check_claude, check_vault, check_ntfy, check_docker)
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    return [check(settings) for check in ALL_CHECKS]
+
+
+def render(checks: list[Check]) -> str:
+    lines = []
+    for check in checks:
+        mark = "ok  " if check.ok else "FAIL"
+        lines.append(f"{mark} {check.name:<9} {check.detail}" + (f"\n     {'':<9} fix: {check.fix}" if not check.ok and check.fix else ""))
+    return "\n".join(lines)
