@@ -196,7 +196,7 @@ class Sandbox:
         """Start the container and wait for it to exit; kill it at the timeout."""
         limit = self.limits.timeout_s if timeout_s is None else timeout_s
         started = time.monotonic()
-        container.start()
+        self._start(container)
         timed_out = False
         exit_code: int | None = None
         try:
@@ -215,7 +215,7 @@ class Sandbox:
         """Service mode: start it, let it run `seconds`; it keeps running if it does (the caller
         checks and the context manager removes it)."""
         started = time.monotonic()
-        container.start()
+        self._start(container)
         exit_code: int | None = None
         try:
             exit_code = int(container.wait(timeout=seconds)["StatusCode"])
@@ -224,6 +224,13 @@ class Sandbox:
         logs, truncated = read_logs(container, self.limits.log_bytes)
         return RunResult(exit_code=exit_code, timed_out=False, logs=logs, logs_truncated=truncated,
                          duration_s=time.monotonic() - started)
+
+    @staticmethod
+    def _start(container: Any) -> None:
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            raise EngineError(f"the container could not start: {exc.explanation or exc}") from None
 
     @staticmethod
     def _kill(container: Any) -> None:

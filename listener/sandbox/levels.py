@@ -1,0 +1,229 @@
+"""Playbook Steps 5–6: deploy into the Docker sandbox and run test levels 2–4 (Level 1, the
+structure checks, ran before the overseer). Each level writes its agent_test_results row; the
+first failure stops the build with a StepFailure the finish step maps to status and ntfy."""
+
+from __future__ import annotations
+
+import ast
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from listener.context import AttemptContext
+from listener.extract import GeneratedFiles
+from listener.ollama import OllamaClient
+from listener.outcome import LevelResult, StepFailure
+from listener.sandbox.checks import RunState, evaluate, summarize, validate_spec
+from listener.sandbox.derive import derive_checks
+from listener.sandbox.engine import EngineError, RunResult, Sandbox
+from listener.sandbox.naming import build_tag
+from listener.sandbox.recorder import Recorder, gateway_address
+
+APP_DIR = "/app"
+IMPORT_CHECK = (
+    "import importlib.util, json, sys\n"
+    "missing = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]\n"
+    "print(json.dumps({'missing': missing}))\n"
+    "sys.exit(3 if missing else 0)\n"
+)
+AGENT_CHECK = (
+    f"bash -n {APP_DIR}/agent.sh || exit 2; "
+    "command -v claude >/dev/null || { echo 'the claude CLI is not in the agent image (SANDBOX_AGENT_IMAGE)' >&2; exit 4; }"
+)
+
+
+@dataclass
+class Level:
+    number: int
+    started: float
+
+    def result(self, passed: bool, log: str) -> LevelResult:
+        return LevelResult(level=self.number, passed=passed, log=log[-20_000:],
+                           duration_ms=int((time.monotonic() - self.started) * 1000))
+
+
+def run_sandbox_levels(ctx: AttemptContext, files: GeneratedFiles) -> None:
+    """Levels 2, 3 and 4 for either automation type, in a confined container."""
+    settings = ctx.settings
+    automation = ctx.automation
+    level = Level(2, time.monotonic())
+    try:
+        sandbox = Sandbox.connect(settings, automation.id, ctx.claim.build_id)
+        sandbox.ensure_network()
+    except EngineError as exc:
+        _fail(ctx, level, f"{exc}", kind="error")
+    image = None
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"agent-{automation.id}-") as workdir:
+            context = Path(workdir)
+            write_context(context, files, automation.type or "", settings.sandbox_base_image, settings.sandbox_agent_image)
+            image = _level_2(ctx, sandbox, context, files, level)
+        spec, note = _acceptance(ctx, files)
+        _levels_3_and_4(ctx, sandbox, image, files, spec, note)
+    except StepFailure:
+        if image is not None:
+            sandbox.remove_image(image)
+        raise
+    sandbox.prune_images(settings.sandbox_keep_images)
+
+
+# -- the build context -----------------------------------------------------------------------------
+
+def write_context(directory: Path, files: GeneratedFiles, automation_type: str, base_image: str, agent_image: str) -> None:
+    """The files and the Dockerfile the sandbox image is built from."""
+    (directory / files.main_name).write_text(files.main, encoding="utf-8")
+    if automation_type == "claude_agent":
+        dockerfile = (f"FROM {agent_image}\nUSER root\nCOPY agent.sh {APP_DIR}/agent.sh\n"
+                      f"RUN chmod 0755 {APP_DIR}/agent.sh && chown -R 65534:65534 {APP_DIR}\nWORKDIR {APP_DIR}\n")
+    elif files.dockerfile:
+        dockerfile = files.dockerfile
+    else:
+        dockerfile = (f"FROM {base_image}\nUSER root\nWORKDIR {APP_DIR}\nCOPY script.py {APP_DIR}/script.py\n"
+                      f"RUN chown -R 65534:65534 {APP_DIR}\nCMD [\"python3\", \"{APP_DIR}/script.py\"]\n")
+    (directory / "Dockerfile").write_text(dockerfile, encoding="utf-8")
+
+
+def imported_modules(source: str) -> list[str]:
+    """Top-level modules a script imports (absolute imports only, __future__ aside)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    names.discard("__future__")
+    return sorted(names)
+
+
+# -- Level 2: deployment ---------------------------------------------------------------------------
+
+def _level_2(ctx: AttemptContext, sandbox: Sandbox, context: Path, files: GeneratedFiles, level: Level) -> str:
+    ctx.step("level2")
+    automation = ctx.automation
+    tag = build_tag(automation.id, automation.name, ctx.claim.build_id)
+    try:
+        built = sandbox.build(context, tag)
+    except EngineError as exc:
+        _fail(ctx, level, f"Level 2 (deployment): {exc}")
+    ctx.save(image_id=built.image_id)
+    if automation.type == "claude_agent":
+        entrypoint, command, what = ["bash", "-c", AGENT_CHECK], None, "agent.sh parses and the claude CLI is present"
+    else:
+        modules = imported_modules(files.main)
+        entrypoint, command, what = ["python3", "-c", IMPORT_CHECK], modules, f"imports resolve: {', '.join(modules) or '(none)'}"
+    try:
+        with sandbox.container(built.image_id, command, {}, entrypoint=entrypoint) as container:
+            run = sandbox.run_to_end(container, timeout_s=min(60.0, sandbox.limits.timeout_s))
+    except EngineError as exc:
+        _fail(ctx, level, f"Level 2 (deployment): {exc}")
+    log = f"image {built.tag} ({built.image_id[:19]}) built\ncheck: {what}\n{run.describe()}\n{run.logs}"
+    if run.exit_code != 0:
+        reason = _missing_modules(run.logs) or f"{run.describe()}{_last_line(run.logs)}"
+        _fail(ctx, level, f"Level 2 (deployment) failed: {reason}", log=log)
+    ctx.record(level.result(True, log))
+    return built.image_id  # runs use the id: exactly the image that was built, whatever the tag says later
+
+
+def _missing_modules(logs: str) -> str | None:
+    for line in logs.splitlines():
+        try:
+            missing = json.loads(line).get("missing")
+        except (ValueError, AttributeError):
+            continue
+        if missing:
+            return f"modules not found in the image: {', '.join(missing)}"
+    return None
+
+
+# -- the acceptance check --------------------------------------------------------------------------
+
+def _acceptance(ctx: AttemptContext, files: GeneratedFiles) -> tuple[list[dict[str, Any]] | StepFailure, str]:
+    """The operator's acceptance_check, or checks derived by the model when it is NULL. A bad or
+    missing check is kept as a failure value and reported at Level 4, after the run."""
+    given = ctx.automation.acceptance_check
+    try:
+        if given is None:
+            spec, note = derive_checks(OllamaClient.from_settings(ctx.settings), ctx.automation, files)
+            ctx.save(acceptance_check=spec)
+            return validate_spec(spec), note
+        ctx.save(acceptance_check=given)
+        return validate_spec(given), "acceptance checks given by the operator (acceptance_check)"
+    except StepFailure as failure:
+        return failure, "acceptance checks unusable"
+
+
+# -- Levels 3 and 4: run it, then look at what it left behind --------------------------------------
+
+def _levels_3_and_4(ctx: AttemptContext, sandbox: Sandbox, image: str, files: GeneratedFiles,
+                    spec: list[dict[str, Any]] | StepFailure, note: str) -> None:
+    settings = ctx.settings
+    level = Level(3, time.monotonic())
+    ctx.step("level3")
+    service_s = _service_seconds(spec)
+    with Recorder(port=settings.sandbox_http_port) as recorder:
+        token = recorder.open_run()
+        gateway = gateway_address(sandbox.client, sandbox.network or "none")
+        environment = {"AGENT_BUILDER_SANDBOX": "1", "DRY_RUN": "1",
+                       "SANDBOX_HTTP_URL": recorder.url_for(token, gateway or "127.0.0.1")}
+        if settings.vault_addr:
+            environment["VAULT_ADDR"] = settings.vault_addr
+        entrypoint, command, how = _smoke_command(ctx.automation.type or "", files)
+        try:
+            with sandbox.container(image, command, environment, entrypoint=entrypoint) as container:
+                run = sandbox.run_for(container, service_s) if service_s else sandbox.run_to_end(container)
+                outcome = run.describe() if run.exit_code is not None or not service_s else f"still running after {service_s:g} s (a service)"
+                log = f"{how}\n{outcome}\n{run.logs}"
+                if not _smoke_passed(run, service_s):
+                    _fail(ctx, level, f"Level 3 (smoke) failed: {run.describe()}{_last_line(run.logs)}", log=log)
+                ctx.record(level.result(True, log))
+
+                level = Level(4, time.monotonic())
+                ctx.step("level4")
+                if isinstance(spec, StepFailure):
+                    _fail(ctx, level, spec.message, log=f"{note}\n{spec.message}")
+                results = evaluate(spec, RunState(container=container, recorder=recorder, run_token=token,
+                                                  sandbox_database_url=settings.sandbox_database_url))
+                log = f"{note}\n{summarize(results)}"
+                failed = [r for r in results if not r.passed]
+                if failed:
+                    _fail(ctx, level, f"Level 4 (assertion) failed: {failed[0].kind}: {failed[0].detail}", log=log)
+                ctx.record(level.result(True, log))
+        except EngineError as exc:
+            _fail(ctx, level, f"Level {level.number}: {exc}")
+        finally:
+            recorder.close_run(token)
+
+
+def _service_seconds(spec: list[dict[str, Any]] | StepFailure) -> float | None:
+    if isinstance(spec, StepFailure):
+        return None
+    waits = [float(check["after_s"]) for check in spec if check.get("kind") == "container_running"]
+    return max(waits) if waits else None
+
+
+def _smoke_command(automation_type: str, files: GeneratedFiles) -> tuple[list[str] | None, list[str] | None, str]:
+    if automation_type == "claude_agent":
+        if "--dry-run" in files.main:
+            return [f"{APP_DIR}/agent.sh"], ["--dry-run"], "ran agent.sh --dry-run"
+        return [f"{APP_DIR}/agent.sh"], [], "agent.sh has no --dry-run: ran it with DRY_RUN=1 and no input"
+    return None, None, "ran the image's command (DRY_RUN=1, AGENT_BUILDER_SANDBOX=1)"
+
+
+def _smoke_passed(run: RunResult, service_s: float | None) -> bool:
+    if service_s:
+        return run.exit_code in (None, 0)
+    return not run.timed_out and run.exit_code == 0
+
+
+def _last_line(logs: str) -> str:
+    lines = [line for line in logs.strip().splitlines() if line.strip()]
+    return f": {lines[-1][:300]}" if lines else ""
+
+
+def _fail(ctx: AttemptContext, level: Level, message: str, *, log: str = "", kind: str = "level") -> NoReturn:
+    ctx.record(level.result(False, f"{message}\n{log}" if log else message))
+    raise StepFailure(level=level.number, step=f"level{level.number}", message=message.splitlines()[0],
+                      log=log, kind=kind, recorded=True)
