@@ -54,10 +54,11 @@ class RunResult:
     logs_truncated: bool
     duration_s: float
     oom_killed: bool = False
+    limit_s: float = 0.0
 
     def describe(self) -> str:
         if self.timed_out:
-            return f"killed after the {self.duration_s:.0f} s timeout (SANDBOX_TIMEOUT_S)"
+            return f"killed after the {self.limit_s:g} s timeout (SANDBOX_TIMEOUT_S)"
         if self.oom_killed:
             return f"killed: out of memory (exit {self.exit_code})"
         return f"exit code {self.exit_code} after {self.duration_s:.1f} s"
@@ -209,7 +210,7 @@ class Sandbox:
         container.reload()
         oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
         return RunResult(exit_code=exit_code, timed_out=timed_out, logs=logs, logs_truncated=truncated,
-                         duration_s=duration, oom_killed=oom)
+                         duration_s=duration, oom_killed=oom, limit_s=limit)
 
     def run_for(self, container: Any, seconds: float) -> RunResult:
         """Service mode: start it, let it run `seconds`; it keeps running if it does (the caller
