@@ -1,24 +1,40 @@
 """Level 4: the acceptance check of interface.md, evaluated against real state after the run
 (the container's filesystem, the sandbox database, a URL, the recording endpoint, a running
-container). Output text is never matched."""
+container). Output text is never matched.
+
+`validate_spec` turns an acceptance_check object into checks with their defaults filled in (or a
+StepFailure that says what is wrong); `evaluate` runs them; a check that cannot run (the engine or
+the database is unreachable) fails with the reason, it never raises.
+"""
 
 from __future__ import annotations
 
+import io
+import posixpath
 import re
+import tarfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
 
+import docker.errors
 import httpx
 import psycopg
+from loguru import logger
 
+from listener.db import Queries
 from listener.outcome import StepFailure
-from listener.sandbox.engine import file_in_container
 from listener.sandbox.recorder import Recorder
 
 KINDS = ("file_exists", "sql_rows", "http_status", "http_request", "container_running")
 MAX_WAIT_S = 600
+SQL_TIMEOUT = "10s"
+HTTP_TIMEOUT_S = 10.0
+MAX_SYMLINK_HOPS = 8
+HEADER_BYTES = 16 * 512  # room for a pax/GNU long-name header before the file's own
+_METHOD = re.compile(r"^[A-Za-z]{1,20}$")
 
 
 @dataclass(frozen=True)
@@ -30,159 +46,288 @@ class CheckResult:
 
 @dataclass
 class RunState:
-    container: Any  # the sandbox container, exited (job) or running (service); removed afterwards
+    """What the checks look at. `container`: a docker SDK Container, exited but not removed (job),
+    or started detached (service)."""
+
+    container: Any
     recorder: Recorder | None
     run_token: str
     sandbox_database_url: str | None
 
 
+# -- validation ----------------------------------------------------------------------------------
+
 def _invalid(message: str) -> StepFailure:
-    return StepFailure(level=4, step="level4", kind="level",
-                       message=f"acceptance check unusable: {message}")
+    return StepFailure(level=4, step="level4", kind="level", message=f"acceptance check unusable: {message}")
 
 
 def validate_spec(spec: Any) -> list[dict[str, Any]]:
-    """The checks of an acceptance_check object, with defaults filled in; a clear failure otherwise."""
+    """The checks of an acceptance_check object, with defaults filled in; a clear StepFailure otherwise."""
     if spec is None:
         raise _invalid("acceptance_check is missing (NULL) and no checks were derived")
+    if isinstance(spec, str):
+        raise _invalid('acceptance_check is a JSON string, not an object: store {"checks": [...]} as jsonb '
+                       "(was it encoded twice?)")
     if not isinstance(spec, dict):
-        raise _invalid(f"acceptance_check must be a JSON object {{\"checks\": [...]}}, not {type(spec).__name__}")
+        raise _invalid(f'acceptance_check must be a JSON object {{"checks": [...]}}, not {_json_type(spec)}')
     checks = spec.get("checks")
     if not isinstance(checks, list):
-        raise _invalid("acceptance_check has no \"checks\" list")
+        raise _invalid('acceptance_check has no "checks" list')
     if not checks:
-        raise _invalid("acceptance_check has an empty \"checks\" list: nothing would be verified")
+        raise _invalid('acceptance_check has an empty "checks" list: nothing would be verified')
     return [_validate_one(index, check) for index, check in enumerate(checks, start=1)]
 
 
 def _validate_one(index: int, check: Any) -> dict[str, Any]:
     where = f"check {index}"
     if not isinstance(check, dict):
-        raise _invalid(f"{where} is not an object")
+        raise _invalid(f"{where} is {_json_type(check)}, not an object")
     kind = check.get("kind")
     if kind not in KINDS:
         raise _invalid(f"{where} has unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    where = f"{where} ({kind})"
     out = dict(check)
     if kind == "file_exists":
         path = check.get("path")
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise _invalid(f"{where} (file_exists) needs an absolute \"path\"")
-        out["min_bytes"] = _int(check.get("min_bytes", 1), f"{where} min_bytes", minimum=0)
+        if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
+            raise _invalid(f'{where} needs an absolute "path", e.g. "/tmp/report.json"')
+        out["min_bytes"] = _int(check.get("min_bytes", 1), f'{where} "min_bytes"', minimum=0)
     elif kind == "sql_rows":
-        query = check.get("query")
-        if not isinstance(query, str) or not re.match(r"\s*(select|with)\b", query, re.IGNORECASE):
-            raise _invalid(f"{where} (sql_rows) needs a \"query\" that is a SELECT")
-        if ";" in query.strip().rstrip(";"):
-            raise _invalid(f"{where} (sql_rows) must be a single statement")
-        out["min_rows"] = _int(check.get("min_rows", 1), f"{where} min_rows", minimum=0)
+        out["query"] = _single_select(check.get("query"), where)
+        out["min_rows"] = _int(check.get("min_rows", 1), f'{where} "min_rows"', minimum=1)
     elif kind == "http_status":
         url = check.get("url")
-        if not isinstance(url, str) or not re.match(r"https?://", url):
-            raise _invalid(f"{where} (http_status) needs an http(s) \"url\"")
-        out["status"] = _int(check.get("status", 200), f"{where} status", minimum=100)
+        if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url, re.IGNORECASE):
+            raise _invalid(f'{where} needs an http(s) "url", e.g. "http://service:8080/health"')
+        out["status"] = _int(check.get("status", 200), f'{where} "status"', minimum=100, maximum=599)
     elif kind == "http_request":
         path = check.get("path")
         if not isinstance(path, str) or not path.startswith("/"):
-            raise _invalid(f"{where} (http_request) needs a \"path\" starting with /")
+            raise _invalid(f'{where} needs a "path" starting with /, e.g. "/report"')
         method = check.get("method", "POST")
-        if not isinstance(method, str) or not method.isalpha():
-            raise _invalid(f"{where} (http_request) has an invalid method")
+        if not isinstance(method, str) or not _METHOD.match(method):
+            raise _invalid(f'{where} has an invalid "method" {method!r} (e.g. "POST")')
         out["method"] = method.upper()
     else:
         after = check.get("after_s")
         if not isinstance(after, (int, float)) or isinstance(after, bool) or not 0 < after <= MAX_WAIT_S:
-            raise _invalid(f"{where} (container_running) needs \"after_s\" between 0 and {MAX_WAIT_S}")
+            raise _invalid(f'{where} needs "after_s", a number of seconds > 0 and ≤ {MAX_WAIT_S}')
     return out
 
 
-def _int(value: Any, what: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise _invalid(f"{what} must be an integer ≥ {minimum}")
+def _int(value: Any, what: str, minimum: int, maximum: int | None = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"≥ {minimum}"
+        raise _invalid(f"{what} must be an integer {bound}, not {value!r}")
     return value
 
 
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _single_select(query: Any, where: str) -> str:
+    """The query without trailing semicolons; it must be one SELECT (or WITH ... SELECT) statement."""
+    if not isinstance(query, str) or not query.strip():
+        raise _invalid(f'{where} needs a "query", a SELECT statement')
+    statements = [s for s in _split_statements(query) if _strip_comments(s).strip()]
+    if len(statements) != 1:
+        raise _invalid(f"{where} must be a single SELECT statement, found {len(statements)} statements")
+    statement = statements[0].strip()
+    first = re.match(r"\(*\s*(\w+)", _strip_comments(statement))
+    if not first or first.group(1).lower() not in ("select", "with"):
+        raise _invalid(f"{where} must be a SELECT (or WITH ... SELECT) statement, not {first.group(1).upper() if first else 'empty'}")
+    return statement
+
+
+def _split_statements(sql: str) -> list[str]:
+    """Split on semicolons outside quotes, quoted identifiers, dollar quotes and comments."""
+    statements: list[str] = []
+    start = i = 0
+    n = len(sql)
+    while i < n:
+        c = sql[i]
+        if c in "'\"":
+            end = sql.find(c, i + 1)
+            while end != -1 and end + 1 < n and sql[end + 1] == c:  # '' and "" escape themselves
+                end = sql.find(c, end + 2)
+            i = n if end == -1 else end + 1
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end == -1 else end + 1
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end == -1 else end + 2
+        elif c == "$" and (tag := re.match(r"\$(?:[A-Za-z_]\w*)?\$", sql[i:])):
+            end = sql.find(tag.group(0), i + len(tag.group(0)))
+            i = n if end == -1 else end + len(tag.group(0))
+        elif c == ";":
+            statements.append(sql[start:i])
+            start = i = i + 1
+        else:
+            i += 1
+    statements.append(sql[start:])
+    return statements
+
+
+def _strip_comments(sql: str) -> str:
+    return re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.DOTALL)
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
 def evaluate(checks: list[dict[str, Any]], state: RunState) -> list[CheckResult]:
-    return [_EVALUATORS[check["kind"]](check, state) for check in checks]
+    """Every check against the real state, in order; each result says what was found."""
+    results = []
+    for check in checks:
+        kind = check["kind"]
+        try:
+            result = _EVALUATORS[kind](check, state)
+        except Exception as exc:  # noqa: BLE001 - a check that cannot run fails with the reason
+            logger.warning("level 4 check {} could not run: {}: {}", kind, type(exc).__name__, exc)
+            result = CheckResult(kind, False, f"the check could not run: {type(exc).__name__}: {_flat(str(exc))}")
+        logger.info("level 4 check {} {}: {}", kind, "passed" if result.passed else "FAILED", result.detail)
+        results.append(result)
+    return results
+
+
+def summarize(results: list[CheckResult]) -> str:
+    """The Level 4 log: one line per check."""
+    return "\n".join(f"{'PASS' if r.passed else 'FAIL'} {r.kind}: {r.detail}" for r in results)
 
 
 def _file_exists(check: dict[str, Any], state: RunState) -> CheckResult:
-    data = file_in_container(state.container, check["path"], max_bytes=max(check["min_bytes"], 1) + 1)
-    if data is None:
-        return CheckResult("file_exists", False, f"{check['path']}: no such file in the sandbox container")
-    if len(data) < check["min_bytes"]:
-        return CheckResult("file_exists", False, f"{check['path']}: {len(data)} bytes, at least {check['min_bytes']} expected")
-    return CheckResult("file_exists", True, f"{check['path']} exists ({len(data)}+ bytes)")
+    path, wanted = check["path"], check["min_bytes"]
+    member = _archive_member(state.container, path)
+    if member is None:
+        return CheckResult("file_exists", False, f"{path}: no such file in the sandbox container")
+    if member.isdir():
+        return CheckResult("file_exists", False, f"{path} is a directory, not a file")
+    if not member.isfile():
+        return CheckResult("file_exists", False, f"{path} is not a regular file")
+    if member.size < wanted:
+        return CheckResult("file_exists", False, f"{path} has {member.size} bytes, at least {wanted} expected")
+    return CheckResult("file_exists", True, f"{path} exists ({member.size} bytes)")
+
+
+def _archive_member(container: Any, path: str) -> tarfile.TarInfo | None:
+    """The tar header of `path` in the container's filesystem (symlinks followed), None when missing."""
+    for _hop in range(MAX_SYMLINK_HOPS):
+        member = _first_member(container, path)
+        if member is None or not member.issym():
+            return member
+        target = member.linkname
+        path = posixpath.normpath(target if target.startswith("/") else posixpath.join(posixpath.dirname(path), target))
+    return None
+
+
+def _first_member(container: Any, path: str) -> tarfile.TarInfo | None:
+    try:
+        stream, _stat = container.get_archive(path)
+    except docker.errors.NotFound as exc:
+        if "no such container" in str(exc).lower():
+            raise  # the container is gone: the check cannot run (not "the file is missing")
+        return None
+    buffer = io.BytesIO()
+    try:
+        for chunk in stream:  # only the first header is needed: stop as soon as it has arrived
+            buffer.write(chunk)
+            if buffer.tell() >= HEADER_BYTES:
+                break
+    finally:
+        close = getattr(stream, "close", None)
+        if close:
+            close()
+    buffer.seek(0)
+    try:
+        with tarfile.open(fileobj=buffer, mode="r|") as archive:
+            return archive.next()
+    except tarfile.TarError:
+        return None
 
 
 def _sql_rows(check: dict[str, Any], state: RunState) -> CheckResult:
     if not state.sandbox_database_url:
         return CheckResult("sql_rows", False, "SANDBOX_DATABASE_URL is not set: the query cannot run")
+    wanted = check["min_rows"]
+    timeout_sql = Queries.load()["check_statement_timeout"]
     try:
-        with psycopg.connect(state.sandbox_database_url, connect_timeout=10) as conn:
-            conn.read_only = True
-            with conn.transaction():
-                conn.execute("SET LOCAL statement_timeout = '10s'")
-                rows = conn.execute(check["query"].strip().rstrip(";")).fetchmany(check["min_rows"] + 1)
+        with psycopg.connect(state.sandbox_database_url, connect_timeout=10,
+                             application_name="agent-builder-level4") as conn:
+            conn.read_only = True  # the implicit BEGIN is BEGIN READ ONLY
+            conn.execute(timeout_sql, {"timeout": SQL_TIMEOUT})
+            cursor = conn.execute(check["query"])  # no parameters: the text is sent as written
+            rows = cursor.fetchmany(wanted + 1)
+            conn.rollback()
     except psycopg.Error as exc:
-        return CheckResult("sql_rows", False, f"the query failed: {' '.join(str(exc).split())[:300]}")
-    passed = len(rows) >= check["min_rows"]
-    return CheckResult("sql_rows", passed, f"{len(rows)}{'+' if len(rows) > check['min_rows'] else ''} row(s), "
-                                           f"at least {check['min_rows']} expected")
+        return CheckResult("sql_rows", False, f"the query failed: {_flat(str(exc))[:300]}")
+    more = "+" if len(rows) > wanted else ""
+    return CheckResult("sql_rows", len(rows) >= wanted, f"the query returned {len(rows)}{more} row(s), at least {wanted} expected")
 
 
 def _http_status(check: dict[str, Any], state: RunState) -> CheckResult:
+    shown = _without_credentials(check["url"])
     try:
-        answer = httpx.get(check["url"], timeout=10, follow_redirects=False)
-    except httpx.HTTPError as exc:
-        return CheckResult("http_status", False, f"{check['url']}: {type(exc).__name__}: {exc}")
+        answer = httpx.get(check["url"], timeout=HTTP_TIMEOUT_S, follow_redirects=False)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        reason = _flat(str(exc)) or "no answer"
+        return CheckResult("http_status", False, f"{shown}: {type(exc).__name__}: {reason}")
     return CheckResult("http_status", answer.status_code == check["status"],
-                       f"{check['url']} answered {answer.status_code}, {check['status']} expected")
+                       f"{shown} answered {answer.status_code}, {check['status']} expected")
 
 
 def _http_request(check: dict[str, Any], state: RunState) -> CheckResult:
-    seen = state.recorder.requests_for(state.run_token) if state.recorder else []
-    wanted = [r for r in seen if r.method == check["method"] and r.path == check["path"]]
-    if any(r.status == 200 for r in wanted):
-        return CheckResult("http_request", True, f"{check['method']} {check['path']} reached SANDBOX_HTTP_URL")
-    calls = ", ".join(f"{r.method} {r.path}" for r in seen) or "none"
-    return CheckResult("http_request", False, f"no {check['method']} {check['path']} reached SANDBOX_HTTP_URL "
-                                              f"(requests seen: {calls})")
+    wanted = f"{check['method']} {check['path']}"
+    if state.recorder is None:
+        return CheckResult("http_request", False, f"no recording endpoint for this run: {wanted} cannot be seen")
+    seen = state.recorder.requests_for(state.run_token)
+    matching = [r for r in seen if r.method.upper() == check["method"] and r.path == check["path"]]
+    if any(r.status == 200 for r in matching):
+        return CheckResult("http_request", True, f"{wanted} reached SANDBOX_HTTP_URL and got 200")
+    calls = ", ".join(f"{r.method} {r.path} ({r.status})" for r in seen[:10]) or "none"
+    return CheckResult("http_request", False, f"no {wanted} answered 200 at SANDBOX_HTTP_URL (requests seen: {calls})")
 
 
 def _container_running(check: dict[str, Any], state: RunState) -> CheckResult:
-    container = state.container
+    container, after = state.container, float(check["after_s"])
     container.reload()
-    started = container.attrs.get("State", {}).get("StartedAt", "")
-    waited = _seconds_since(started)
-    if waited is not None and waited < check["after_s"]:
-        time.sleep(check["after_s"] - waited)
+    if container.status == "running":
+        waited = _seconds_since(container.attrs.get("State", {}).get("StartedAt", ""))
+        time.sleep(max(0.0, after - (waited if waited is not None else 0.0)))
         container.reload()
-    status = container.status
-    return CheckResult("container_running", status == "running",
-                       f"container {status} after {check['after_s']:g} s")
+    if container.status == "running":
+        return CheckResult("container_running", True, f"container still running {after:g} s after it started")
+    exit_code = container.attrs.get("State", {}).get("ExitCode")
+    return CheckResult("container_running", False,
+                       f"container {container.status} (exit code {exit_code}) within {after:g} s of its start")
 
 
 def _seconds_since(timestamp: str) -> float | None:
     """Seconds since Docker's StartedAt ("2026-11-28T13:50:13.123456789Z")."""
-    text = timestamp.rstrip("Z")
-    if "." in text:
-        head, fraction = text.split(".", 1)
-        text = f"{head}.{fraction[:6]}"
-    try:
-        started = datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
-    except ValueError:
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?", timestamp or "")
+    if not match or timestamp.startswith("0001-"):
         return None
-    return (datetime.now(timezone.utc) - started).total_seconds()
+    started = datetime.fromisoformat(match.group(1)).replace(tzinfo=timezone.utc)
+    fraction = float(f"0.{match.group(2)}") if match.group(2) else 0.0
+    return (datetime.now(timezone.utc) - started).total_seconds() - fraction
 
 
-_EVALUATORS = {
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+_EVALUATORS: dict[str, Callable[[dict[str, Any], RunState], CheckResult]] = {
     "file_exists": _file_exists,
     "sql_rows": _sql_rows,
     "http_status": _http_status,
     "http_request": _http_request,
     "container_running": _container_running,
 }
-
-
-def summarize(results: list[CheckResult]) -> str:
-    return "\n".join(f"{'PASS' if r.passed else 'FAIL'} {r.kind}: {r.detail}" for r in results)

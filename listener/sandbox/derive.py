@@ -1,16 +1,24 @@
-"""Level 4 when the operator gave no acceptance_check: ask the model for checks, with Ollama's
-structured output (a JSON schema), validate them, and say so in the Level 4 log."""
+"""Level 4 when the operator gave no acceptance_check: ask the model for checks with Ollama's
+structured output (a JSON schema), validate them, and return the note for the Level 4 log."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+from loguru import logger
 
 from listener.extract import GeneratedFiles
 from listener.ollama import OllamaClient
 from listener.outcome import StepFailure
 from listener.records import Automation
-from listener.sandbox.checks import KINDS, validate_spec
+from listener.sandbox.checks import KINDS, MAX_WAIT_S, validate_spec
+
+SPEC_CHARS = 4000
+CODE_CHARS = 12000
+LOG_CHARS = 2000
+_LOCAL_URL = re.compile(r"^https?://(localhost|127\.|0\.0\.0\.0|\[::1\]|\[::\])", re.IGNORECASE)
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -18,18 +26,19 @@ SCHEMA: dict[str, Any] = {
         "checks": {
             "type": "array",
             "minItems": 1,
+            "maxItems": 5,
             "items": {
                 "type": "object",
                 "properties": {
                     "kind": {"type": "string", "enum": list(KINDS)},
                     "path": {"type": "string"},
-                    "min_bytes": {"type": "integer"},
+                    "min_bytes": {"type": "integer", "minimum": 0},
                     "query": {"type": "string"},
-                    "min_rows": {"type": "integer"},
+                    "min_rows": {"type": "integer", "minimum": 1},
                     "url": {"type": "string"},
                     "status": {"type": "integer"},
                     "method": {"type": "string"},
-                    "after_s": {"type": "number"},
+                    "after_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WAIT_S},
                 },
                 "required": ["kind"],
             },
@@ -38,39 +47,70 @@ SCHEMA: dict[str, Any] = {
     "required": ["checks"],
 }
 
-PROMPT = """You write acceptance checks for an automation that just ran once in a test sandbox.
-The checks look at the state the automation leaves behind, never at its printed output.
-Kinds of checks (use only these, with these fields):
-- file_exists: {{"kind": "file_exists", "path": "/abs/path", "min_bytes": 1}} a file the code writes (under /tmp or its working directory)
-- sql_rows: {{"kind": "sql_rows", "query": "SELECT ...", "min_rows": 1}} rows the code writes to the sandbox database
-- http_status: {{"kind": "http_status", "url": "http://...", "status": 200}} a URL the code makes answer
-- http_request: {{"kind": "http_request", "method": "POST", "path": "/something"}} the code called $SANDBOX_HTTP_URL + path
-- container_running: {{"kind": "container_running", "after_s": 5}} only for a long-running service
-Answer with a JSON object {{"checks": [...]}} holding the checks that prove this automation did its job.
+PROMPT = """You write acceptance checks for an automation that runs once in a test sandbox (a Docker container).
+The checks verify the state the automation leaves behind after it ran. They never look at its printed output.
+Use only these kinds, with exactly these fields:
+- {{"kind": "file_exists", "path": "/tmp/result.json", "min_bytes": 1}}: a file the code writes, by absolute path (under /tmp or its working directory {workdir})
+- {{"kind": "sql_rows", "query": "SELECT ... FROM ... WHERE ...", "min_rows": 1}}: rows the code writes to its database (one read-only SELECT)
+- {{"kind": "http_request", "method": "POST", "path": "/report"}}: the code sends that request to the URL in the environment variable SANDBOX_HTTP_URL plus the path
+- {{"kind": "http_status", "url": "http://host:port/path", "status": 200}}: a URL on another server, reachable from outside the sandbox, that the code creates or changes (never localhost)
+- {{"kind": "container_running", "after_s": 5}}: only for a long-running service that must keep running
+Choose one to three checks that prove this automation did its job, using the paths, queries and URLs the code really uses.
+Answer with a JSON object {{"checks": [...]}} and nothing else.
 
-Automation: {name} ({type})
-Specification: {spec}
+Automation: {name} (type {type})
+Specification:
+{spec}
 
-The code:
+The code ({files}):
 {code}
 """
 
 
+def build_prompt(automation: Automation, files: GeneratedFiles, workdir: str = "/app") -> str:
+    code = "\n\n".join(f"=== FILE: {name} ===\n{text}" for name, text in files.as_dict().items())
+    return PROMPT.format(
+        name=automation.label, type=automation.type or "script", workdir=workdir,
+        spec=(automation.task_description or "")[:SPEC_CHARS],
+        files=", ".join(files.as_dict()), code=code[:CODE_CHARS],
+    )
+
+
 def derive_checks(ollama: OllamaClient, automation: Automation, files: GeneratedFiles) -> tuple[dict[str, Any], str]:
-    prompt = PROMPT.format(name=automation.label, type=automation.type or "script",
-                           spec=(automation.task_description or "")[:4000], code=files.main[:12000])
-    generation = ollama.generate(prompt, fmt=SCHEMA)
+    """({"checks": [...]} validated, with defaults filled in; the sentence for the Level 4 log).
+    Raises StepFailure(level 4) when the model's answer is not usable checks."""
+    generation = ollama.generate(build_prompt(automation, files), fmt=SCHEMA)
     try:
-        spec = json.loads(generation.text)
+        answer = json.loads(generation.text)
     except ValueError:
-        raise StepFailure(level=4, step="level4", kind="level",
-                          message="acceptance_check is NULL and the model's derived checks are not JSON",
-                          log=generation.text[:2000]) from None
+        raise _unusable("its answer is not JSON", generation.text) from None
     try:
-        validate_spec(spec)
+        checks = validate_spec(answer)
     except StepFailure as failure:
-        raise StepFailure(level=4, step="level4", kind="level",
-                          message=f"acceptance_check is NULL and the model's derived checks are unusable: {failure.message}",
-                          log=generation.text[:2000]) from None
-    checks = ", ".join(check["kind"] for check in spec["checks"])
-    return spec, f"acceptance checks derived by the model because acceptance_check is NULL ({checks}); recorded with the build"
+        raise _unusable(failure.message.removeprefix("acceptance check unusable: "), generation.text) from None
+    local = [c["url"] for c in checks if c["kind"] == "http_status" and _LOCAL_URL.match(c["url"])]
+    if local:
+        raise _unusable(f"http_status on {local[0]} would call the builder itself, not the sandbox", generation.text)
+    spec = {"checks": checks}
+    note = ("acceptance checks derived by the model because acceptance_check is NULL: "
+            + "; ".join(_describe(check) for check in checks))
+    logger.info("automation {}: {}", automation.id, note)
+    return spec, note
+
+
+def _unusable(reason: str, text: str) -> StepFailure:
+    return StepFailure(level=4, step="level4", kind="level", log=text[:LOG_CHARS],
+                       message=f"acceptance_check is NULL and the checks the model derived are unusable: {reason}")
+
+
+def _describe(check: dict[str, Any]) -> str:
+    kind = check["kind"]
+    if kind == "file_exists":
+        return f"file_exists {check['path']} (≥ {check['min_bytes']} bytes)"
+    if kind == "sql_rows":
+        return f"sql_rows ≥ {check['min_rows']} row(s) from {' '.join(check['query'].split())[:120]}"
+    if kind == "http_status":
+        return f"http_status {check['url']} → {check['status']}"
+    if kind == "http_request":
+        return f"http_request {check['method']} SANDBOX_HTTP_URL{check['path']}"
+    return f"container_running after {check['after_s']:g} s"

@@ -8,8 +8,6 @@ capped log. Containers are removed by whoever created them (`Sandbox.run` as a c
 
 from __future__ import annotations
 
-import io
-import tarfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -263,26 +261,6 @@ def read_logs(container: Any, cap: int) -> tuple[str, bool]:
     if truncated:
         text += f"\n… (log cut at {cap} bytes)"
     return text, truncated
-
-
-def file_in_container(container: Any, path: str, max_bytes: int = 1 << 20) -> bytes | None:
-    """A file from a container's filesystem (running or exited), or None when it is not there."""
-    try:
-        stream, _stat = container.get_archive(path)
-    except docker.errors.NotFound:
-        return None
-    buffer = io.BytesIO()
-    for chunk in stream:
-        buffer.write(chunk)
-        if buffer.tell() > max_bytes + 65536:
-            break
-    buffer.seek(0)
-    with tarfile.open(fileobj=buffer) as archive:
-        member = archive.next()
-        if member is None or not member.isfile():
-            return None
-        handle = archive.extractfile(member)
-        return handle.read(max_bytes) if handle else None
 
 
 def _build_log(chunks: Any) -> str:

@@ -1,33 +1,59 @@
 """The recording endpoint given to sandboxes as SANDBOX_HTTP_URL: it answers 200 to any request
-under a run's token and remembers it, so Level 4 can check that the automation called it."""
+under a run's token and remembers it, so Level 4 can check that the automation called it.
+
+URLs are `http://<gateway>:<port>/<run_token>/<path...>`; the token is fresh and unguessable per
+run, so concurrent runs cannot see (or fake) each other's requests. Unknown tokens get 404, bodies
+over MAX_BODY get 413.
+"""
 
 from __future__ import annotations
 
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from types import TracebackType
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
-MAX_BODY = 1 << 20
+import docker.errors
+from loguru import logger
+
+MAX_BODY = 1 << 20  # larger bodies are refused with 413
+DRAIN_LIMIT = 8 << 20  # a refused body up to this size is read and dropped, so the client sees the 413
+MAX_RECORDS = 1000  # per run; later requests are answered but not kept
+EXCERPT_BYTES = 500
+KEPT_HEADERS = ("content-type", "content-length", "user-agent", "transfer-encoding")
 
 
 @dataclass(frozen=True)
 class Recorded:
+    """One request a sandbox made. `path` is without the token prefix ('/hook'); header names are
+    lower-case and only KEPT_HEADERS are kept (never authorization or cookies)."""
+
     method: str
     path: str
     status: int
-    body_excerpt: str
+    query: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    body_excerpt: str = ""
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _BadRequest(Exception):
+    pass
 
 
 class Recorder:
-    """A small HTTP server on all interfaces (the sandbox reaches it through its network's gateway)."""
+    """A small threaded HTTP server (daemon thread); use it as a context manager."""
 
     def __init__(self, host: str = "0.0.0.0", port: int = 0) -> None:
         self._lock = threading.Lock()
         self._runs: dict[str, list[Recorded]] = {}
-        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._server = ThreadingHTTPServer((host, port), _handler_class(self._record))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -35,17 +61,32 @@ class Recorder:
     def port(self) -> int:
         return int(self._server.server_address[1])
 
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                            name="recorder", daemon=True)
+            self._thread.start()
+            logger.info("recording endpoint listening on {}:{}", self._server.server_address[0], self.port)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._server.server_close()
+        logger.info("recording endpoint on port {} stopped", self.port)
+
     def __enter__(self) -> "Recorder":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="recorder", daemon=True)
-        self._thread.start()
+        self.start()
         return self
 
-    def __exit__(self, *_exc: Any) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()
 
     def open_run(self) -> str:
-        token = secrets.token_urlsafe(16)
+        """A fresh, unguessable token; requests under it are recorded until close_run."""
+        token = secrets.token_urlsafe(24)
         with self._lock:
             self._runs[token] = []
         return token
@@ -59,56 +100,125 @@ class Recorder:
             return list(self._runs.get(token, []))
 
     def url_for(self, token: str, host: str) -> str:
-        return f"http://{host}:{self.port}/{token}"
+        """The base URL a sandbox uses (SANDBOX_HTTP_URL), e.g. http://172.17.0.1:41234/<token>."""
+        shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return f"http://{shown}:{self.port}/{token}"
 
-    def _record(self, method: str, raw_path: str, body: bytes | None, too_large: bool) -> int:
-        path = urlsplit(raw_path).path
-        token, _, rest = path.lstrip("/").partition("/")
+    def _record(self, method: str, target: str, headers: dict[str, str], body: bytes | None, status: int) -> int:
+        """Record a request if its token is open; the status it gets (404 for unknown tokens)."""
+        parts = urlsplit(target)
+        token, _, rest = parts.path.lstrip("/").partition("/")
         with self._lock:
             run = self._runs.get(token)
             if run is None:
                 return 404
-            status = 413 if too_large else 200
-            run.append(Recorded(method=method, path="/" + rest, status=status,
-                                body_excerpt=(body or b"")[:500].decode("utf-8", errors="replace")))
-            return status
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                too_large = length > MAX_BODY
-                body = None if too_large else (self.rfile.read(length) if length else b"")
-                status = recorder._record(self.command, self.path, body, too_large)
-                payload = b'{"ok": true}' if status == 200 else b'{"ok": false}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                if too_large:
-                    self.send_header("Connection", "close")
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(payload)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle  # noqa: N815
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                return
-
-        return Handler
+            if len(run) < MAX_RECORDS:
+                run.append(Recorded(
+                    method=method, path="/" + rest, status=status, query=parts.query,
+                    headers={k: v for k, v in headers.items() if k in KEPT_HEADERS},
+                    body_excerpt=(body or b"")[:EXCERPT_BYTES].decode("utf-8", errors="replace"),
+                ))
+        logger.debug("recording endpoint: {} /{} -> {}", method, rest, status)
+        return status
 
 
-def gateway_address(client: Any, network: str) -> str | None:
-    """The host's address as seen from containers on `network` (its IPAM gateway); None for 'none'."""
-    if network in ("none", "host"):
+RecordFn = Callable[[str, str, dict[str, str], "bytes | None", int], int]
+
+
+def _handler_class(record: RecordFn) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        timeout = 30  # seconds of silence before a connection is dropped
+
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("do_"):  # any method: GET, POST, PUT, PROPFIND, ...
+                return self._handle
+            raise AttributeError(name)
+
+        def _handle(self) -> None:
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            close = False
+            try:
+                body: bytes | None = self._body(headers)
+                status = 200
+            except _BodyTooLarge:
+                body, status, close = None, 413, True
+            except _BadRequest:
+                body, status, close = None, 400, True
+            status = record(self.command, self.path, headers, body, status)
+            payload = b'{"ok": true}' if status == 200 else b'{"ok": false}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            if close:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+
+        def _body(self, headers: dict[str, str]) -> bytes:
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                return self._chunked()
+            try:
+                length = int(headers.get("content-length") or 0)
+            except ValueError:
+                raise _BadRequest() from None
+            if length < 0:
+                raise _BadRequest()
+            if length > MAX_BODY:
+                if length <= DRAIN_LIMIT:
+                    self._drain(length)
+                raise _BodyTooLarge()
+            return self.rfile.read(length) if length else b""
+
+        def _chunked(self) -> bytes:
+            data = bytearray()
+            while True:
+                line = self.rfile.readline(1024)
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise _BadRequest() from None
+                if size == 0:
+                    while self.rfile.readline(1024).strip():  # trailers
+                        pass
+                    return bytes(data)
+                if len(data) + size > MAX_BODY:
+                    raise _BodyTooLarge()
+                data += self.rfile.read(size)
+                self.rfile.readline(1024)  # the CRLF after each chunk
+
+        def _drain(self, length: int) -> None:
+            while length > 0:
+                chunk = self.rfile.read(min(length, 1 << 16))
+                if not chunk:
+                    return
+                length -= len(chunk)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            return
+
+    return Handler
+
+
+def gateway_address(client: Any, network_name: str) -> str | None:
+    """The host's address as seen from containers on the network (its IPAM gateway): where a
+    sandbox reaches the recording endpoint. None for 'none' (and 'host'), or a network without one."""
+    if network_name in ("none", "host"):
         return None
     try:
-        attrs = client.networks.get(network).attrs
-    except Exception:  # noqa: BLE001 - a missing network has no gateway
+        attrs = client.networks.get(network_name).attrs
+    except docker.errors.NotFound:
+        logger.warning("network {} does not exist: no gateway for SANDBOX_HTTP_URL", network_name)
+        return None
+    except docker.errors.APIError as exc:
+        logger.warning("could not inspect network {}: {}", network_name, exc)
         return None
     for config in (attrs.get("IPAM") or {}).get("Config") or []:
-        if config.get("Gateway"):
-            return str(config["Gateway"])
+        gateway = (config or {}).get("Gateway")
+        if gateway and ":" not in gateway:  # prefer the IPv4 gateway
+            return str(gateway).split("/")[0]
+    for config in (attrs.get("IPAM") or {}).get("Config") or []:
+        gateway = (config or {}).get("Gateway")
+        if gateway:
+            return str(gateway).split("/")[0]
     return None

@@ -1,0 +1,108 @@
+"""End to end: an idea inserted and marked ready with psql goes through the listener (a real
+subprocess with the default pipeline), the fakes (Ollama, `claude` on PATH, ntfy) and real Docker
+to awaiting_approval with four passing levels."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.listeners import ListenerProcess, base_env, query, wait_until
+from tests.fakes.ntfy_server import FakeNtfy
+
+FAKES = Path(__file__).resolve().parents[1] / "fakes"
+
+MODEL_ANSWER = """Here is the automation you asked for:
+
+```python
+import json
+import os
+import shutil
+import urllib.request
+
+
+def main() -> None:
+    usage = shutil.disk_usage("/")
+    report = {"total": usage.total, "used": usage.used, "free": usage.free}
+    with open("/tmp/disk.json", "w") as handle:
+        json.dump(report, handle)
+    url = os.environ["SANDBOX_HTTP_URL"] + "/disk"
+    request = urllib.request.Request(url, data=json.dumps(report).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        print("reported disk usage:", answer.status)
+
+
+if __name__ == "__main__":
+    main()
+```
+
+It writes the report and posts it.
+"""
+
+ACCEPTANCE = {"checks": [
+    {"kind": "file_exists", "path": "/tmp/disk.json", "min_bytes": 10},
+    {"kind": "http_request", "method": "POST", "path": "/disk"},
+]}
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="psql (the PostgreSQL client) is not installed")
+def test_an_idea_marked_ready_with_psql_ends_awaiting_approval(db_url, docker_client, base_image, fake_ollama,
+                                                               tmp_path: Path) -> None:
+    fake_ollama.response_text = MODEL_ANSWER
+    claude_log = tmp_path / "claude.jsonl"
+    with FakeNtfy() as ntfy:
+        env = base_env(
+            db_url,
+            BUILD_HANDLER="listener.pipeline:build",
+            OLLAMA_URL=fake_ollama.url,
+            NTFY_URL=ntfy.url,
+            PATH=f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}",
+            FAKE_CLAUDE_MODE="json-pass",
+            FAKE_CLAUDE_LOG=str(claude_log),
+            SANDBOX_BASE_IMAGE=base_image,
+            SANDBOX_NETWORK="agent-builder-test-e2e",
+            SANDBOX_TIMEOUT_S="60",
+            VAULT_APPROLE_DIR=str(tmp_path / "approle"),
+            AGENT_BUILDER_HOME=str(tmp_path / "home"),
+        )
+        env.pop("CLAUDE_CMD", None)
+        listener = ListenerProcess(env, tmp_path / "listener.log")
+        try:
+            listener.wait_listening()
+            sql = ("INSERT INTO automation_ideas (name, type, status, priority, task_description, infrastructure_requirement, acceptance_check)"
+                   " VALUES ('Disk report', 'script', 'idea', 1, 'Write the disk usage of / as JSON to /tmp/disk.json"
+                   " and POST it to $SANDBOX_HTTP_URL/disk', 'none', '" + json.dumps(ACCEPTANCE) + "'::jsonb) RETURNING id;")
+            inserted = subprocess.run(["psql", db_url, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                                      capture_output=True, text=True, check=True)
+            automation_id = int(inserted.stdout.split()[0])
+            subprocess.run(["psql", db_url, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c",
+                            f"UPDATE automation_ideas SET status = 'ready_to_build' WHERE id = {automation_id}"],
+                           capture_output=True, text=True, check=True)
+
+            wait_until(lambda: query(db_url, "SELECT builder_status FROM automation_ideas WHERE id = %s",
+                                     (automation_id,))[0]["builder_status"] in ("awaiting_approval", "failed"),
+                       180, "the build", listener)
+            results = query(db_url, "SELECT test_level, status, execution_log FROM agent_test_results"
+                                    " WHERE automation_id = %s ORDER BY id", (automation_id,))
+            assert [(r["test_level"], r["status"]) for r in results] == [(1, "pass"), (2, "pass"), (3, "pass"), (4, "pass")], results
+            assert query(db_url, "SELECT builder_status FROM automation_ideas WHERE id = %s",
+                         (automation_id,))[0]["builder_status"] == "awaiting_approval"
+            calls = [json.loads(line) for line in claude_log.read_text().splitlines()]
+            reviews = [call for call in calls if call["argv"] != ["--version"]]  # `check` at start asks --version: free
+            assert len(reviews) == 1 and "shutil.disk_usage" in reviews[0]["stdin"]
+            build = query(db_url, "SELECT image_id, overseer_verdict, overseer_cost_usd FROM agent_builds WHERE automation_id = %s",
+                          (automation_id,))[0]
+            assert build["overseer_verdict"] == "PASS" and build["image_id"].startswith("sha256:")
+            assert docker_client.images.get(build["image_id"])
+            wait_until(lambda: any("READY — Disk report" in m.get("message", "") for m in ntfy.published), 10,
+                       "the READY notification", listener)
+        finally:
+            assert listener.stop() == 0
+    for network in docker_client.networks.list(names=["agent-builder-test-e2e"]):
+        network.remove()

@@ -1,0 +1,296 @@
+"""Levels 2–4 in the real Docker sandbox, for both automation types, and hostile code contained.
+
+Runs the listener's own attempt code (claim, AttemptContext, finish) on a real PostgreSQL, with
+a real Docker engine; only Ollama (used when the checks are derived) is a fake HTTP server.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from psycopg.types.json import Jsonb
+
+from listener.claims import AttemptStore
+from listener.config import Settings
+from listener.context import AttemptContext
+from listener.extract import GeneratedFiles
+from listener.finish import Ending, run_attempt
+from listener.notify import Notifier
+from listener.sandbox.levels import imported_modules, run_sandbox_levels
+from listener.sandbox.naming import LABEL_ROLE
+from tests.fakes.http_fake import Reply
+from tests.helpers import builder_status, insert_idea
+
+FAKE_CLAUDE = Path(__file__).resolve().parents[1] / "fakes" / "claude"
+TEST_NETWORK = "agent-builder-test-sandbox"
+
+WRITES_FILE = """import json, os, shutil
+usage = shutil.disk_usage('/')
+with open('/tmp/disk.json', 'w') as handle:
+    json.dump({'total': usage.total}, handle)
+print('wrote /tmp/disk.json')
+"""
+CALLS_HOME = """import json, os, urllib.request
+url = os.environ['SANDBOX_HTTP_URL'] + '/report'
+request = urllib.request.Request(url, data=json.dumps({'ok': True}).encode(), method='POST',
+                                 headers={'Content-Type': 'application/json'})
+print(urllib.request.urlopen(request, timeout=5).status)
+"""
+AGENT_OK = """#!/usr/bin/env bash
+set -euo pipefail
+if [[ "${1:-}" == "--dry-run" ]]; then
+  echo "dry run: would ask claude to summarise the disk usage"
+  echo done > /tmp/agent-dry-run.txt
+  exit 0
+fi
+claude -p "Summarise the disk usage"
+"""
+
+
+def script(text: str, dockerfile: str | None = None) -> GeneratedFiles:
+    return GeneratedFiles(main_name="script.py", main=text, dockerfile=dockerfile)
+
+
+def agent(text: str) -> GeneratedFiles:
+    return GeneratedFiles(main_name="agent.sh", main=text, dockerfile=None)
+
+
+def file_check(path: str) -> dict[str, Any]:
+    return {"checks": [{"kind": "file_exists", "path": path, "min_bytes": 1}]}
+
+
+@pytest.fixture(scope="session")
+def agent_image(docker_client, base_image: str, tmp_path_factory) -> str:
+    """An agent image: the base image with bash and a `claude` command (our fake)."""
+    context = tmp_path_factory.mktemp("agent-image")
+    (context / "claude").write_bytes(FAKE_CLAUDE.read_bytes())
+    (context / "Dockerfile").write_text(f"FROM {base_image}\nCOPY claude /usr/local/bin/claude\n"
+                                        "RUN chmod 0755 /usr/local/bin/claude\n")
+    tag = "agent-builder-test-agent:latest"
+    docker_client.images.build(path=str(context), tag=tag, rm=True, pull=False)
+    return tag
+
+
+@pytest.fixture(scope="session")
+def sandbox_network(docker_client) -> str:
+    yield TEST_NETWORK
+    for network in docker_client.networks.list(names=[TEST_NETWORK]):
+        network.remove()
+
+
+@pytest.fixture
+def no_leftovers(docker_client):
+    """Every sandbox container a test starts is removed by the engine code itself."""
+    def sandbox_runs() -> set[str]:
+        return {c.id for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL_ROLE}=sandbox-run"})}
+
+    before = sandbox_runs()
+    yield
+    left = sandbox_runs() - before
+    assert not left, f"sandbox containers left behind: {left}"
+
+
+@pytest.fixture
+def levels(db_url, builder_conn, queries, base_image, agent_image, sandbox_network, fake_ollama, tmp_path,
+           no_leftovers) -> Callable[..., tuple[Ending, list[dict[str, Any]]]]:
+    approle = tmp_path / "approle"
+    approle.mkdir()
+    (approle / "role-id").write_text("sandbox-role")
+    (approle / "secret-id").write_text("sandbox-secret")
+
+    def run(files: GeneratedFiles, *, check: Any = None, type: str = "script", **env: str) -> tuple[Ending, list[dict[str, Any]]]:
+        settings = Settings.from_env({
+            "DATABASE_URL": db_url, "SANDBOX_BASE_IMAGE": base_image, "SANDBOX_AGENT_IMAGE": agent_image,
+            "SANDBOX_NETWORK": sandbox_network, "SANDBOX_TIMEOUT_S": "30", "VAULT_APPROLE_DIR": str(approle),
+            "OLLAMA_URL": fake_ollama.url, "SANDBOX_DATABASE_URL": db_url, "AGENT_BUILDER_HOME": str(tmp_path), **env,
+        })
+        automation_id = insert_idea(builder_conn, type=type)
+        if check is not None:
+            builder_conn.execute("UPDATE automation_ideas SET acceptance_check = %s WHERE id = %s", (Jsonb(check), automation_id))
+        store = AttemptStore(builder_conn, queries, "docker-test")
+        claim = store.claim_build(automation_id)
+        ctx = AttemptContext(claim=claim, store=store, settings=settings, notifier=Notifier(None, "t"),
+                             stop=threading.Event())
+
+        def handler(context: AttemptContext) -> None:
+            context.start_generation()
+            run_sandbox_levels(context, files)
+
+        ending = run_attempt(ctx, handler)
+        rows = builder_conn.execute("SELECT test_level, status, execution_log FROM agent_test_results"
+                                    " WHERE automation_id = %s ORDER BY id", (automation_id,)).fetchall()
+        expected = "awaiting_approval" if ending is Ending.SUCCEEDED else "failed"
+        assert builder_status(builder_conn, automation_id) == expected
+        return ending, rows
+
+    return run
+
+
+def levels_of(rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    return [(r["test_level"], r["status"]) for r in rows]
+
+
+def test_imports_are_read_from_the_source() -> None:
+    assert imported_modules("import os, json.decoder\nfrom urllib import request\nfrom . import x\nfrom __future__ import annotations\n") == ["json", "os", "urllib"]
+
+
+# -- scripts -----------------------------------------------------------------------------------------
+
+def test_script_passes_levels_2_to_4(levels, docker_client) -> None:
+    ending, rows = levels(script(WRITES_FILE), check=file_check("/tmp/disk.json"))
+    assert ending is Ending.SUCCEEDED, rows
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "pass")]
+    assert "imports resolve: json, os, shutil" in rows[0]["execution_log"]
+    assert "wrote /tmp/disk.json" in rows[1]["execution_log"]
+    assert "file_exists" in rows[2]["execution_log"]
+
+
+def test_script_with_a_missing_module_fails_level_2(levels) -> None:
+    ending, rows = levels(script("import definitely_not_installed_xyz\nprint('hi')\n"), check=file_check("/tmp/x"))
+    assert levels_of(rows) == [(2, "fail")]
+    assert "modules not found in the image: definitely_not_installed_xyz" in rows[0]["execution_log"]
+
+
+def test_a_generated_dockerfile_that_does_not_build_fails_level_2(levels, base_image) -> None:
+    dockerfile = f"FROM {base_image}\nRUN exit 7\nCOPY script.py /app/script.py\nCMD [\"python3\", \"/app/script.py\"]\n"
+    ending, rows = levels(script(WRITES_FILE, dockerfile), check=file_check("/tmp/disk.json"))
+    assert levels_of(rows) == [(2, "fail")]
+    assert "does not build" in rows[0]["execution_log"]
+
+
+def test_a_generated_dockerfile_that_builds_is_used(levels, base_image) -> None:
+    dockerfile = (f"FROM {base_image}\nWORKDIR /srv\nCOPY script.py /srv/script.py\n"
+                  "CMD [\"python3\", \"/srv/script.py\"]\n")
+    ending, rows = levels(script(WRITES_FILE, dockerfile), check=file_check("/tmp/disk.json"))
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "pass")]
+
+
+def test_script_that_crashes_fails_level_3(levels) -> None:
+    ending, rows = levels(script("raise SystemExit('cannot reach the NAS')\n"), check=file_check("/tmp/x"))
+    assert levels_of(rows) == [(2, "pass"), (3, "fail")]
+    assert "exit code 1" in rows[1]["execution_log"] and "cannot reach the NAS" in rows[1]["execution_log"]
+
+
+def test_script_past_the_timeout_is_killed_and_fails_level_3(levels) -> None:
+    ending, rows = levels(script("import time\ntime.sleep(120)\n"), check=file_check("/tmp/x"), SANDBOX_TIMEOUT_S="3")
+    assert levels_of(rows) == [(2, "pass"), (3, "fail")]
+    assert "killed after the 3 s timeout" in rows[1]["execution_log"]
+
+
+def test_a_check_that_does_not_hold_fails_level_4(levels) -> None:
+    ending, rows = levels(script(WRITES_FILE), check=file_check("/tmp/not-written.json"))
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "fail")]
+
+
+def test_an_empty_check_fails_level_4_clearly(levels) -> None:
+    ending, rows = levels(script(WRITES_FILE), check={"checks": []})
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "fail")]
+    assert "acceptance" in rows[2]["execution_log"].lower()
+
+
+def test_checks_are_derived_by_the_model_when_none_are_given(levels, fake_ollama) -> None:
+    fake_ollama.script("POST", "/api/generate", Reply(200, {
+        "model": "llama3.1:8b", "done": True, "done_reason": "stop", "prompt_eval_count": 10,
+        "response": '{"checks": [{"kind": "file_exists", "path": "/tmp/disk.json", "min_bytes": 1}]}'}))
+    ending, rows = levels(script(WRITES_FILE), check=None)
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "pass")]
+    assert "derived by the model" in rows[2]["execution_log"]
+    assert "format" in fake_ollama.requests_to("POST", "/api/generate")[0].json
+
+
+def test_http_request_check_sees_the_call_home(levels) -> None:
+    ending, rows = levels(script(CALLS_HOME), check={"checks": [{"kind": "http_request", "method": "POST", "path": "/report"}]})
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "pass")], rows[-1]["execution_log"]
+
+
+def test_a_service_is_checked_while_it_runs(levels) -> None:
+    service = "import time\nprint('serving', flush=True)\nwhile True:\n    time.sleep(1)\n"
+    ending, rows = levels(script(service), check={"checks": [{"kind": "container_running", "after_s": 2}]})
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "pass")]
+
+
+# -- claude agents -----------------------------------------------------------------------------------
+
+def test_agent_passes_levels_2_to_4_with_a_dry_run(levels) -> None:
+    ending, rows = levels(agent(AGENT_OK), type="claude_agent", check=file_check("/tmp/agent-dry-run.txt"))
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "pass")]
+    assert "ran agent.sh --dry-run" in rows[1]["execution_log"]
+
+
+def test_agent_image_without_claude_fails_level_2(levels, base_image) -> None:
+    ending, rows = levels(agent(AGENT_OK), type="claude_agent", check=file_check("/tmp/agent-dry-run.txt"),
+                          SANDBOX_AGENT_IMAGE=base_image)
+    assert levels_of(rows) == [(2, "fail")]
+    assert "claude CLI is not in the agent image" in rows[0]["execution_log"]
+
+
+def test_agent_that_fails_its_dry_run_fails_level_3(levels) -> None:
+    ending, rows = levels(agent("#!/usr/bin/env bash\necho 'no API key' >&2\nexit 2\n# --dry-run\n"),
+                          type="claude_agent", check=file_check("/tmp/agent-dry-run.txt"))
+    assert levels_of(rows) == [(2, "pass"), (3, "fail")]
+
+
+def test_agent_whose_check_does_not_hold_fails_level_4(levels) -> None:
+    ending, rows = levels(agent(AGENT_OK), type="claude_agent", check=file_check("/tmp/other.txt"))
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "fail")]
+
+
+# -- hostile code is contained -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("code", "evidence"), [
+    ("import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect('/var/run/docker.sock')\nprint('ESCAPED')\n",
+     "FileNotFoundError"),
+    ("open('/etc/escaped-by-sandbox', 'w').write('x')\nprint('ESCAPED')\n", "PermissionError"),
+    ("import os\nos.setuid(0)\nprint('ESCAPED')\n", "PermissionError"),
+])
+def test_hostile_script_is_contained_and_reported(levels, code: str, evidence: str) -> None:
+    ending, rows = levels(script(code), check=file_check("/tmp/x"))
+    assert levels_of(rows) == [(2, "pass"), (3, "fail")]
+    assert evidence in rows[1]["execution_log"] and "ESCAPED" not in rows[1]["execution_log"]
+    assert not Path("/etc/escaped-by-sandbox").exists()
+
+
+def test_no_network_means_no_connection(levels) -> None:
+    ending, rows = levels(script(CALLS_HOME), check=file_check("/tmp/x"), SANDBOX_NETWORK="none")
+    assert levels_of(rows) == [(2, "pass"), (3, "fail")]
+    assert "URLError" in rows[1]["execution_log"] or "unreachable" in rows[1]["execution_log"].lower()
+
+
+def test_fork_bomb_hits_the_pids_limit_and_is_killed(levels) -> None:
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    ending, rows = levels(script(bomb), check=file_check("/tmp/x"), SANDBOX_TIMEOUT_S="5", SANDBOX_PIDS="64")
+    assert levels_of(rows) == [(2, "pass"), (3, "fail")]
+    assert "killed after the 5 s timeout" in rows[1]["execution_log"]
+
+
+def test_a_100_mb_flood_of_output_is_cut(levels) -> None:
+    flood = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(100):\n    sys.stdout.write(chunk)\n"
+    ending, rows = levels(script(flood), check=file_check("/tmp/x"), SANDBOX_LOG_BYTES="65536")
+    assert rows[1]["test_level"] == 3 and rows[1]["status"] == "pass"
+    assert len(rows[1]["execution_log"]) <= 21_000
+    assert all(len(r["execution_log"]) <= 21_000 for r in rows)
+
+
+def test_a_sandbox_container_is_created_confined(docker_client, base_image, tmp_path) -> None:
+    """What the engine actually applied to a sandbox container, read back from Docker."""
+    from listener.sandbox.engine import Sandbox
+
+    approle = tmp_path / "approle"
+    approle.mkdir()
+    settings = Settings.from_env({"SANDBOX_NETWORK": "none", "VAULT_APPROLE_DIR": str(approle), "SANDBOX_TIMEOUT_S": "10"})
+    sandbox = Sandbox.connect(settings, automation_id=1, build_id=1)
+    with sandbox.container(base_image, ["true"], {"VAULT_ADDR": "http://vault:8200"}) as container:
+        container.reload()
+        host = container.attrs["HostConfig"]
+        assert container.attrs["Config"]["User"] == "65534:65534"
+        assert host["CapDrop"] == ["ALL"] and host["Privileged"] is False
+        assert host["SecurityOpt"] == ["no-new-privileges:true"]
+        assert host["PidsLimit"] == 256 and host["Memory"] == 512 * 1024 * 1024 and host["NanoCpus"] == 10**9
+        assert host["NetworkMode"] == "none"
+        assert host["Binds"] == [f"{approle.resolve()}:/opt/appdata/docker/docker-compose/vault/approle:ro"]
+        assert host["LogConfig"]["Config"]["max-size"] == str(1 << 20)
+        assert "VAULT_ADDR=http://vault:8200" in container.attrs["Config"]["Env"]
+    assert docker_client.containers.list(all=True, filters={"id": container.id}) == []

@@ -1,0 +1,70 @@
+"""Checks derived by the model when acceptance_check is NULL: a real HTTP call to the fake Ollama,
+which must carry a JSON schema as Ollama's structured-output `format`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from listener.extract import GeneratedFiles
+from listener.ollama import OllamaClient
+from listener.outcome import StepFailure
+from listener.records import Automation
+from listener.sandbox.derive import SCHEMA, derive_checks
+from tests.fakes.ollama_server import FakeOllama
+
+AUTOMATION = Automation(id=7, name="Disk usage report", type="script", status="ready_to_build", priority=1,
+                        task_description="Write the disk usage of / to /tmp/disk.json and POST it to the hub.",
+                        infrastructure_requirement=None, builder_status="building", acceptance_check=None)
+FILES = GeneratedFiles("script.py", "import json, os, shutil, urllib.request\n"
+                                    "json.dump(shutil.disk_usage('/')._asdict(), open('/tmp/disk.json', 'w'))\n")
+
+
+def _client(fake: FakeOllama) -> OllamaClient:
+    return OllamaClient(fake.url, "llama3.1:8b", timeout_s=10)
+
+
+def test_valid_structured_answer_becomes_the_spec(fake_ollama: FakeOllama) -> None:
+    fake_ollama.queue_texts(json.dumps({"checks": [
+        {"kind": "file_exists", "path": "/tmp/disk.json"},
+        {"kind": "http_request", "path": "/report"},
+    ]}))
+    spec, note = derive_checks(_client(fake_ollama), AUTOMATION, FILES)
+    assert spec == {"checks": [
+        {"kind": "file_exists", "path": "/tmp/disk.json", "min_bytes": 1},
+        {"kind": "http_request", "path": "/report", "method": "POST"},
+    ]}
+    assert note.startswith("acceptance checks derived by the model because acceptance_check is NULL: ")
+    assert "file_exists /tmp/disk.json" in note and "http_request POST SANDBOX_HTTP_URL/report" in note
+
+    [request] = fake_ollama.requests_to("POST", "/api/generate")
+    body = request.json
+    assert body["format"] == SCHEMA
+    assert body["format"]["properties"]["checks"]["items"]["properties"]["kind"]["enum"] == [
+        "file_exists", "sql_rows", "http_status", "http_request", "container_running"]
+    prompt = body["prompt"]
+    assert "Disk usage report" in prompt and "/tmp/disk.json" in prompt
+    assert "SANDBOX_HTTP_URL" in prompt and "never look at its printed output" in prompt
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ("the file /tmp/disk.json should exist", "its answer is not JSON"),
+        ('{"checks": []}', "empty"),
+        ('{"checks": [{"kind": "stdout_contains", "text": "ok"}]}', "unknown kind 'stdout_contains'"),
+        ('{"checks": [{"kind": "file_exists", "path": "disk.json"}]}', 'needs an absolute "path"'),
+        ('{"checks": [{"kind": "http_status", "url": "http://localhost:8080/"}]}', "would call the builder itself"),
+    ],
+)
+def test_unusable_answers_fail_level_4_clearly(fake_ollama: FakeOllama, answer: str, reason: str) -> None:
+    fake_ollama.queue_texts(answer)
+    with pytest.raises(StepFailure) as caught:
+        derive_checks(_client(fake_ollama), AUTOMATION, FILES)
+    failure = caught.value
+    assert (failure.level, failure.step, failure.kind) == (4, "level4", "level")
+    assert failure.message.startswith("acceptance_check is NULL and the checks the model derived are unusable: ")
+    assert reason in failure.message
+    assert failure.log == answer
+    assert "format" in fake_ollama.requests_to("POST", "/api/generate")[0].json
