@@ -74,9 +74,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run_checks(settings)
         print(render(results))
         return EXIT_OK if all(check.ok for check in results) else EXIT_ERROR
+    embedded = None
     if settings.database_url is None:
-        print("agent-builder: DATABASE_URL is not set (a libpq URI, e.g. postgresql://user@host/db)", file=sys.stderr)
-        return EXIT_ERROR
+        from dataclasses import replace
+
+        from listener.embedded import start_embedded, welcome
+
+        try:
+            embedded = start_embedded(settings.home)
+        except Exception as exc:  # noqa: BLE001 - any failure to start is reported, with the way out
+            print(f"agent-builder: DATABASE_URL is not set and the embedded PostgreSQL did not start ({exc}); "
+                  "set DATABASE_URL to a libpq URI, e.g. postgresql://user@host/db", file=sys.stderr)
+            return EXIT_ERROR
+        settings = replace(settings, database_url=embedded.url)
+        if args.command == "listen":
+            print(welcome(embedded), flush=True)
+    try:
+        return _dispatch(args, settings)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    assert settings.database_url is not None
     if args.command == "migrate":
         return _migrate(settings.database_url, rollback=args.rollback)
     if args.command == "listen":

@@ -1,0 +1,55 @@
+"""The zero-configuration default: `listen` with no DATABASE_URL runs an embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from tests.e2e.listeners import ListenerProcess, base_env, run_cli, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def embedded_env(home: Path) -> dict[str, str]:
+    env = base_env("unused", AGENT_BUILDER_HOME=str(home))
+    del env["DATABASE_URL"]
+    env.pop("TEST_DATABASE_URL", None)
+    return env
+
+
+def test_listen_without_database_url_runs_the_whole_loop_and_keeps_its_data(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    listener = ListenerProcess(embedded_env(home), tmp_path / "first.log")
+    listener.wait_for_log("mark it ready:", timeout=60)
+    listener.wait_listening()
+    url = re.search(r'psql "([^"]+)"', listener.log()).group(1)
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        automation_id = conn.execute("INSERT INTO automation_ideas (name, type, status, task_description)"
+                                     " VALUES ('Disk report', 'script', 'idea', 'spec') RETURNING id").fetchone()["id"]
+        conn.execute("UPDATE automation_ideas SET status = 'ready_to_build' WHERE id = %s", (automation_id,))
+        wait_until(lambda: conn.execute("SELECT builder_status FROM automation_ideas WHERE id = %s",
+                                        (automation_id,)).fetchone()["builder_status"] == "awaiting_approval",
+                   15, "the build", listener)
+    assert listener.stop() == 0
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=3).close()  # stopped with the listener
+
+    again = ListenerProcess(embedded_env(home), tmp_path / "second.log")
+    again.wait_listening(timeout=60)
+    url = re.search(r'psql "([^"]+)"', again.log()).group(1)
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        row = conn.execute("SELECT name, builder_status FROM automation_ideas WHERE id = %s", (automation_id,)).fetchone()
+    assert row == {"name": "Disk report", "builder_status": "awaiting_approval"}
+    status = run_cli(embedded_env(home), "status")  # another command shares the running embedded server
+    assert status.returncode == 0 and "awaiting_approval" in status.stdout
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:  # still up for the listener
+        second = conn.execute("INSERT INTO automation_ideas (name, type, status, task_description)"
+                              " VALUES ('Cert check', 'script', 'ready_to_build', 'spec') RETURNING id").fetchone()["id"]
+        wait_until(lambda: conn.execute("SELECT builder_status FROM automation_ideas WHERE id = %s",
+                                        (second,)).fetchone()["builder_status"] == "awaiting_approval",
+                   15, "the second build", again)
+    assert again.stop() == 0
