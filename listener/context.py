@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -10,6 +11,7 @@ from loguru import logger
 
 from listener.claims import AttemptStore
 from listener.config import Settings
+from listener.metrics import Metrics
 from listener.notify import Notification, Notifier
 from listener.outcome import BuildSucceeded, LevelResult, Released
 from listener.records import Claim
@@ -27,6 +29,8 @@ class AttemptContext:
     status: str = "queued"
     step_name: str = "claimed"
     log: Any = field(default=None)
+    metrics: Metrics | None = None
+    _step_started: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         if self.log is None:
@@ -43,8 +47,19 @@ class AttemptContext:
     def step(self, name: str) -> None:
         """Record the step reached; `status` and the rescuer report it."""
         self.store.advance(self.claim, name)
+        self._enter(name)
+
+    def _enter(self, name: str) -> None:
+        self.end_step()
         self.step_name = name
         self.log.info("step {}", name)
+
+    def end_step(self) -> None:
+        """Count the time spent in the current step (metrics)."""
+        now = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.observe("agent_builder_step_seconds", now - self._step_started, step=self.step_name)
+        self._step_started = now
 
     def start_generation(self) -> None:
         """Playbook Step 3 begins: builder_status becomes 'building'. From here on a failure, or a
@@ -53,8 +68,7 @@ class AttemptContext:
             raise Released("the listener is stopping")
         self.store.move(self.claim, "queued", "building", step="generate")
         self.status = "building"
-        self.step_name = "generate"
-        self.log.info("step generate")
+        self._enter("generate")
 
     def save(self, **fields: Any) -> None:
         self.store.save(self.claim, **fields)

@@ -19,6 +19,7 @@ from listener.context import AttemptContext
 from listener.db import Queries, connect, worker_name
 from listener.finish import Ending, run_attempt
 from listener.listen import ListenLoop
+from listener.metrics import Metrics, MetricsServer
 from listener.records import Automation
 from listener.rescue import Rescuer
 from listener.vault import VaultClient
@@ -149,8 +150,14 @@ def run_listener(settings: Settings) -> int:
     _install_stop_signals(stop)
     wake = WakeSignal()
 
-    pool = WorkerPool(settings, dsn, queries, worker, handlers, notifier, stop_claiming, wake)
+    metrics = Metrics()
+    pool = WorkerPool(settings, dsn, queries, worker, handlers, notifier, stop_claiming, wake, metrics)
     listen = ListenLoop(settings, dsn, worker, wake.wake, stop_background)
+    metrics_server = None
+    if settings.metrics_addr:
+        metrics_server = MetricsServer(settings.metrics_addr, metrics, dsn, queries,
+                                       listening=listen.connected.is_set, reconnects=lambda: listen.reconnects)
+        metrics_server.start()
     rescue = RescueLoop(settings, dsn, queries, worker, notifier, stop_background)
     threading.Thread(target=listen.run, name="listen", daemon=True).start()
     threading.Thread(target=rescue.run, name="rescue", daemon=True).start()
@@ -178,6 +185,8 @@ def run_listener(settings: Settings) -> int:
     stop_background.set()
     if approvals is not None:
         approvals.stop()
+    if metrics_server is not None:
+        metrics_server.stop()
     logger.info("stopped")
     return EXIT_OK
 

@@ -17,6 +17,7 @@ from listener.context import AttemptContext, BuildHandler, DeployHandler
 from listener.db import Queries, connect
 from listener.deploy import clean_rejected
 from listener.finish import run_attempt
+from listener.metrics import Metrics
 from listener.notify import Notifier
 from listener.records import Claim
 
@@ -65,7 +66,7 @@ class InFlight:
 
 class WorkerPool:
     def __init__(self, settings: Settings, dsn: str, queries: Queries, worker: str, handlers: Handlers,
-                 notifier: Notifier, stop_claiming: threading.Event, wake: WakeSignal) -> None:
+                 notifier: Notifier, stop_claiming: threading.Event, wake: WakeSignal, metrics: Metrics) -> None:
         self.settings = settings
         self.dsn = dsn
         self.queries = queries
@@ -77,7 +78,7 @@ class WorkerPool:
         self.threads: list[threading.Thread] = []
         self.in_flight: dict[int, InFlight] = {}
         self._lock = threading.Lock()
-        self.endings: dict[str, int] = {}
+        self.metrics = metrics
 
     def start(self) -> None:
         for index in range(self.settings.builder_concurrency):
@@ -148,15 +149,16 @@ class WorkerPool:
 
     def _run_one(self, index: int, store: AttemptStore, claim: Claim) -> None:
         context = AttemptContext(claim=claim, store=store, settings=self.settings, notifier=self.notifier,
-                                 stop=self.stop_claiming, status="deploying" if claim.kind == "deploy" else "queued")
+                                 stop=self.stop_claiming, status="deploying" if claim.kind == "deploy" else "queued",
+                                 metrics=self.metrics)
         context.log.info("claimed {} of {!r} (worker {})", claim.kind, claim.automation.label, index)
         with self._lock:
             self.in_flight[claim.build_id] = InFlight(claim, context)
         try:
             handler = self.handlers.deploy if claim.kind == "deploy" and self.handlers.deploy else self.handlers.build
             ending = run_attempt(context, handler)
-            with self._lock:
-                self.endings[ending.value] = self.endings.get(ending.value, 0) + 1
+            context.end_step()
+            self.metrics.inc("agent_builder_attempts_total", kind=claim.kind, outcome=ending.value)
         finally:
             with self._lock:
                 self.in_flight.pop(claim.build_id, None)

@@ -257,3 +257,27 @@ def test_rejection_is_cleaned_up_once_and_notified(db_url, operator, start, ntfy
     assert listener.stop() == 0
     rejected = [m for m in ntfy.published if "REJECTED" in m["message"]]
     assert len(rejected) == 1
+
+
+def test_metrics_and_health_endpoint(db_url, operator, start) -> None:
+    import socket
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    listener = start(METRICS_ADDR=f"127.0.0.1:{port}")
+    listener.wait_listening()
+    automation_id = insert_idea(operator)
+    insert_idea(operator, status="idea")
+    wait_until(lambda: status_of(db_url, automation_id) == "awaiting_approval", 10, "the build", listener)
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'agent_builder_attempts_total{kind="build",outcome="succeeded"} 1' in text
+    assert 'agent_builder_step_seconds_count{step="generate"} 1' in text
+    assert 'agent_builder_queue_depth{queue="buildable"} 0' in text
+    assert "agent_builder_listener_reconnects_total 0" in text and "agent_builder_up 1" in text
+    assert "agent_builder_overseer_calls_total 0" in text
+    assert "# TYPE agent_builder_attempts_total counter" in text
+    assert listener.stop() == 0
