@@ -194,3 +194,18 @@ def test_sigkill_during_deploying_is_recovered(db_url, operator, docker_client, 
     log = query(db_url, "SELECT execution_log FROM agent_test_results WHERE automation_id = %s", (automation_id,))
     assert "died during step 'deploy'" in log[-1]["execution_log"]
     assert survivor.stop() == 0
+
+
+def test_rejection_removes_the_sandbox_image(db_url, operator, docker_client, base_image, tmp_path, cleanup, start, ntfy) -> None:
+    import docker.errors
+
+    automation_id, _, image_id = make_tested_build(operator, docker_client, base_image, tmp_path, cleanup, code=JOB,
+                                                   check=JOB_CHECK)
+    listener = start()
+    listener.wait_listening()
+    assert psql(db_url, f"UPDATE automation_ideas SET builder_status = 'rejected' WHERE id = {automation_id}").returncode == 0
+    wait_until(lambda: any("REJECTED — Disk report" in m["message"] for m in ntfy.published), 20, "REJECTED", listener)
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(image_id)
+    assert status(db_url, automation_id) == "rejected"
+    assert listener.stop() == 0
