@@ -23,6 +23,10 @@ APPROVAL_CHANNEL = "agent_builder_approval"
 CHANNELS = {READY_CHANNEL: "build", APPROVAL_CHANNEL: "approval"}
 
 Wake = Callable[[str], None]
+# A claim skips rows another session has locked (SKIP LOCKED). When the row a notification is about
+# is locked at that moment (an operator's unrelated UPDATE in flight, say), the claim finds nothing
+# and no new notification will come: so every notification also schedules one more look shortly after.
+RECHECK_S = 1.0
 
 
 class ListenLoop:
@@ -93,13 +97,18 @@ class ListenLoop:
         now = time.monotonic()
         next_poll = now + settings.poll_interval_s
         next_check = now + settings.liveness_interval_s
+        recheck_at: float | None = None
         while not self.stop.is_set():
-            timeout = max(0.0, min(next_poll, next_check, time.monotonic() + 1.0) - time.monotonic())
-            for note in conn.notifies(timeout=timeout):
+            deadline = min(next_poll, next_check, recheck_at or next_poll, time.monotonic() + 1.0)
+            for note in conn.notifies(timeout=max(0.0, deadline - time.monotonic())):
                 kind = CHANNELS.get(note.channel)
                 if kind is not None:
                     self.wake(kind)
+                    recheck_at = time.monotonic() + RECHECK_S
             now = time.monotonic()
+            if recheck_at is not None and now >= recheck_at:
+                self.wake("recheck")
+                recheck_at = None
             if now >= next_check:
                 # A silently dead connection (no RST: a cut network, a frozen proxy) delivers no
                 # notifications and raises nothing; a round trip proves it is alive.

@@ -9,7 +9,7 @@ that names the step, and an ERROR notification.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import psycopg
 from loguru import logger
@@ -31,11 +31,12 @@ class Rescued:
 
 class Rescuer:
     def __init__(self, conn: psycopg.Connection[dict[str, Any]], queries: Queries, settings: Settings,
-                 notifier: notify.Notifier) -> None:
+                 notifier: notify.Notifier, on_rescued: Callable[[int], Any] | None = None) -> None:
         self.conn = conn
         self.queries = queries
         self.settings = settings
         self.notifier = notifier
+        self.on_rescued = on_rescued  # e.g. remove the containers a dead attempt left behind
 
     def sweep(self) -> list[Rescued]:
         """One pass: rescue every dead attempt and orphaned row found now."""
@@ -99,6 +100,8 @@ class Rescuer:
             log.info("closed an attempt whose worker is gone (step {})", step)
         if notification is not None:
             self.notifier.send(notification)
+        if active and self.on_rescued is not None:
+            self.on_rescued(int(build_id))
         return Rescued(automation_id, build_id, status, new_status)
 
     @staticmethod

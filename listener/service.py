@@ -22,6 +22,7 @@ from listener.listen import ListenLoop
 from listener.metrics import Metrics, MetricsServer
 from listener.records import Automation
 from listener.rescue import Rescuer
+from listener.sandbox.engine import remove_attempt_containers
 from listener.vault import VaultClient
 from listener.workers import Handlers, WakeSignal, WorkerPool
 
@@ -94,7 +95,7 @@ class RescueLoop:
             try:
                 with self._connect() as conn:
                     failures = 0
-                    rescuer = Rescuer(conn, self.queries, self.settings, self.notifier)
+                    rescuer = Rescuer(conn, self.queries, self.settings, self.notifier, on_rescued=_remove_leftovers)
                     while not self.stop.is_set():
                         rescuer.sweep()
                         self.stop.wait(self.settings.rescue_interval_s)
@@ -107,7 +108,7 @@ class RescueLoop:
     def abandon(self, pool: WorkerPool, why: str) -> None:
         """Treat this listener's own unfinished attempts as died (shutdown grace ran out)."""
         with self._connect() as conn:
-            rescuer = Rescuer(conn, self.queries, self.settings, self.notifier)
+            rescuer = Rescuer(conn, self.queries, self.settings, self.notifier, on_rescued=_remove_leftovers)
             for running in pool.snapshot():
                 claim, context = running.claim, running.context
                 rescuer.rescue({
@@ -131,6 +132,12 @@ def startup_checks(settings: Settings) -> bool:
         else:
             logger.warning("check {} FAILED: {} (fix: {}); starting anyway", check.name, check.detail, check.fix)
     return fine
+
+
+def _remove_leftovers(build_id: int) -> None:
+    removed = remove_attempt_containers(build_id)
+    if removed:
+        logger.bind(build_id=build_id).info("removed {} container(s) the dead attempt left behind", removed)
 
 
 def run_listener(settings: Settings) -> int:
@@ -205,7 +212,7 @@ def run_build_once(settings: Settings, automation_id: int | None) -> int:
     stop = threading.Event()
     _install_stop_signals(stop)
     with connect(settings.database_url, actor=f"builder:{worker}", application="agent-builder build-once") as conn:
-        Rescuer(conn, queries, settings, notifier).sweep()
+        Rescuer(conn, queries, settings, notifier, on_rescued=_remove_leftovers).sweep()
         store = AttemptStore(conn, queries, worker)
         claim = store.claim_next_build() if automation_id is None else store.claim_build(automation_id)
         if claim is None:

@@ -21,7 +21,7 @@ from docker.types import LogConfig
 from loguru import logger
 
 from listener.config import DEFAULT_APPROLE_DIR, Settings
-from listener.sandbox.naming import LABEL_AUTOMATION, labels
+from listener.sandbox.naming import LABEL_AUTOMATION, LABEL_BUILD, LABEL_ROLE, labels
 
 SANDBOX_USER = "65534:65534"  # nobody:nogroup
 
@@ -270,3 +270,23 @@ def _build_log(chunks: Any) -> str:
             text = chunk.get("stream") or chunk.get("error") or ""
             lines.append(str(text))
     return "".join(lines)
+
+
+def remove_attempt_containers(build_id: int) -> int:
+    """After an attempt died: remove the containers it left (its sandbox runs, and an unverified
+    production candidate `…-next`). Best effort: without an engine there is nothing to remove."""
+    try:
+        client = docker.from_env(timeout=30)
+        containers = client.containers.list(all=True, filters={"label": f"{LABEL_BUILD}={int(build_id)}"})
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        return 0
+    removed = 0
+    for container in containers:
+        role = container.labels.get(LABEL_ROLE)
+        if role == "sandbox-run" or (role == "production" and container.name.endswith("-next")):
+            try:
+                container.remove(force=True)
+                removed += 1
+            except docker.errors.APIError as exc:
+                logger.warning("could not remove container {} of a dead attempt: {}", container.name, exc)
+    return removed

@@ -51,27 +51,33 @@ ACCEPTANCE = {"checks": [
 ]}
 
 
+def pipeline_env(db_url: str, fake_ollama, ntfy_url: str, base_image: str, tmp_path: Path) -> dict[str, str]:
+    """The real default pipeline, with `claude` on PATH being the fake."""
+    env = base_env(
+        db_url,
+        BUILD_HANDLER="listener.pipeline:build",
+        OLLAMA_URL=fake_ollama.url,
+        NTFY_URL=ntfy_url,
+        PATH=f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}",
+        FAKE_CLAUDE_MODE="json-pass",
+        FAKE_CLAUDE_LOG=str(tmp_path / "claude.jsonl"),
+        SANDBOX_BASE_IMAGE=base_image,
+        SANDBOX_NETWORK="agent-builder-test-e2e",
+        SANDBOX_TIMEOUT_S="60",
+        VAULT_APPROLE_DIR=str(tmp_path / "approle"),
+        AGENT_BUILDER_HOME=str(tmp_path / "home"),
+    )
+    env.pop("CLAUDE_CMD", None)
+    return env
+
+
 @pytest.mark.skipif(shutil.which("psql") is None, reason="psql (the PostgreSQL client) is not installed")
 def test_an_idea_marked_ready_with_psql_ends_awaiting_approval(db_url, docker_client, base_image, fake_ollama,
                                                                tmp_path: Path) -> None:
     fake_ollama.response_text = MODEL_ANSWER
     claude_log = tmp_path / "claude.jsonl"
     with FakeNtfy() as ntfy:
-        env = base_env(
-            db_url,
-            BUILD_HANDLER="listener.pipeline:build",
-            OLLAMA_URL=fake_ollama.url,
-            NTFY_URL=ntfy.url,
-            PATH=f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}",
-            FAKE_CLAUDE_MODE="json-pass",
-            FAKE_CLAUDE_LOG=str(claude_log),
-            SANDBOX_BASE_IMAGE=base_image,
-            SANDBOX_NETWORK="agent-builder-test-e2e",
-            SANDBOX_TIMEOUT_S="60",
-            VAULT_APPROLE_DIR=str(tmp_path / "approle"),
-            AGENT_BUILDER_HOME=str(tmp_path / "home"),
-        )
-        env.pop("CLAUDE_CMD", None)
+        env = pipeline_env(db_url, fake_ollama, ntfy.url, base_image, tmp_path)
         listener = ListenerProcess(env, tmp_path / "listener.log")
         try:
             listener.wait_listening()
@@ -104,5 +110,42 @@ def test_an_idea_marked_ready_with_psql_ends_awaiting_approval(db_url, docker_cl
                        "the READY notification", listener)
         finally:
             assert listener.stop() == 0
+    for network in docker_client.networks.list(names=["agent-builder-test-e2e"]):
+        network.remove()
+
+
+def test_a_listener_killed_during_the_sandbox_run_leaves_no_container(db_url, operator, docker_client, base_image,
+                                                                      fake_ollama, tmp_path: Path) -> None:
+    from listener.sandbox.naming import LABEL_AUTOMATION, LABEL_ROLE
+    from tests.helpers import insert_idea
+
+    fake_ollama.response_text = "=== FILE: script.py ===\nimport time\nprint('working', flush=True)\ntime.sleep(300)\n"
+
+    def sandbox_runs(automation_id: int) -> list:
+        return docker_client.containers.list(filters={"label": [f"{LABEL_AUTOMATION}={automation_id}",
+                                                                 f"{LABEL_ROLE}=sandbox-run"]})
+
+    with FakeNtfy() as ntfy:
+        env = pipeline_env(db_url, fake_ollama, ntfy.url, base_image, tmp_path)
+        doomed = ListenerProcess(env, tmp_path / "doomed.log")
+        try:
+            doomed.wait_listening()
+            automation_id = insert_idea(operator, name="Slow job", status="idea")
+            operator.execute("UPDATE automation_ideas SET acceptance_check = %s::jsonb, status = 'ready_to_build'"
+                             " WHERE id = %s", (json.dumps({"checks": [{"kind": "file_exists", "path": "/tmp/x"}]}),
+                                                automation_id))
+            wait_until(lambda: query(db_url, "SELECT step FROM agent_builds WHERE automation_id = %s",
+                                     (automation_id,)) == [{"step": "level3"}] and sandbox_runs(automation_id),
+                       90, "the smoke run", doomed)
+        finally:
+            doomed.kill()
+
+        survivor = ListenerProcess(env, tmp_path / "survivor.log")
+        try:
+            wait_until(lambda: query(db_url, "SELECT builder_status FROM automation_ideas WHERE id = %s",
+                                     (automation_id,))[0]["builder_status"] == "failed", 20, "the rescue", survivor)
+            wait_until(lambda: not sandbox_runs(automation_id), 20, "the leftover sandbox container to go", survivor)
+        finally:
+            assert survivor.stop() == 0
     for network in docker_client.networks.list(names=["agent-builder-test-e2e"]):
         network.remove()

@@ -281,3 +281,21 @@ def test_metrics_and_health_endpoint(db_url, operator, start) -> None:
     assert "agent_builder_overseer_calls_total 0" in text
     assert "# TYPE agent_builder_attempts_total counter" in text
     assert listener.stop() == 0
+
+
+def test_a_row_locked_at_the_moment_of_the_claim_is_looked_at_again(db_url, operator, start) -> None:
+    """SKIP LOCKED passes over a row someone holds; the notification must not be wasted on it."""
+    import time
+
+    import psycopg
+
+    automation_id = insert_idea(operator)
+    with psycopg.connect(db_url) as holder:  # an operator's transaction, open while the claims run
+        holder.execute("SELECT id FROM automation_ideas WHERE id = %s FOR UPDATE", (automation_id,))
+        listener = start(POLL_INTERVAL_S="300")
+        listener.wait_listening()  # its catch-up claim has passed over the locked row
+        operator.execute("SELECT pg_notify('agent_builder_ready', %s)", (str(automation_id),))
+        time.sleep(0.3)  # and so has the claim this notification caused
+        assert status_of(db_url, automation_id) == "not_started"
+    wait_until(lambda: status_of(db_url, automation_id) == "awaiting_approval", 5, "the second look", listener)
+    assert listener.stop() == 0
