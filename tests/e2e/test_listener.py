@@ -299,3 +299,14 @@ def test_a_row_locked_at_the_moment_of_the_claim_is_looked_at_again(db_url, oper
         assert status_of(db_url, automation_id) == "not_started"
     wait_until(lambda: status_of(db_url, automation_id) == "awaiting_approval", 5, "the second look", listener)
     assert listener.stop() == 0
+
+
+def test_json_logs_carry_the_automation_id_on_every_attempt_line(db_url, operator, ntfy) -> None:
+    import json
+
+    automation_id = insert_idea(operator)
+    done = run_cli(base_env(db_url, NTFY_URL=ntfy.url, LOG_FORMAT="json", LOG_LEVEL="INFO"), "build-once")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line)["record"] for line in done.stderr.splitlines() if line.strip()]
+    attempt_lines = [r for r in records if "step" in r["message"] or "attempt" in r["message"]]
+    assert attempt_lines and all(r["extra"].get("automation_id") == automation_id for r in attempt_lines)
