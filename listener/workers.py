@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any, Callable
+
 import psycopg
 from loguru import logger
-from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from listener import notify
 from listener.claims import AttemptStore
@@ -57,11 +59,10 @@ class WakeSignal:
             self._cond.wait_for(lambda: self._count != seen, timeout=timeout)
 
 
-@dataclass
+@dataclass(frozen=True)
 class InFlight:
     claim: Claim
     context: AttemptContext
-    started: float = field(default_factory=time.monotonic)
 
 
 class WorkerPool:
@@ -102,9 +103,7 @@ class WorkerPool:
             wait=wait_exponential_jitter(initial=0.2, max=15, jitter=0.5),
             sleep=self.stop_claiming.wait,
             stop=lambda _state: self.stop_claiming.is_set(),
-            before_sleep=lambda state: logger.warning(
-                "worker {} cannot reach the database (attempt {}): {}", index, state.attempt_number,
-                " ".join(str(state.outcome.exception()).split()) if state.outcome else "") if state.attempt_number in (1, 10, 100) else None,
+            before_sleep=lambda state: self._log_retry(index, state),
             reraise=False,
         )
         while not self.stop_claiming.is_set():
@@ -112,6 +111,13 @@ class WorkerPool:
                 retrying(self._session, index)
             except RetryError:
                 return
+
+    @staticmethod
+    def _log_retry(index: int, state: RetryCallState) -> None:
+        if state.attempt_number in (1, 10, 100):  # once per outage, then rarely
+            exc = state.outcome.exception() if state.outcome else None
+            logger.warning("worker {} cannot reach the database (attempt {}): {}", index, state.attempt_number,
+                           " ".join(str(exc).split()))
 
     def _session(self, index: int) -> None:
         with connect(self.dsn, actor=f"builder:{self.worker}/{index}", application=f"agent-builder worker {index}") as conn:
@@ -140,6 +146,11 @@ class WorkerPool:
                 continue
             self._run_one(index, store, claim)
 
+    def _handler_for(self, claim: Claim) -> Callable[[AttemptContext], Any]:
+        if claim.kind == "deploy" and self.handlers.deploy is not None:  # deploy claims need a deploy handler
+            return self.handlers.deploy
+        return self.handlers.build
+
     def _clean_rejections(self, store: AttemptStore) -> None:
         while (rejected := store.claim_rejected_cleanup()) is not None:
             automation, build_id, image_id = rejected
@@ -155,13 +166,10 @@ class WorkerPool:
         with self._lock:
             self.in_flight[claim.build_id] = InFlight(claim, context)
         try:
-            handler = self.handlers.deploy if claim.kind == "deploy" and self.handlers.deploy else self.handlers.build
-            ending = run_attempt(context, handler)
+            ending = run_attempt(context, self._handler_for(claim))
             context.end_step()
             self.metrics.inc("agent_builder_attempts_total", kind=claim.kind, outcome=ending.value)
         finally:
             with self._lock:
                 self.in_flight.pop(claim.build_id, None)
 
-
-__all__ = ["Handlers", "WakeSignal", "WorkerPool"]

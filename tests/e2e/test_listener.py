@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import signal
 from pathlib import Path
 
 import psycopg
@@ -286,8 +285,6 @@ def test_metrics_and_health_endpoint(db_url, operator, start) -> None:
 def test_a_row_locked_at_the_moment_of_the_claim_is_looked_at_again(db_url, operator, start) -> None:
     """SKIP LOCKED passes over a row someone holds; the notification must not be wasted on it."""
     import time
-
-    import psycopg
 
     automation_id = insert_idea(operator)
     with psycopg.connect(db_url) as holder:  # an operator's transaction, open while the claims run

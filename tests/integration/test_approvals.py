@@ -9,7 +9,7 @@ import pytest
 
 from listener.approvals import ApprovalServer, Link, LinkError, approval_actions, sign, verify
 from listener.config import Settings
-from tests.helpers import builder_status, force_status, insert_idea
+from tests.helpers import builder_status, insert_idea
 
 SECRET = "s3cret-for-tests-only-0123456789"
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import random
 
-import psycopg
-from psycopg.rows import dict_row
 
 from listener.db import connect
 from tests.helpers import builder_status, force_status, insert_idea

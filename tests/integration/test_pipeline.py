@@ -320,7 +320,7 @@ def test_no_secret_reaches_a_log_a_result_a_notification_or_the_database(
     from tests.fakes.ntfy_server import FakeNtfy
 
     with FakeNtfy(required_token="tk_fromvault123") as ntfy:
-        automation_id = insert_idea(operator)
+        insert_idea(operator)
         fake_ollama.queue_texts(BROKEN_SCRIPT, GOOD_SCRIPT)
         ending, _, _ = build(VAULT_ADDR=fake_vault.url, VAULT_APPROLE_DIR=str(approle_dir),
                              VAULT_SECRETS_PATH="agent-builder", NTFY_URL=ntfy.url)
