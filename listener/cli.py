@@ -68,12 +68,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, value in settings.redacted().items():
             print(f"{name}={value}")
         return EXIT_OK
-    if args.command == "check":
-        from listener.dependencies import render, run_checks
-
-        results = run_checks(settings)
-        print(render(results))
-        return EXIT_OK if all(check.ok for check in results) else EXIT_ERROR
     embedded = None
     if settings.database_url is None:
         from dataclasses import replace
@@ -98,6 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     assert settings.database_url is not None
+    if args.command == "check":
+        from listener.dependencies import render, run_checks
+
+        results = run_checks(settings)
+        print(render(results))
+        return EXIT_OK if all(check.ok for check in results) else EXIT_ERROR
     if args.command == "migrate":
         return _migrate(settings.database_url, rollback=args.rollback)
     if args.command == "listen":

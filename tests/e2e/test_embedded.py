@@ -53,3 +53,8 @@ def test_listen_without_database_url_runs_the_whole_loop_and_keeps_its_data(tmp_
                                         (second,)).fetchone()["builder_status"] == "awaiting_approval",
                    15, "the second build", again)
     assert again.stop() == 0
+
+
+def test_check_without_database_url_checks_the_embedded_database(tmp_path: Path) -> None:
+    done = run_cli(embedded_env(tmp_path / "home"), "check", timeout=120)
+    assert "ok   database  PostgreSQL 18" in done.stdout, done.stdout + done.stderr
