@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +21,7 @@ from loguru import logger
 
 from listener.config import Settings
 from listener.db import Queries, connect
+from listener.httpserver import TextHandler
 
 ACTIONS = {"approve": "approved", "reject": "rejected"}
 
@@ -169,10 +170,10 @@ class ApprovalServer:
                         logger.warning("approval endpoint cannot reach the database: {}", exc)
         return Decision(503, "the database is unreachable; try again")
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def _handler(self) -> type[TextHandler]:
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(TextHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 path = urlsplit(self.path).path
                 if not path.startswith("/decide/"):
@@ -184,14 +185,6 @@ class ApprovalServer:
                 self._answer(Decision(403, "forbidden: use the notification's buttons (POST)"))
 
             def _answer(self, decision: Decision) -> None:
-                body = (decision.message + "\n").encode()
-                self.send_response(decision.status)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr access logs
-                return
+                self.send_text(decision.status, decision.message + "\n")
 
         return Handler

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Callable
 
 import psycopg
 from loguru import logger
 
 from listener.db import Queries, connect
+from listener.httpserver import TextHandler
 
 HELP = {
     "agent_builder_attempts_total": ("counter", "attempts ended, by kind (build, deploy) and outcome"),
@@ -108,28 +109,17 @@ class MetricsServer:
         ]
         return samples
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def _handler(self) -> type[TextHandler]:
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(TextHandler):
             def do_GET(self) -> None:  # noqa: N802
                 if self.path == "/metrics":
-                    self._send(200, render(outer.collect()), "text/plain; version=0.0.4")
+                    self.send_text(200, render(outer.collect()), "text/plain; version=0.0.4")
                 elif self.path == "/healthz":
                     up = outer.listening()
-                    self._send(200 if up else 503, "ok\n" if up else "the listening connection is down\n", "text/plain")
+                    self.send_text(200 if up else 503, "ok\n" if up else "the listening connection is down\n")
                 else:
-                    self._send(404, "not found\n", "text/plain")
-
-            def _send(self, status: int, text: str, content_type: str) -> None:
-                body = text.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                return
+                    self.send_text(404, "not found\n")
 
         return Handler

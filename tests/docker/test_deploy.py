@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 from listener.extract import GeneratedFiles
 from listener.pipeline import artifact_digest
 from listener.sandbox.naming import LABEL_AUTOMATION, build_tag, labels, repository
-from tests.e2e.listeners import ListenerProcess, base_env, query, wait_until
+from tests.e2e.listeners import Listeners, query, wait_until
 from tests.fakes.ntfy_server import FakeNtfy
 
 SERVICE = "import time\nprint('serving', flush=True)\nwhile True:\n    time.sleep(1)\n"
@@ -43,21 +43,11 @@ def cleanup(docker_client) -> Iterator[list[int]]:
 
 @pytest.fixture
 def start(db_url: str, tmp_path: Path, ntfy):
-    started: list[ListenerProcess] = []
-
-    def _start(**env: str) -> ListenerProcess:
-        overrides = {"NTFY_URL": ntfy.url, "DEPLOY_HANDLER": "listener.deploy:deploy", "PROD_NETWORK": "none",
-                     "PROD_VERIFY_S": "1", "PROD_AGENTS_DIR": str(tmp_path / "agents"), "SANDBOX_TIMEOUT_S": "30",
-                     "FAKE_HOLD_DIR": str(tmp_path)}
-        overrides.update(env)
-        listener = ListenerProcess(base_env(db_url, **overrides), tmp_path / f"listener-{len(started)}.log")
-        started.append(listener)
-        return listener
-
-    yield _start
-    for listener in started:
-        if listener.proc.poll() is None:
-            listener.kill()
+    listeners = Listeners(db_url, tmp_path, NTFY_URL=ntfy.url, DEPLOY_HANDLER="listener.deploy:deploy",
+                          PROD_NETWORK="none", PROD_VERIFY_S="1", PROD_AGENTS_DIR=str(tmp_path / "agents"),
+                          SANDBOX_TIMEOUT_S="30", FAKE_HOLD_DIR=str(tmp_path))
+    yield listeners.start
+    listeners.close()
 
 
 def make_tested_build(operator, docker_client, base_image: str, tmp_path: Path, cleanup: list[int], *, code: str,

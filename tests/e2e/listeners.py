@@ -96,3 +96,24 @@ def statuses(db_url: str) -> dict[int, str]:
 def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "listener", *args], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=timeout)
+
+
+class Listeners:
+    """Starts listener subprocesses for one test (each with its own log) and kills any still running."""
+
+    def __init__(self, db_url: str, tmp_path: Path, **defaults: str) -> None:
+        self.db_url = db_url
+        self.tmp_path = tmp_path
+        self.defaults = defaults
+        self.started: list[ListenerProcess] = []
+
+    def start(self, **env: str) -> ListenerProcess:
+        listener = ListenerProcess(base_env(self.db_url, **{**self.defaults, **env}),
+                                   self.tmp_path / f"listener-{len(self.started)}.log")
+        self.started.append(listener)
+        return listener
+
+    def close(self) -> None:
+        for listener in self.started:
+            if listener.proc.poll() is None:
+                listener.kill()

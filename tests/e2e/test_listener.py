@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.e2e.listeners import ListenerProcess, base_env, query, run_cli, statuses, wait_until
+from tests.e2e.listeners import Listeners, base_env, query, run_cli, statuses, wait_until
 from tests.fakes.ntfy_server import FakeNtfy
 from tests.helpers import insert_idea
 
@@ -23,19 +23,9 @@ def ntfy():
 
 @pytest.fixture
 def start(db_url: str, tmp_path: Path, ntfy):
-    started: list[ListenerProcess] = []
-
-    def _start(**env: str) -> ListenerProcess:
-        overrides = {"NTFY_URL": ntfy.url, "FAKE_HOLD_DIR": str(tmp_path)}
-        overrides.update(env)
-        listener = ListenerProcess(base_env(db_url, **overrides), tmp_path / f"listener-{len(started)}.log")
-        started.append(listener)
-        return listener
-
-    yield _start
-    for listener in started:
-        if listener.proc.poll() is None:
-            listener.kill()
+    listeners = Listeners(db_url, tmp_path, NTFY_URL=ntfy.url, FAKE_HOLD_DIR=str(tmp_path))
+    yield listeners.start
+    listeners.close()
 
 
 def status_of(db_url: str, automation_id: int) -> str:
