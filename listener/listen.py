@@ -86,6 +86,8 @@ class ListenLoop:
                 self.wake("catch-up")
                 self._wait_loop(conn)
             except psycopg.OperationalError as exc:
+                if self.stop.is_set():
+                    return  # the connection went down with the rest of the shutdown
                 # Connected, then lost: return so that the next outage starts its backoff afresh.
                 self._down_since = time.monotonic()
                 logger.warning("listening connection lost: {}", _one_line(exc))
