@@ -101,7 +101,7 @@ class RescueLoop:
                         self.stop.wait(self.settings.rescue_interval_s)
             except psycopg.OperationalError as exc:
                 failures += 1
-                if failures == 1:
+                if failures == 1 and not self.stop.is_set():
                     logger.warning("rescuer lost its database connection: {}", " ".join(str(exc).split()))
                 self.stop.wait(min(15.0, 0.2 * 2 ** failures))
 
