@@ -12,7 +12,6 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +20,7 @@ from loguru import logger
 
 from listener.config import Settings
 from listener.db import Queries, connect
-from listener.httpserver import TextHandler
+from listener.httpserver import BackgroundServer, TextHandler
 
 ACTIONS = {"approve": "approved", "reject": "rejected"}
 
@@ -132,27 +131,24 @@ class ApprovalServer:
 
     def __init__(self, settings: Settings, dsn: str, queries: Queries) -> None:
         assert settings.approval_secret is not None
-        host, _, port = settings.approval_addr.rpartition(":")
         self.settings = settings
         self.dsn = dsn
         self.queries = queries
         self.lock = threading.Lock()
         self.conn: psycopg.Connection[dict[str, Any]] | None = None
-        self.server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), self._handler())
-        self.server.daemon_threads = True
+        self.http = BackgroundServer(settings.approval_addr, self._handler(), "approvals")
 
     @property
     def port(self) -> int:
-        return int(self.server.server_address[1])
+        return self.http.port
 
     def start(self) -> None:
-        threading.Thread(target=self.server.serve_forever, name="approvals", daemon=True).start()
+        self.http.start()
         logger.info("one-tap approval endpoint on {} (links point at {})", self.settings.approval_addr,
                     self.settings.approval_base_url)
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.stop()
         if self.conn is not None:
             self.conn.close()
 

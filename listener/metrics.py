@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import threading
-from http.server import ThreadingHTTPServer
 from typing import Any, Callable
 
 import psycopg
 from loguru import logger
 
 from listener.db import Queries, connect
-from listener.httpserver import TextHandler
+from listener.httpserver import BackgroundServer, TextHandler
 
 HELP = {
     "agent_builder_attempts_total": ("counter", "attempts ended, by kind (build, deploy) and outcome"),
@@ -69,26 +68,23 @@ def render(samples: list[tuple[str, dict[str, str], float]]) -> str:
 class MetricsServer:
     def __init__(self, address: str, metrics: Metrics, dsn: str, queries: Queries,
                  listening: Callable[[], bool], reconnects: Callable[[], int]) -> None:
-        host, _, port = address.rpartition(":")
         self.metrics = metrics
         self.dsn = dsn
         self.queries = queries
         self.listening = listening
         self.reconnects = reconnects
-        self.server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), self._handler())
-        self.server.daemon_threads = True
+        self.http = BackgroundServer(address, self._handler(), "metrics")
 
     @property
     def port(self) -> int:
-        return int(self.server.server_address[1])
+        return self.http.port
 
     def start(self) -> None:
-        threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True).start()
-        logger.info("metrics on http://{}:{}/metrics, health on /healthz", *self.server.server_address[:2])
+        self.http.start()
+        logger.info("metrics on http://{}:{}/metrics, health on /healthz", *self.http.server.server_address[:2])
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.stop()
 
     def collect(self) -> list[tuple[str, dict[str, str], float]]:
         samples = self.metrics.samples()
