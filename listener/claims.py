@@ -41,6 +41,13 @@ def backoff_seconds(streak: int, base_s: float, max_s: float) -> float:
     return min(max_s, base_s * 2 ** (streak - 1))
 
 
+def installation_of(conn: psycopg.Connection[dict[str, Any]], queries: Queries) -> str:
+    """The identity every container, image, network and label of this database's builder carries."""
+    row = conn.execute(queries["installation_identity"], {}).fetchone()
+    assert row is not None
+    return str(row["installation"])
+
+
 class AttemptStore:
     """The database side of attempts, on one connection owned by one worker."""
 
@@ -48,6 +55,14 @@ class AttemptStore:
         self.conn = conn
         self.queries = queries
         self.worker = worker
+        self._installation: str | None = None
+
+    @property
+    def installation(self) -> str:
+        """This database's installation identity (sql/installation_identity.sql), read once."""
+        if self._installation is None:
+            self._installation = installation_of(self.conn, self.queries)
+        return self._installation
 
     # -- claiming ---------------------------------------------------------------------------
     def claim_next_build(self) -> Claim | None:

@@ -41,6 +41,11 @@ class AttemptContext:
         return self.claim.automation
 
     @property
+    def installation(self) -> str:
+        """The installation identity: on every Docker object this attempt makes."""
+        return self.store.installation
+
+    @property
     def stopping(self) -> bool:
         return self.stop.is_set()
 

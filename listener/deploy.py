@@ -27,7 +27,7 @@ from listener.extract import GeneratedFiles
 from listener.outcome import StepFailure
 from listener.pipeline import artifact_digest
 from listener.sandbox.engine import Limits, SANDBOX_USER, read_logs
-from listener.sandbox.naming import labels, repository
+from listener.sandbox.naming import LABEL_INSTALLATION, labels, production_tag, repository
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,8 @@ def deploy(ctx: AttemptContext) -> None:
         ctx.save(artifact_sha256=source.artifact_sha256)
         ctx.log.info("agent installed at {}", path)
     else:
-        container = run_production(ctx.settings, ctx.automation.id, ctx.automation.name, ctx.claim.build_id, source)
+        container = run_production(ctx.settings, ctx.installation, ctx.automation.id, ctx.automation.name,
+                                   ctx.claim.build_id, source)
         ctx.save(image_id=source.image_id, artifact_sha256=source.artifact_sha256)
         ctx.log.info("production container {} runs image {}", container, source.image_id)
 
@@ -105,7 +106,8 @@ def run_mode(settings: Settings, acceptance_check: Any) -> str:
     return "service" if any(isinstance(c, dict) and c.get("kind") == "container_running" for c in checks) else "job"
 
 
-def run_production(settings: Settings, automation_id: int, name: str | None, deploy_id: int, source: Source) -> str:
+def run_production(settings: Settings, installation: str, automation_id: int, name: str | None, deploy_id: int,
+                   source: Source) -> str:
     if not source.image_id:
         _fail("the tested build recorded no image")
     try:
@@ -118,8 +120,13 @@ def run_production(settings: Settings, automation_id: int, name: str | None, dep
     final_name = repository(automation_id, name)
     mode = run_mode(settings, source.acceptance_check)
     current = _container(client, final_name)
+    for taken in (current, _container(client, f"{final_name}-next")):
+        if taken is not None and taken.labels.get(LABEL_INSTALLATION) != installation:
+            owner = taken.labels.get(LABEL_INSTALLATION) or "nobody's (not made by agent-builder)"
+            _fail(f"the container name {taken.name} is taken on this Docker engine by installation {owner}; "
+                  "production names are agent-{id}-{slug}: rename this automation or remove that container")
     if current is not None and current.image.id == image.id and (mode == "job" or current.status == "running"):
-        image.tag(final_name, "production")
+        image.tag(final_name, production_tag(installation))
         return final_name  # already deployed: deploying again changes nothing
 
     stale = _container(client, f"{final_name}-next")
@@ -129,7 +136,7 @@ def run_production(settings: Settings, automation_id: int, name: str | None, dep
     options: dict[str, Any] = {
         "name": f"{final_name}-next", "user": SANDBOX_USER, "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"], "mem_limit": limits.memory, "nano_cpus": int(limits.cpus * 1e9),
-        "pids_limit": limits.pids, "labels": labels(automation_id, deploy_id, "production"), "detach": True,
+        "pids_limit": limits.pids, "labels": labels(installation, automation_id, deploy_id, "production"), "detach": True,
         "restart_policy": {"Name": "unless-stopped"} if mode == "service" else {"Name": "no"},
         "environment": {"VAULT_ADDR": settings.vault_addr} if settings.vault_addr else {},
     }
@@ -151,7 +158,7 @@ def run_production(settings: Settings, automation_id: int, name: str | None, dep
     if current is not None:
         current.remove(force=True)
     candidate.rename(final_name)
-    image.tag(final_name, "production")
+    image.tag(final_name, production_tag(installation))
     return final_name
 
 

@@ -15,7 +15,7 @@ import psycopg
 from loguru import logger
 
 from listener import notify
-from listener.claims import backoff_seconds
+from listener.claims import backoff_seconds, installation_of
 from listener.config import Settings
 from listener.db import Queries
 from listener.records import Automation
@@ -31,7 +31,7 @@ class Rescued:
 
 class Rescuer:
     def __init__(self, conn: psycopg.Connection[dict[str, Any]], queries: Queries, settings: Settings,
-                 notifier: notify.Notifier, on_rescued: Callable[[int], Any] | None = None) -> None:
+                 notifier: notify.Notifier, on_rescued: Callable[[str, int], Any] | None = None) -> None:
         self.conn = conn
         self.queries = queries
         self.settings = settings
@@ -101,7 +101,7 @@ class Rescuer:
         if notification is not None:
             self.notifier.send(notification)
         if active and self.on_rescued is not None:
-            self.on_rescued(int(build_id))
+            self.on_rescued(installation_of(self.conn, self.queries), int(build_id))
         return Rescued(automation_id, build_id, status, new_status)
 
     @staticmethod

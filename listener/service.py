@@ -134,8 +134,8 @@ def startup_checks(settings: Settings) -> bool:
     return fine
 
 
-def _remove_leftovers(build_id: int) -> None:
-    removed = remove_attempt_containers(build_id)
+def _remove_leftovers(installation: str, build_id: int) -> None:
+    removed = remove_attempt_containers(installation, build_id)
     if removed:
         logger.bind(build_id=build_id).info("removed {} container(s) the dead attempt left behind", removed)
 

@@ -37,3 +37,39 @@ def force_status(conn: psycopg.Connection[Any], automation_id: int, status: str)
     with conn.transaction():
         conn.execute("SET LOCAL agent_builder.override = 'on'")
         conn.execute("UPDATE automation_ideas SET builder_status = %s WHERE id = %s", (status, automation_id))
+
+
+def installation(db_url: str) -> str:
+    """The installation identity of a test database (every Docker object its builder makes has it)."""
+    from psycopg.rows import dict_row
+
+    from listener.claims import installation_of
+    from listener.db import Queries
+
+    with psycopg.connect(db_url, row_factory=dict_row) as conn:
+        return installation_of(conn, Queries.load())
+
+
+def remove_installation_objects(client: Any, installation_id: str) -> None:
+    """Remove the containers, images and networks of one installation (a test's own database):
+    never anything another test run, or a real installation on the same engine, made."""
+    import docker.errors
+
+    from listener.sandbox.naming import installation_filter
+
+    selected = installation_filter(installation_id)
+    for container in client.containers.list(all=True, filters=selected):
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+    for image in client.images.list(filters=selected):
+        try:
+            client.images.remove(image.id, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+    for network in client.networks.list(filters=selected):
+        try:
+            network.remove()
+        except docker.errors.NotFound:
+            pass

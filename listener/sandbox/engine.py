@@ -21,7 +21,7 @@ from docker.types import LogConfig
 from loguru import logger
 
 from listener.config import DEFAULT_APPROLE_DIR, Settings
-from listener.sandbox.naming import LABEL_AUTOMATION, LABEL_BUILD, LABEL_ROLE, labels
+from listener.sandbox.naming import LABEL_ROLE, installation_filter, labels
 
 SANDBOX_USER = "65534:65534"  # nobody:nogroup
 
@@ -74,20 +74,21 @@ class Sandbox:
     client: Any  # docker.DockerClient
     settings: Settings
     limits: Limits
+    installation: str
     automation_id: int
     build_id: int
     network: str | None = None  # resolved by ensure_network()
     created: list[Any] = field(default_factory=list)
 
     @classmethod
-    def connect(cls, settings: Settings, automation_id: int, build_id: int) -> "Sandbox":
+    def connect(cls, settings: Settings, installation: str, automation_id: int, build_id: int) -> "Sandbox":
         try:
             client = docker.from_env(timeout=int(max(60, settings.sandbox_timeout_s + 30)))
             client.ping()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise EngineError(f"the Docker engine is unreachable (DOCKER_HOST or /var/run/docker.sock): {exc}") from None
         return cls(client=client, settings=settings, limits=Limits.from_settings(settings),
-                   automation_id=automation_id, build_id=build_id)
+                   installation=installation, automation_id=automation_id, build_id=build_id)
 
     # -- network -----------------------------------------------------------------------------
     def ensure_network(self) -> str:
@@ -109,7 +110,7 @@ class Sandbox:
         try:
             image, chunks = self.client.images.build(
                 path=str(context), tag=tag, rm=True, forcerm=True, pull=False,
-                labels=labels(self.automation_id, self.build_id, "sandbox-image"),
+                labels=labels(self.installation, self.automation_id, self.build_id, "sandbox-image"),
             )
         except docker.errors.BuildError as exc:
             log = _build_log(exc.build_log)
@@ -130,7 +131,7 @@ class Sandbox:
 
     def prune_images(self, keep: int) -> list[str]:
         """Keep only the `keep` newest sandbox images of this automation."""
-        images = self.client.images.list(filters={"label": f"{LABEL_AUTOMATION}={self.automation_id}"})
+        images = self.client.images.list(filters=installation_filter(self.installation, automation=self.automation_id))
         images.sort(key=lambda image: image.attrs.get("Created", ""), reverse=True)
         removed = []
         for image in images[keep:]:
@@ -151,7 +152,7 @@ class Sandbox:
             "pids_limit": self.limits.pids,
             "privileged": False,
             "environment": environment,
-            "labels": labels(self.automation_id, self.build_id, "sandbox-run"),
+            "labels": labels(self.installation, self.automation_id, self.build_id, "sandbox-run"),
             "log_config": LogConfig(type="json-file", config={"max-size": str(self.limits.log_bytes), "max-file": "1"}),
             "detach": True,
             "stdin_open": False,
@@ -272,12 +273,12 @@ def _build_log(chunks: Any) -> str:
     return "".join(lines)
 
 
-def remove_attempt_containers(build_id: int) -> int:
+def remove_attempt_containers(installation: str, build_id: int) -> int:
     """After an attempt died: remove the containers it left (its sandbox runs, and an unverified
     production candidate `…-next`). Best effort: without an engine there is nothing to remove."""
     try:
         client = docker.from_env(timeout=30)
-        containers = client.containers.list(all=True, filters={"label": f"{LABEL_BUILD}={int(build_id)}"})
+        containers = client.containers.list(all=True, filters=installation_filter(installation, build=int(build_id)))
     except (docker.errors.DockerException, requests.exceptions.RequestException):
         return 0
     removed = 0

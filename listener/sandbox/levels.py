@@ -51,7 +51,7 @@ def run_sandbox_levels(ctx: AttemptContext, files: GeneratedFiles) -> None:
     automation = ctx.automation
     level = Level(2, time.monotonic())
     try:
-        sandbox = Sandbox.connect(settings, automation.id, ctx.claim.build_id)
+        sandbox = Sandbox.connect(settings, ctx.installation, automation.id, ctx.claim.build_id)
         sandbox.ensure_network()
     except EngineError as exc:
         _fail(ctx, level, f"{exc}", kind="error")
@@ -103,7 +103,7 @@ def imported_modules(source: str) -> list[str]:
 def _level_2(ctx: AttemptContext, sandbox: Sandbox, context: Path, files: GeneratedFiles, level: Level) -> str:
     ctx.step("level2")
     automation = ctx.automation
-    tag = build_tag(automation.id, automation.name, ctx.claim.build_id)
+    tag = build_tag(automation.id, automation.name, ctx.claim.build_id, ctx.installation)
     try:
         built = sandbox.build(context, tag)
     except EngineError as exc:

@@ -10,6 +10,8 @@ LABEL_PREFIX = "io.agent-builder"
 LABEL_AUTOMATION = f"{LABEL_PREFIX}.automation-id"
 LABEL_BUILD = f"{LABEL_PREFIX}.build-id"
 LABEL_ROLE = f"{LABEL_PREFIX}.role"
+LABEL_INSTALLATION = f"{LABEL_PREFIX}.installation"
+INSTALLATION_RE = re.compile(r"^[a-z0-9]{1,32}$")
 
 
 def slug(name: str | None, max_length: int = MAX_SLUG) -> str:
@@ -25,9 +27,32 @@ def repository(automation_id: int, name: str | None) -> str:
     return f"agent-{int(automation_id)}-{slug(name)}"
 
 
-def build_tag(automation_id: int, name: str | None, build_id: int) -> str:
-    return f"{repository(automation_id, name)}:build-{int(build_id)}"
+def build_tag(automation_id: int, name: str | None, build_id: int, installation: str) -> str:
+    """A sandbox image's tag: agent-{id}-{slug}:build-{build}-{installation} (unique per engine)."""
+    return f"{repository(automation_id, name)}:build-{int(build_id)}-{_checked(installation)}"
 
 
-def labels(automation_id: int, build_id: int, role: str) -> dict[str, str]:
-    return {LABEL_AUTOMATION: str(automation_id), LABEL_BUILD: str(build_id), LABEL_ROLE: role}
+def production_tag(installation: str) -> str:
+    """The tag of the image in production: `production-{installation}` (two installations on one
+    engine may have the same automation id and name; the tag tells their images apart)."""
+    return f"production-{_checked(installation)}"
+
+
+def labels(installation: str, automation_id: int, build_id: int, role: str) -> dict[str, str]:
+    return {LABEL_INSTALLATION: _checked(installation), LABEL_AUTOMATION: str(automation_id),
+            LABEL_BUILD: str(build_id), LABEL_ROLE: role}
+
+
+def installation_filter(installation: str, **more: str | int) -> dict[str, list[str]]:
+    """A docker SDK `filters` value selecting only this installation's objects (and `more` labels,
+    e.g. build=12 for LABEL_BUILD): every listing the builder acts on goes through it."""
+    names = {"automation": LABEL_AUTOMATION, "build": LABEL_BUILD, "role": LABEL_ROLE}
+    selected = [f"{LABEL_INSTALLATION}={_checked(installation)}"]
+    selected += [f"{names[key]}={value}" for key, value in more.items()]
+    return {"label": selected}
+
+
+def _checked(installation: str) -> str:
+    if not INSTALLATION_RE.match(installation or ""):
+        raise ValueError(f"not an installation identity: {installation!r}")
+    return installation

@@ -12,8 +12,9 @@ from psycopg.types.json import Jsonb
 
 from listener.extract import GeneratedFiles
 from listener.pipeline import artifact_digest
-from listener.sandbox.naming import LABEL_AUTOMATION, build_tag, labels, repository
+from listener.sandbox.naming import build_tag, labels, production_tag, repository
 from tests.e2e.listeners import Listeners, query, wait_until
+from tests.helpers import installation, remove_installation_objects
 from tests.fakes.ntfy_server import FakeNtfy
 
 SERVICE = "import time\nprint('serving', flush=True)\nwhile True:\n    time.sleep(1)\n"
@@ -31,14 +32,12 @@ def ntfy() -> Iterator[FakeNtfy]:
 
 
 @pytest.fixture
-def cleanup(docker_client) -> Iterator[list[int]]:
+def cleanup(docker_client, db_url) -> Iterator[list[int]]:
+    """Automation ids a test made; afterwards everything of this test's installation is removed
+    (only its own: other test runs may share the engine)."""
     automation_ids: list[int] = []
     yield automation_ids
-    for automation_id in automation_ids:
-        for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL_AUTOMATION}={automation_id}"}):
-            container.remove(force=True)
-        for image in docker_client.images.list(filters={"label": f"{LABEL_AUTOMATION}={automation_id}"}):
-            docker_client.images.remove(image.id, force=True)
+    remove_installation_objects(docker_client, installation(db_url))
 
 
 @pytest.fixture
@@ -66,13 +65,14 @@ def make_tested_build(operator, docker_client, base_image: str, tmp_path: Path, 
         " VALUES (%s, 'build', 'test', 'level4', now(), 'succeeded', %s, %s, %s) RETURNING id",
         (automation_id, Jsonb(files.as_dict()), artifact_digest(files), Jsonb(check))).fetchone()["id"]
     image_id = None
+    inst = installation(operator.info.dsn)
     if type == "script":
         context = tmp_path / f"build-{build_id}"
         context.mkdir()
         (context / "script.py").write_text(code)
         (context / "Dockerfile").write_text(f"FROM {base_image}\nCOPY script.py /app/script.py\nCMD [\"python3\", \"/app/script.py\"]\n")
-        image, _ = docker_client.images.build(path=str(context), tag=build_tag(automation_id, name, build_id),
-                                              labels=labels(automation_id, build_id, "sandbox-image"), rm=True)
+        image, _ = docker_client.images.build(path=str(context), tag=build_tag(automation_id, name, build_id, inst),
+                                              labels=labels(inst, automation_id, build_id, "sandbox-image"), rm=True)
         image_id = image.id
         operator.execute("UPDATE agent_builds SET image_id = %s WHERE id = %s", (image_id, build_id))
     with operator.transaction():
@@ -105,7 +105,7 @@ def test_approve_with_psql_deploys_the_tested_image(db_url, operator, docker_cli
     container = docker_client.containers.get(repository(automation_id, "Disk report"))
     assert container.status == "running" and container.image.id == image_id
     assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
-    assert docker_client.images.get(f"{repository(automation_id, 'Disk report')}:production").id == image_id
+    assert docker_client.images.get(f"{repository(automation_id, 'Disk report')}:{production_tag(installation(db_url))}").id == image_id
     wait_until(lambda: any("DEPLOYED — Disk report" in m["message"] for m in ntfy.published), 10, "DEPLOYED", listener)
     assert listener.stop() == 0
 

@@ -116,14 +116,15 @@ def test_an_idea_marked_ready_with_psql_ends_awaiting_approval(db_url, docker_cl
 
 def test_a_listener_killed_during_the_sandbox_run_leaves_no_container(db_url, operator, docker_client, base_image,
                                                                       fake_ollama, tmp_path: Path) -> None:
-    from listener.sandbox.naming import LABEL_AUTOMATION, LABEL_ROLE
+    from listener.sandbox.naming import installation_filter
+    from tests.helpers import installation
     from tests.helpers import insert_idea
 
     fake_ollama.response_text = "=== FILE: script.py ===\nimport time\nprint('working', flush=True)\ntime.sleep(300)\n"
 
     def sandbox_runs(automation_id: int) -> list:
-        return docker_client.containers.list(filters={"label": [f"{LABEL_AUTOMATION}={automation_id}",
-                                                                 f"{LABEL_ROLE}=sandbox-run"]})
+        return docker_client.containers.list(filters=installation_filter(installation(db_url), automation=automation_id,
+                                                                         role="sandbox-run"))
 
     with FakeNtfy() as ntfy:
         env = pipeline_env(db_url, fake_ollama, ntfy.url, base_image, tmp_path)

@@ -281,7 +281,7 @@ def test_a_sandbox_container_is_created_confined(docker_client, base_image, tmp_
     approle = tmp_path / "approle"
     approle.mkdir()
     settings = Settings.from_env({"SANDBOX_NETWORK": "none", "VAULT_APPROLE_DIR": str(approle), "SANDBOX_TIMEOUT_S": "10"})
-    sandbox = Sandbox.connect(settings, automation_id=1, build_id=1)
+    sandbox = Sandbox.connect(settings, installation="0000test0000", automation_id=1, build_id=1)
     with sandbox.container(base_image, ["true"], {"VAULT_ADDR": "http://vault:8200"}) as container:
         container.reload()
         host = container.attrs["HostConfig"]

@@ -26,8 +26,8 @@ def test_slug_is_bounded_and_never_ends_with_a_dash() -> None:
 
 @pytest.mark.parametrize("name", ["x" * 500, "🚀" * 50, "a b\nc\td", "../../etc/passwd", "$(whoami)"])
 def test_image_references_are_valid_docker_names(name) -> None:
-    tag = build_tag(12, name, 345)
+    tag = build_tag(12, name, 345, "0123abcdef45")
     repo, _, version = tag.partition(":")
     assert re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", repo)
-    assert version == "build-345"
+    assert version == "build-345-0123abcdef45"
     assert repository(12, name).startswith("agent-12-")
