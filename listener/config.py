@@ -11,8 +11,8 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_APPROLE_DIR = "/opt/appdata/docker/docker-compose/vault/approle"
-SECRET_FIELDS = frozenset({"ntfy_token", "approval_secret"})
-URL_FIELDS_WITH_PASSWORDS = frozenset({"database_url", "sandbox_database_url"})
+SECRET_FIELDS = frozenset({"ntfy_token", "approval_secret", "builder_signing_key"})
+URL_FIELDS_WITH_PASSWORDS = frozenset({"database_url", "operator_database_url", "sandbox_database_url"})
 
 
 class ConfigError(ValueError):
@@ -76,6 +76,8 @@ class Settings:
     approval_addr: str
     approval_ttl_s: float
     metrics_addr: str | None
+    operator_database_url: str | None
+    builder_signing_key: str | None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -163,6 +165,12 @@ class _Reader:
             self.problems.append(f"{name}={value!r}: must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    def database_url(self, name: str) -> str | None:
+        value = self.raw(name)
+        if value is not None and "://" in value and not value.startswith(("postgres://", "postgresql://")):
+            self.problems.append(f"{name}: must be a libpq URI (postgresql://…), got scheme {value.split('://')[0]!r}")
+        return value
+
     def settings(self) -> Settings:
         home = Path(self.text("AGENT_BUILDER_HOME", str(Path.home() / ".local/share/agent-builder"))).expanduser()
         claude_raw = self.text("CLAUDE_CMD", "claude -p")
@@ -188,9 +196,10 @@ class _Reader:
         approval_secret = self.raw("APPROVAL_SECRET")
         if approval_secret is not None and len(approval_secret) < 16:
             self.problems.append("APPROVAL_SECRET: must be at least 16 characters")
-        database_url = self.raw("DATABASE_URL")
-        if database_url is not None and "://" in database_url and not database_url.startswith(("postgres://", "postgresql://")):
-            self.problems.append(f"DATABASE_URL: must be a libpq URI (postgresql://…), got scheme {database_url.split('://')[0]!r}")
+        database_url = self.database_url("DATABASE_URL")
+        signing_key = self.raw("BUILDER_SIGNING_KEY")
+        if signing_key is not None and len(signing_key) < 16:
+            self.problems.append("BUILDER_SIGNING_KEY: must be at least 16 characters")
         settings = Settings(
             database_url=database_url,
             home=home,
@@ -243,6 +252,8 @@ class _Reader:
             approval_addr=self.text("APPROVAL_ADDR", "0.0.0.0:8787"),
             approval_ttl_s=self.number("APPROVAL_TTL_S", 86400.0, float, 60),
             metrics_addr=self.raw("METRICS_ADDR"),
+            operator_database_url=self.database_url("OPERATOR_DATABASE_URL"),
+            builder_signing_key=signing_key,
         )
         if self.problems:
             raise ConfigError(self.problems)
