@@ -26,9 +26,11 @@ BEGIN
         LOOP
             tries := tries + 1;
             BEGIN
-                EXECUTE format('CREATE ROLE %I NOLOGIN', role_name);
-                EXECUTE format('COMMENT ON ROLE %I IS %L', role_name,
-                               'agent-builder group role (created by agent-builder migrate; dropped by the last migrate --rollback that no longer needs it)');
+                IF to_regrole(role_name) IS NULL THEN
+                    EXECUTE format('CREATE ROLE %I NOLOGIN', role_name);
+                    EXECUTE format('COMMENT ON ROLE %I IS %L', role_name,
+                                   'agent-builder group role (created by agent-builder migrate; dropped by the last migrate --rollback that no longer needs it)');
+                END IF;
             EXCEPTION
                 WHEN duplicate_object OR unique_violation THEN
                     NULL;  -- it exists, or another database's migration created it just now

@@ -6,7 +6,7 @@
 -- hand, a builder from before this one).
 SELECT b.id AS build_id, b.automation_id, b.kind, b.step, b.worker, b.claimed_at,
        a.builder_status, (a.builder_build_id = b.id) IS TRUE AS owns_row,
-       (SELECT string_agg(format('pid %s (login %s, application %L)', h.pid, coalesce(h.login::text, '?'),
+       (SELECT string_agg(format('pid %%s (login %%s, application %%L)', h.pid, coalesce(h.login::text, '?'),
                                  coalesce(h.application, '')), ', ' ORDER BY h.pid)
         FROM agent_builder_lock_holders(b.id) h WHERE NOT h.builder) AS squatters
 FROM agent_builds b
