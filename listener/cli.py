@@ -56,6 +56,7 @@ OPERATOR_COMMANDS = {
     "retry": "build again (failed or rejected -> not_started)",
 }
 OPERATOR_STATUS = {"approve": "approved", "reject": "rejected", "retry": "not_started"}
+OPERATOR_FROM = {"approve": "'awaiting_approval'", "reject": "'awaiting_approval'", "retry": "'failed' or 'rejected'"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,6 +154,7 @@ def _operator_change(settings: Settings, command: str, automation_id: int) -> in
     except OperatorSessionError as exc:
         print(exc, file=sys.stderr)
         return EXIT_ERROR
+    current = None
     with conn:
         try:
             row = conn.execute(queries["operator_set_status"],
@@ -163,8 +165,15 @@ def _operator_change(settings: Settings, command: str, automation_id: int) -> in
         except psycopg.errors.InsufficientPrivilege as exc:
             print(exc.diag.message_primary or str(exc), file=sys.stderr)
             return EXIT_ERROR
+        if row is None:
+            current = conn.execute(queries["automation_by_id"], {"automation_id": automation_id}).fetchone()
     if row is None:
-        print(f"agent-builder: there is no automation with id {automation_id}", file=sys.stderr)
+        if current is None:
+            print(f"agent-builder: there is no automation with id {automation_id}", file=sys.stderr)
+        else:
+            print(f"agent-builder: builder_status of automation {automation_id} cannot change from "
+                  f"{current['builder_status']!r} to {OPERATOR_STATUS[command]!r}: {command} is an operator's move, "
+                  f"allowed only from {OPERATOR_FROM[command]}", file=sys.stderr)
         return EXIT_NOT_CLAIMABLE
     print(f"automation {automation_id}: builder_status is now {row['builder_status']}")
     return EXIT_OK

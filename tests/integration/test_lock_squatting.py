@@ -15,6 +15,7 @@ from listener.config import Settings
 from listener.db import Queries, connect
 from listener.notify import Notifier
 from listener.rescue import Rescuer
+from tests.e2e.listeners import wait_until
 from tests.helpers import builder_status, insert_idea
 from tests.logins import Login, Logins
 
@@ -40,10 +41,13 @@ def squatter(logins: Logins) -> Iterator[Conn]:
         yield conn
 
 
-def squat(conn: Conn, build_ids: list[int]) -> None:
+def squat(conn: Conn, build_ids: list[int], *, within_s: float = 5.0) -> None:
+    """Take the attempts' lock keys; within_s: wait that long for a key to come free (a closed
+    connection's backend lets its locks go a moment after the client has gone)."""
     for build_id in build_ids:
-        got = conn.execute("SELECT pg_try_advisory_lock(agent_builder_lock_key(%s)) AS got", (build_id,)).fetchone()
-        assert got == {"got": True}
+        got = wait_until(lambda: conn.execute("SELECT pg_try_advisory_lock(agent_builder_lock_key(%s)) AS got",
+                                              (build_id,)).fetchone()["got"], within_s, f"the lock of attempt {build_id}")
+        assert got is True
 
 
 def next_build_ids(admin: Conn, count: int) -> list[int]:
@@ -118,7 +122,7 @@ def test_squatting_a_dead_attempt_s_lock_does_not_wedge_it(admin, builder_login,
         if died_in == "building":
             store.move(claim, "queued", "building", step="generate")
     # The worker's connection is gone, and with it its lock; a squatter takes the key.
-    squat(squatter, [claim.build_id])
+    squat(squatter, [claim.build_id], within_s=10)
     assert holders(admin, claim.build_id)[0]["builder"] is False
 
     with connect(builder_login.url, actor="builder-rescuer") as rescue_conn:
