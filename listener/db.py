@@ -81,6 +81,7 @@ class SessionRoles:
 
     login: str
     superuser: bool
+    guarded: bool  # this database's guards decide by these roles (migration 0006 applied)
     builder: bool | None
     operator: bool | None
     admin: bool | None
@@ -90,12 +91,12 @@ class SessionRoles:
     def of(cls, conn: psycopg.Connection[dict[str, Any]], queries: "Queries") -> "SessionRoles":
         row = conn.execute(queries["session_roles"], {}).fetchone()
         assert row is not None
-        return cls(login=str(row["login"]), superuser=bool(row["superuser"]), builder=row["builder"],
+        return cls(login=str(row["login"]), superuser=bool(row["superuser"]), guarded=bool(row["guarded"]), builder=row["builder"],
                    operator=row["operator"], admin=row["admin"], owns=tuple(row["owns"] or ()))
 
     @property
     def migrated(self) -> bool:
-        return self.builder is not None and self.operator is not None and self.admin is not None
+        return self.guarded and self.builder is not None and self.operator is not None and self.admin is not None
 
     @property
     def decides(self) -> bool:
@@ -125,8 +126,8 @@ def operator_connect(operator_url: str | None, database_url: str, queries: "Quer
         return conn
     conn.close()
     if not roles.migrated:
-        raise OperatorSessionError("agent-builder: the roles of migration 0006 do not exist in this database yet; "
-                                   "run: agent-builder migrate")
+        raise OperatorSessionError("agent-builder: this database has no agent-builder roles yet (migration 0006_roles is "
+                                   "pending); run: agent-builder migrate")
     if operator_url:
         raise OperatorSessionError(
             f"agent-builder: OPERATOR_DATABASE_URL connects as {roles.login}, which is not a member of "

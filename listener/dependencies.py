@@ -58,7 +58,8 @@ def check_roles(settings: Settings) -> Check:
         return Check("roles", False, " ".join(str(exc).split())[:300], "see the database check", required=True)
     login = roles.login
     if not roles.migrated:
-        return Check("roles", False, "the agent-builder roles do not exist yet", "run: agent-builder migrate", required=True)
+        return Check("roles", False, "this database has no agent-builder roles yet (migration 0006_roles is pending)",
+                     "run: agent-builder migrate", required=True)
     if not roles.builder:
         return Check("roles", False, f"the listener's login {login} is not a member of agent_builder_builder: "
                      "it can neither claim nor record builds", f"as a superuser run: GRANT agent_builder_builder TO {login};",

@@ -21,7 +21,7 @@ def lines(output: str) -> dict[str, str]:
     return found
 
 
-def test_check_with_healthy_dependencies(db_url, fake_ollama, fake_vault, fake_ntfy, approle_dir) -> None:
+def test_check_with_healthy_dependencies(db_url, logins, fake_ollama, fake_vault, fake_ntfy, approle_dir) -> None:
     import docker
 
     try:
@@ -31,12 +31,13 @@ def test_check_with_healthy_dependencies(db_url, fake_ollama, fake_vault, fake_n
         pytest.skip("no Docker engine reachable: the healthy set includes Docker")
     if not images:
         pytest.skip("no image on the Docker engine")
-    done = run_cli(base_env(db_url, OLLAMA_URL=fake_ollama.url, VAULT_ADDR=fake_vault.url, VAULT_APPROLE_DIR=str(approle_dir),
+    listener_login = logins.make("builder", label="listener")  # the listener's own login: a builder, not a superuser
+    done = run_cli(base_env(listener_login.url, OLLAMA_URL=fake_ollama.url, VAULT_ADDR=fake_vault.url, VAULT_APPROLE_DIR=str(approle_dir),
                             NTFY_URL=fake_ntfy.url, CLAUDE_CMD=f"{FAKE_CLAUDE} -p", SANDBOX_BASE_IMAGE=images[0],
                             SANDBOX_AGENT_IMAGE=images[0]), "check")
     assert done.returncode == 0, done.stdout + done.stderr
     found = lines(done.stdout)
-    assert set(found) == {"database", "ollama", "claude", "vault", "ntfy", "docker"}
+    assert set(found) == {"database", "roles", "ollama", "claude", "vault", "ntfy", "docker"}
     assert all(line.startswith("ok") for line in found.values()), done.stdout
     assert fake_ntfy.published == []  # checking publishes nothing
 
@@ -50,6 +51,7 @@ def test_check_with_broken_dependencies_says_how_to_fix_each(empty_db_url, fake_
     found = lines(done.stdout)
     assert all(line.startswith("FAIL") for line in found.values()), done.stdout
     assert "run: agent-builder migrate" in done.stdout
+    assert "no agent-builder roles yet" in found["roles"]
     assert "run: ollama pull llama9:404b" in done.stdout
     assert "'no-such-claude' (CLAUDE_CMD) is not on PATH" in done.stdout
     assert "role-id is missing" in done.stdout
