@@ -20,7 +20,7 @@ from loguru import logger
 
 from listener.config import Settings
 from listener.db import Queries, connect
-from listener.httpserver import BackgroundServer, TextHandler
+from listener.httpserver import BackgroundServer, Limits, TextHandler
 
 ACTIONS = {"approve": "approved", "reject": "rejected"}
 
@@ -127,16 +127,17 @@ class _Refused(Exception):
 
 
 class ApprovalServer:
-    """POST /decide/<token> → 200 or 403; anything else → 403. Runs in a daemon thread."""
+    """POST /decide/<token> → 200 or 403; anything else → 403. Served by a BoundedHTTPServer
+    (request timeout, connection cap) from a daemon thread."""
 
-    def __init__(self, settings: Settings, dsn: str, queries: Queries) -> None:
+    def __init__(self, settings: Settings, dsn: str, queries: Queries, limits: Limits = Limits()) -> None:
         assert settings.approval_secret is not None
         self.settings = settings
         self.dsn = dsn
         self.queries = queries
         self.lock = threading.Lock()
         self.conn: psycopg.Connection[dict[str, Any]] | None = None
-        self.http = BackgroundServer(settings.approval_addr, self._handler(), "approvals")
+        self.http = BackgroundServer(settings.approval_addr, self._handler(), "approvals", limits)
 
     @property
     def port(self) -> int:
@@ -144,7 +145,7 @@ class ApprovalServer:
 
     def start(self) -> None:
         self.http.start()
-        logger.info("one-tap approval endpoint on {} (links point at {})", self.settings.approval_addr,
+        logger.info("one-tap approval endpoint on {} (links point at {})", self.http.address,
                     self.settings.approval_base_url)
 
     def stop(self) -> None:
