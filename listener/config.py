@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
+import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
+from listener.httpserver import join_address, split_address
+
 DEFAULT_APPROLE_DIR = "/opt/appdata/docker/docker-compose/vault/approle"
+DEFAULT_WEB_ADDR = "127.0.0.1:8787"
 SECRET_FIELDS = frozenset({"ntfy_token", "approval_secret"})
 URL_FIELDS_WITH_PASSWORDS = frozenset({"database_url", "sandbox_database_url"})
 
@@ -163,6 +168,35 @@ class _Reader:
             self.problems.append(f"{name}={value!r}: must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    def address(self, name: str, value: str | None) -> str | None:
+        """'host:port' checked and written the one way (an empty host is 127.0.0.1), or None with
+        the problem noted."""
+        if value is None:
+            return None
+        try:
+            host, port = split_address(value)
+        except ValueError as exc:
+            self.problems.append(f"{name}={value!r}: {exc}")
+            return None
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except (OSError, UnicodeError) as exc:
+                self.problems.append(f"{name}={value!r}: host {host!r} does not resolve ({exc})")
+                return None
+        return join_address(host, port)
+
+    def web_addr(self) -> str:
+        """WEB_ADDR, or its older name APPROVAL_ADDR; both set to different addresses is refused."""
+        web = self.address("WEB_ADDR", self.raw("WEB_ADDR"))
+        approval = self.address("APPROVAL_ADDR", self.raw("APPROVAL_ADDR"))
+        if web is not None and approval is not None and web != approval:
+            self.problems.append(f"WEB_ADDR={self.raw('WEB_ADDR')!r} and APPROVAL_ADDR={self.raw('APPROVAL_ADDR')!r} "
+                                 "disagree: set one of them (APPROVAL_ADDR is the older name of WEB_ADDR)")
+        return web or approval or DEFAULT_WEB_ADDR
+
     def settings(self) -> Settings:
         home = Path(self.text("AGENT_BUILDER_HOME", str(Path.home() / ".local/share/agent-builder"))).expanduser()
         claude_raw = self.text("CLAUDE_CMD", "claude -p")
@@ -240,9 +274,9 @@ class _Reader:
             prod_verify_s=self.number("PROD_VERIFY_S", 5.0, float, 0.5),
             approval_base_url=approval_base,
             approval_secret=approval_secret,
-            approval_addr=self.text("APPROVAL_ADDR", "0.0.0.0:8787"),
+            approval_addr=self.web_addr(),
             approval_ttl_s=self.number("APPROVAL_TTL_S", 86400.0, float, 60),
-            metrics_addr=self.raw("METRICS_ADDR"),
+            metrics_addr=self.address("METRICS_ADDR", self.raw("METRICS_ADDR")),
         )
         if self.problems:
             raise ConfigError(self.problems)

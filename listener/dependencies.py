@@ -1,5 +1,6 @@
 """`agent-builder check`: one line per dependency, each failure with the fix. `listen` runs the
-same checks at start: a broken database stops it, anything else only warns."""
+same checks at start: a broken database stops it, anything else only warns. A check that works
+but found something unsafe says so as a warning (`warn`); warnings do not change the exit code."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from typing import Callable
+from urllib.parse import quote
 
 import httpx
 import psycopg
@@ -22,6 +24,7 @@ class Check:
     detail: str
     fix: str = ""
     required: bool = False  # listen refuses to start when a required check fails
+    warning: bool = False  # ok, but unsafe as configured: `fix` says what to change
 
 
 def check_database(settings: Settings) -> Check:
@@ -92,7 +95,35 @@ def check_ntfy(settings: Settings) -> Check:
         return Check("ntfy", False, f"{settings.ntfy_url} unreachable: {exc}", "check NTFY_URL and that ntfy runs")
     if answer.status_code >= 500:
         return Check("ntfy", False, f"{settings.ntfy_url} answered {answer.status_code}", "check the ntfy server")
-    return Check("ntfy", True, f"{settings.ntfy_url} answers (topic {settings.ntfy_topic}; nothing was published)")
+    detail = f"{settings.ntfy_url} answers (topic {settings.ntfy_topic}; nothing was published)"
+    if settings.approval_secret and settings.approval_base_url:
+        return _check_topic_protected(settings, detail)
+    return Check("ntfy", True, detail)
+
+
+TOPIC_FIX = ("protect the topic with an access token (ntfy ACL: deny anonymous read, NTFY_TOKEN for the builder) "
+             "or turn one-tap off (unset APPROVAL_SECRET)")
+
+
+def _check_topic_protected(settings: Settings, detail: str) -> Check:
+    """With one-tap approval on, the READY messages carry Approve links: whoever reads the topic
+    can approve. Ask ntfy, anonymously, for the topic's cached messages (the body is not read)."""
+    assert settings.ntfy_url is not None
+    url = f"{settings.ntfy_url}/{quote(settings.ntfy_topic, safe='')}/json"
+    try:
+        with httpx.stream("GET", url, params={"poll": "1"}, timeout=5) as answer:
+            status = answer.status_code
+    except httpx.HTTPError as exc:
+        return Check("ntfy", True, f"{detail}; could not tell whether the topic can be read without a token ({exc})",
+                     TOPIC_FIX, warning=True)
+    if status in (401, 403):
+        return Check("ntfy", True, f"{detail}; the topic cannot be read without a token "
+                     f"(an anonymous read answered {status})")
+    if status == 200:
+        return Check("ntfy", True, f"{detail}; one-tap approval is on and the topic can be read without a token: "
+                     "anyone who can read the topic can approve", TOPIC_FIX, warning=True)
+    return Check("ntfy", True, f"{detail}; could not tell whether the topic can be read without a token "
+                 f"(an anonymous read answered {status})", TOPIC_FIX, warning=True)
 
 
 def check_docker(settings: Settings) -> Check:
@@ -130,6 +161,7 @@ def run_checks(settings: Settings) -> list[Check]:
 def render(checks: list[Check]) -> str:
     lines = []
     for check in checks:
-        mark = "ok  " if check.ok else "FAIL"
-        lines.append(f"{mark} {check.name:<9} {check.detail}" + (f"\n     {'':<9} fix: {check.fix}" if not check.ok and check.fix else ""))
+        mark = "FAIL" if not check.ok else "warn" if check.warning else "ok  "
+        show_fix = (not check.ok or check.warning) and check.fix
+        lines.append(f"{mark} {check.name:<9} {check.detail}" + (f"\n     {'':<9} fix: {check.fix}" if show_fix else ""))
     return "\n".join(lines)
