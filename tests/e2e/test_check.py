@@ -14,6 +14,7 @@ from tests.fakes.ntfy_server import FakeNtfy
 from tests.helpers import insert_idea
 
 FAKE_CLAUDE = Path(__file__).resolve().parents[1] / "fakes" / "claude"
+STABLE_IMAGE = "agent-builder-test-base:latest"  # built by .ci/docker-up, never removed by the tests
 
 
 def lines(output: str) -> dict[str, str]:
@@ -35,6 +36,8 @@ def healthy_env(db_url: str, fake_ollama, fake_vault, ntfy_url: str, approle_dir
         pytest.skip("no Docker engine reachable: the healthy set includes Docker")
     if not images:
         pytest.skip("no image on the Docker engine")
+    if STABLE_IMAGE in images:  # other runs on the same engine add and remove their own images meanwhile
+        images.insert(0, STABLE_IMAGE)
     return base_env(db_url, OLLAMA_URL=fake_ollama.url, VAULT_ADDR=fake_vault.url, VAULT_APPROLE_DIR=str(approle_dir),
                     NTFY_URL=ntfy_url, CLAUDE_CMD=f"{FAKE_CLAUDE} -p", SANDBOX_BASE_IMAGE=images[0],
                     SANDBOX_AGENT_IMAGE=images[0], **extra)
