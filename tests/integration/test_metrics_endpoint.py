@@ -28,7 +28,7 @@ def test_300_idle_connections_hold_no_thread_while_health_and_metrics_answer(db_
         assert "agent_builder_up 1" in httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).text
         assert time.monotonic() - started < 2.0
         wait_for(lambda: server.http.server.handler_threads() == 0 and connection_threads("metrics") == 0, 2,
-                 "the requests' threads to exit")  # the requests' threads are done; the idle ones never had one
+                 "the requests' threads to exit")  # the idle connections never had a thread
         assert len(wait_closed_by_server(idle, bound_s=2.0 + 5)) == 300
     finally:
         close_all(idle)
