@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from listener.config import Settings
-from listener.dependencies import check_ntfy
+from listener.dependencies import Check, check_ntfy
 from tests.e2e.listeners import base_env, query, run_cli
 from tests.fakes.http_fake import Reply, closed_port_url
 from tests.fakes.ntfy_server import FakeNtfy
@@ -174,7 +174,7 @@ def test_check_says_ok_when_the_topic_needs_a_token(db_url, fake_ollama, fake_va
 
 
 def test_the_topic_check_in_detail(fake_ntfy) -> None:
-    def check(url: str, **env: str):  # type: ignore[no-untyped-def]
+    def check(url: str, **env: str) -> Check:
         return check_ntfy(Settings.from_env({"NTFY_URL": url, "NTFY_TOPIC": "ab topic/1", **env}))
 
     off = check(fake_ntfy.url)
