@@ -262,8 +262,12 @@ def test_metrics_and_health_endpoint(db_url, operator, start) -> None:
     insert_idea(operator, status="idea")
     wait_until(lambda: status_of(db_url, automation_id) == "awaiting_approval", 10, "the build", listener)
     assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    assert 'agent_builder_attempts_total{kind="build",outcome="succeeded"} 1' in text
+    # the worker counts the attempt just after it committed the status the wait above saw
+    def counted() -> str | None:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        return text if 'agent_builder_attempts_total{kind="build",outcome="succeeded"} 1' in text else None
+
+    text = wait_until(counted, 5, "the attempt in the metrics", listener)
     assert 'agent_builder_step_seconds_count{step="generate"} 1' in text
     assert 'agent_builder_queue_depth{queue="buildable"} 0' in text
     assert "agent_builder_listener_reconnects_total 0" in text and "agent_builder_up 1" in text
