@@ -185,7 +185,8 @@ def _levels_3_and_4(ctx: AttemptContext, sandbox: Sandbox, image: str, files: Ge
                 if isinstance(spec, StepFailure):
                     _fail(ctx, level, spec.message, log=f"{note}\n{spec.message}")
                 results = evaluate(spec, RunState(container=container, recorder=recorder, run_token=token,
-                                                  sandbox_database_url=settings.sandbox_database_url))
+                                                  sandbox_database_url=settings.sandbox_database_url,
+                                                  sandbox=sandbox, derived=ctx.automation.acceptance_check is None))
                 log = f"{note}\n{summarize(results)}"
                 failed = [r for r in results if not r.passed]
                 if failed:
