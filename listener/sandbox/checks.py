@@ -243,11 +243,11 @@ def _sql_rows(check: dict[str, Any], state: RunState) -> CheckResult:
     try:
         with conn:
             conn.read_only = True  # the implicit BEGIN is BEGIN READ ONLY
+            conn.execute(queries["level4_sql_session"], {"timeout": SQL_TIMEOUT})
             powers = inspect_role(conn, queries, None)
             if not powers.read_only:
                 return CheckResult("sql_rows", False, f"the query was not run: SANDBOX_DATABASE_URL's {powers.describe()}; "
                                                       f"fix: {ROLE_FIX}")
-            conn.execute(queries["level4_sql_session"], {"timeout": SQL_TIMEOUT})
             cursor = conn.execute(accepted.query)  # no parameters: the text is sent as checked
             rows = cursor.fetchmany(wanted + 1)
             conn.rollback()
