@@ -5,7 +5,6 @@ a run-time error is a SQLSTATE and our words, never the server's text (no file c
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any, Iterator
 
 import psycopg
@@ -18,7 +17,7 @@ from listener.sandbox import checks
 from listener.outcome import StepFailure
 from listener.sandbox.checks import CheckResult, RunState, evaluate, validate_spec
 from listener.sandbox.sqlrole import inspect_role
-from tests.roles import login_role, role_of, with_database
+from tests.sandbox_db import dump_tables, login_role, role_of, server_secret_file, with_database
 
 
 def _state(url: str | None) -> RunState:
@@ -40,16 +39,9 @@ def probe_table(operator: psycopg.Connection[dict[str, Any]]) -> str:
 
 
 @pytest.fixture
-def secret_file(operator: psycopg.Connection[dict[str, Any]]) -> Iterator[tuple[str, str]]:
-    """(path, content): a file on the database server's machine with unique content, written and
-    removed by the server itself (so this works on any TEST_DATABASE_URL)."""
-    content = f"AB-SECRET-{uuid.uuid4().hex}"
-    directory = operator.execute("SHOW data_directory").fetchone()["data_directory"]
-    path = f"{directory}/ab_level4_{uuid.uuid4().hex[:12]}.txt"
-    operator.execute(sql.SQL("COPY (SELECT {}) TO {}").format(sql.Literal(content), sql.Literal(path)))
-    assert operator.execute("SELECT pg_read_file(%s) AS f", (path,)).fetchone()["f"].strip() == content
-    yield path, content
-    operator.execute(sql.SQL("COPY (SELECT 1) TO PROGRAM {}").format(sql.Literal(f"rm -f '{path}'")))
+def secret_file(db_url: str) -> Iterator[tuple[str, str]]:
+    with psycopg.connect(db_url, autocommit=True) as admin, server_secret_file(admin) as secret:
+        yield secret
 
 
 @pytest.fixture
@@ -81,18 +73,9 @@ def _alive(operator: psycopg.Connection[dict[str, Any]], conns: list[psycopg.Con
         assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
 
 
-def _dump(operator: psycopg.Connection[dict[str, Any]]) -> str:
-    """Every row of every table of the database, as text."""
-    tables = operator.execute(
-        "SELECT table_schema, table_name FROM information_schema.tables"
-        " WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_type = 'BASE TABLE'").fetchall()
-    assert tables
-    text = []
-    for table in tables:
-        query = sql.SQL("SELECT t::text AS row FROM {}.{} AS t").format(
-            sql.Identifier(table["table_schema"]), sql.Identifier(table["table_name"]))
-        text += [row["row"] for row in operator.execute(query)]
-    return "\n".join(text)
+def _dump(db_url: str) -> str:
+    with psycopg.connect(db_url) as admin:
+        return dump_tables(admin)
 
 
 # -- plain SELECTs work ------------------------------------------------------------------------------
@@ -177,7 +160,7 @@ def test_reading_a_server_file_is_refused_before_it_runs(query: str, reader: str
     assert not result.passed and result.detail.startswith("the query is refused: it calls ")
 
 
-def test_no_file_content_anywhere_after_hidden_reads(reader: str, secret_file: tuple[str, str], operator,
+def test_no_file_content_anywhere_after_hidden_reads(reader: str, secret_file: tuple[str, str], db_url: str,
                                                      log_lines: list[str]) -> None:  # noqa: ANN001
     path, content = secret_file
     results = evaluate([{"kind": "sql_rows", "query": q, "min_rows": 1} for q in _hidden_reads(path)], _state(reader))
@@ -185,7 +168,7 @@ def test_no_file_content_anywhere_after_hidden_reads(reader: str, secret_file: t
     assert all(r.detail.startswith("the query is refused") for r in results)
     assert content not in "\n".join(r.detail for r in results)
     assert content not in "\n".join(log_lines)
-    assert content not in _dump(operator)
+    assert content not in _dump(db_url)
 
 
 @pytest.mark.parametrize("query", [
@@ -227,7 +210,7 @@ def test_a_run_time_error_is_the_sqlstate_and_our_message_never_the_servers_text
     zero = _run("SELECT 1 / (count(*) - 2) FROM level4_probe", reader)
     assert zero == CheckResult("sql_rows", False, "the query failed: SQLSTATE 22012 (division_by_zero)")
     assert content not in "\n".join(log_lines)
-    assert content not in _dump(operator)
+    assert content not in _dump(db_url)
 
 
 def test_a_lock_wait_ends_at_the_checks_timeout(reader: str, operator, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
