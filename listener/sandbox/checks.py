@@ -39,7 +39,7 @@ from listener.sandbox.probe import ProbeRequest, run_probe
 from listener.sandbox.recorder import Recorder
 from listener.sandbox.sqlguard import check_select
 from listener.sandbox.sqlrole import FIX as ROLE_FIX
-from listener.sandbox.sqlrole import inspect_role, sql_failure
+from listener.sandbox.sqlrole import inspect_role, login_of, sql_failure
 
 KINDS = ("file_exists", "sql_rows", "http_status", "http_request", "container_running")
 MAX_WAIT_S = 600
@@ -244,7 +244,7 @@ def _sql_rows(check: dict[str, Any], state: RunState) -> CheckResult:
         with conn:
             conn.read_only = True  # the implicit BEGIN is BEGIN READ ONLY
             conn.execute(queries["level4_sql_session"], {"timeout": SQL_TIMEOUT})
-            powers = inspect_role(conn, queries, None)
+            powers = inspect_role(conn, queries, _listener_login(state, queries))
             if not powers.read_only:
                 return CheckResult("sql_rows", False, f"the query was not run: SANDBOX_DATABASE_URL's {powers.describe()}; "
                                                       f"fix: {ROLE_FIX}")
@@ -255,6 +255,19 @@ def _sql_rows(check: dict[str, Any], state: RunState) -> CheckResult:
         return CheckResult("sql_rows", False, sql_failure(exc))
     more = "+" if len(rows) > wanted else ""
     return CheckResult("sql_rows", len(rows) >= wanted, f"the query returned {len(rows)}{more} row(s), at least {wanted} expected")
+
+
+def _listener_login(state: RunState, queries: Queries) -> str | None:
+    """The listener's own login (its DATABASE_URL), whose backends the check's role must not be
+    able to signal; None when it is not known here."""
+    url = state.sandbox.settings.database_url if state.sandbox is not None else None
+    if not url:
+        return None
+    try:
+        with psycopg.connect(url, connect_timeout=10, application_name="agent-builder-level4") as conn:
+            return login_of(conn, queries)
+    except psycopg.Error:
+        return None
 
 
 def _http_status(check: dict[str, Any], state: RunState) -> CheckResult:

@@ -279,3 +279,20 @@ def test_a_member_of_the_listeners_login_is_refused(db_url: str) -> None:
         assert "is a member of the listener's own login role" in powers.describe()
         with psycopg.connect(listener_url) as conn:
             assert not inspect_role(conn, Queries.load(), listener).read_only  # the listener's own login
+
+
+def test_a_check_never_runs_as_the_listeners_own_login(db_url: str, probe_table: str) -> None:
+    """SANDBOX_DATABASE_URL set to the listener's own (non-superuser) login: that role may signal the
+    listener's backends, so the check refuses to run, even where no start-up check ran (build-once)."""
+    from listener.config import Settings
+    from listener.sandbox.engine import Limits, Sandbox
+
+    with login_role(db_url, tables=(probe_table,)) as url:
+        settings = Settings.from_env({"DATABASE_URL": url, "SANDBOX_DATABASE_URL": url})
+        sandbox = Sandbox(client=None, settings=settings, limits=Limits(), installation="l4test", automation_id=1,
+                          build_id=1, network="none")
+        state = RunState(container=None, recorder=None, run_token="unused", sandbox_database_url=url, sandbox=sandbox)
+        [result] = evaluate([{"kind": "sql_rows", "query": "SELECT * FROM level4_probe", "min_rows": 1}], state)
+        assert not result.passed
+        assert "is a member of the listener's own login role" in result.detail
+        assert _run("SELECT * FROM level4_probe", url).passed  # the same role, the listener's login unknown
