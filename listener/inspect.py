@@ -96,7 +96,7 @@ def render_show(report: dict[str, Any]) -> str:
 
 def _name(row: dict[str, Any]) -> str:
     name = (row.get("name") or "").strip()
-    return repr(name) if name else "(no name)"
+    return f"'{name}'" if name else "(no name)"  # already escaped: repr() would double the backslashes
 
 
 def _one_line(text: str | None) -> str:

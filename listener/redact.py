@@ -16,7 +16,8 @@ lines, notifications, command output, the one-tap page) passes its text through 
   line/paragraph separators and lone surrogates become visible escapes: ``\\x1b``, ``\\u202e``.
 
 The secrets: the sandbox and production AppRole role-id and secret-id (read from their files,
-re-read when a file changes: a stat on every use, and a fresh read at least every REREAD_S), the
+re-read when a file changes: a stat on every use, and a fresh read at least every REREAD_S; a
+rotated value stays a secret), the
 settings that are secrets (config.SECRET_FIELDS: the ntfy token, APPROVAL_SECRET, …), the passwords
 in DATABASE_URL and SANDBOX_DATABASE_URL (URI and key=value forms, PGPASSWORD), and what the
 builder obtains at run time (Vault tokens, the values it reads from Vault), registered with add().
@@ -48,8 +49,10 @@ REREAD_S = 5.0  # AppRole files are read again at least this often, even when st
 APPROLE_FILES = ("role-id", "secret-id")
 ONE_LINE_CHARS = 500
 
-# Vault tokens by shape: service/batch/recovery tokens (hvs./hvb./hvr.) and the legacy s.<24>.
-TOKEN_SHAPES = r"\bhv[sbr]\.[A-Za-z0-9_-]{20,}|\b[sbr]\.[A-Za-z0-9]{24}\b"
+# Vault tokens by shape (case-sensitive): service/batch/recovery tokens (hvs./hvb./hvr.) and the
+# legacy s.<24> (mixed case with a digit, as preflight's secret scan has it).
+TOKEN_SHAPES = (r"(?-i:\bhv[sbr]\.[A-Za-z0-9_-]{20,}"
+                r"|(?<![\w.])[sbr]\.(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{24}\b)")
 # Runs of non-space text holding percent escapes: decoded and searched for secrets.
 PERCENT_RUN = re.compile(r"[^\s%]*(?:%[0-9A-Fa-f]{2}[^\s%]*)+")
 # Characters that are escaped: C0 controls except \t and \n, DEL, C1 controls, the format (Cf),
@@ -171,13 +174,18 @@ class Redactor:
         if not value or len(value) < self.min_chars:
             return
         with self._lock:
-            if value in self._runtime:
-                self._runtime.move_to_end(value)
-                return
-            self._runtime[value] = kind
-            while len(self._runtime) > MAX_RUNTIME_SECRETS:
-                self._runtime.popitem(last=False)
-            self._compiled = None
+            if self._remember(value, kind):
+                self._compiled = None
+
+    def _remember(self, value: str, kind: str) -> bool:
+        """Called with the lock held; True when the value is new."""
+        if value in self._runtime:
+            self._runtime.move_to_end(value)
+            return False
+        self._runtime[value] = kind
+        while len(self._runtime) > MAX_RUNTIME_SECRETS:
+            self._runtime.popitem(last=False)
+        return True
 
     def secrets(self) -> tuple[Secret, ...]:
         """The secrets known right now (AppRole files checked first)."""
@@ -258,6 +266,8 @@ class Redactor:
                 secret = _read_secret(path, f"{role} AppRole {name}") if signature is not None else None
                 if state is None or state.secret != secret:
                     changed = True
+                    if state is not None and state.secret is not None:  # rotated: the old value stays a secret
+                        self._remember(state.secret.value, f"previous {state.secret.kind}")
                 self._files[path] = _FileState(signature, secret, now)
         return changed
 
