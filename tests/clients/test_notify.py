@@ -212,3 +212,18 @@ def test_error_text_is_bounded(build: object) -> None:
     first, hint = n.message.split("\n")  # the reason on one line, then the pointer to `show`
     assert len(first) < 600 and first.endswith("…")
     assert hint == "`agent-builder show 7` has the rest"
+
+
+def test_what_is_published_or_logged_is_redacted(fake_ntfy: FakeNtfy, log_lines: list[str]) -> None:
+    from listener.redact import Redactor, Secret
+
+    redactor = Redactor(fixed=(Secret("secret-9a8b7c6d", "test"),))
+    action = {"action": "http", "label": "Approve secret-9a8b7c6d", "url": "https://builder.example/decide/t", "method": "POST"}
+    note = Notification("title secret-9a8b7c6d", "a \x1b[2J secret-9a8b7c6d", actions=(action,))
+    assert notifier(fake_ntfy.url, redactor=redactor).send(note) is True
+    [body] = fake_ntfy.published
+    assert body["title"] == "title [redacted]" and body["message"] == "a \\x1b[2J [redacted]"
+    assert body["actions"] == [{**action, "label": "Approve [redacted]"}]
+    assert notifier(None, redactor=redactor).send(note) is False
+    assert not any("secret-9a8b7c6d" in line for line in log_lines)
+    assert any("title [redacted] | a \\x1b[2J [redacted]" in line for line in log_lines)

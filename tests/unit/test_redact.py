@@ -304,3 +304,42 @@ def test_the_one_tap_page_is_redacted_and_escaped(redactor: Redactor) -> None:
     page = decision_page(Decision(403, f"forbidden: <script>alert(1)</script> {SECRET_ID} 'x'"), redactor)
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert SECRET_ID not in page and REDACTED in page and "'x'" in page
+
+
+UNCAUGHT = """
+import logging, sys, threading
+from pathlib import Path
+from listener.config import Settings
+from listener.logs import setup_logging
+from listener.redact import Redactor
+
+settings = Settings.from_env({"VAULT_APPROLE_DIR": sys.argv[1], "LOG_FORMAT": sys.argv[2]})
+setup_logging(settings.log_format, "INFO", Redactor.from_settings(settings, environ={}))
+secret = (Path(sys.argv[1]) / "secret-id").read_text().strip()
+logging.getLogger("some.library").warning("library says %s \\x1b[2J", secret)
+
+
+def fails() -> None:
+    raise ValueError(secret)
+
+
+thread = threading.Thread(target=fails, name="t1")
+thread.start()
+thread.join()
+raise RuntimeError("uncaught with " + secret)
+"""
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_library_logs_and_uncaught_exceptions_are_redacted_too(approle: Path, log_format: str) -> None:
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", UNCAUGHT, str(approle), log_format], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 1
+    assert SECRET_ID not in done.stderr and "\x1b" not in done.stderr, done.stderr
+    assert "library says [redacted]" in done.stderr and "uncaught exception in the thread t1" in done.stderr
+    assert "ValueError: [redacted]" in done.stderr and "RuntimeError: uncaught with [redacted]" in done.stderr
+    if log_format == "json":
+        lines = [json.loads(line) for line in done.stderr.splitlines()]
+        assert all(line["record"]["exception"] is None for line in lines)
