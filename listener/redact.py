@@ -17,10 +17,10 @@ lines, notifications, command output, the one-tap page) passes its text through 
 
 The secrets: the sandbox and production AppRole role-id and secret-id (read from their files,
 re-read when a file changes: a stat on every use, and a fresh read at least every REREAD_S; a
-rotated value stays a secret), the
-settings that are secrets (config.SECRET_FIELDS: the ntfy token, APPROVAL_SECRET, …), the passwords
-in DATABASE_URL and SANDBOX_DATABASE_URL (URI and key=value forms, PGPASSWORD), and what the
-builder obtains at run time (Vault tokens, the values it reads from Vault), registered with add().
+rotated value stays a secret), the settings that are secrets (config.SECRET_FIELDS: the ntfy
+token, APPROVAL_SECRET, and any later one added there), the passwords in DATABASE_URL and
+SANDBOX_DATABASE_URL (URI and key=value forms) and PGPASSWORD, and what the builder obtains at
+run time (Vault tokens, the values it reads from Vault), registered with add().
 
 What it cannot do: recognise a secret the code transformed (base64, reversed, split in two, cut by
 a length limit) or one it never knew (a value the automation fetched from Vault itself).
@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit
+
+from psycopg.conninfo import conninfo_to_dict
 
 from listener.config import SECRET_FIELDS, URL_FIELDS_WITH_PASSWORDS, Settings
 
@@ -106,8 +108,6 @@ def connection_passwords(conninfo: str) -> list[str]:
             if raw.startswith("'"):
                 found.append(re.sub(r"\\(.)", r"\1", raw[1:-1]))
     try:
-        from psycopg.conninfo import conninfo_to_dict
-
         password = conninfo_to_dict(conninfo).get("password")
         if password:
             found.append(str(password))
