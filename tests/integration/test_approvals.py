@@ -108,7 +108,7 @@ def test_verify_rejects_an_unknown_action() -> None:
 def bounded(db_url: str, queries, limits: Limits, **env: str) -> ApprovalServer:
     settings = Settings.from_env({"APPROVAL_SECRET": SECRET, "APPROVAL_BASE_URL": "http://phone.example/ab",
                                   "APPROVAL_ADDR": "127.0.0.1:0", **env})
-    server = ApprovalServer(settings, db_url, queries, limits)
+    server = ApprovalServer(settings, db_url, queries, limits=limits)
     server.start()
     return server
 
