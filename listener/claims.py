@@ -5,6 +5,12 @@ runs. The lock dies with the connection (a killed process, a lost host, a cut ne
 how the rescuer (listener.rescue) tells a dead attempt from a slow one. A claim whose lock another
 session already holds (anyone who can connect can take advisory locks) is undone by the database
 and tried again with the next attempt id: no attempt ever runs without its lock.
+
+Every text an attempt stores goes through the store's Redactor (listener.redact), here and only
+here: execution logs, errors, the overseer's reason and the acceptance checks are redacted and
+control characters escaped; the prompt and the model output (code, kept as written) have only
+secret values replaced. The generated files are kept byte for byte: they are the tested artifact,
+hashed and deployed as they are (the model never sees a secret).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from listener import signing
 from listener.db import Queries
 from listener.outcome import LevelResult, LostClaim, StepFailure
 from listener.records import Automation, Claim
+from listener.redact import Redactor
 
 # Columns of agent_builds a build may fill in as it goes (what an approver reads).
 ATTEMPT_FIELDS = frozenset({
@@ -28,6 +35,8 @@ ATTEMPT_FIELDS = frozenset({
     "overseer_called_at", "acceptance_check", "image_id", "artifact_sha256", "error",
 })
 JSON_FIELDS = frozenset({"files", "acceptance_check"})
+CODE_FIELDS = frozenset({"prompt", "model_output"})  # secrets replaced, text otherwise as written
+TEXT_FIELDS = frozenset({"overseer_reason", "error"})  # secrets replaced, control characters escaped
 # What a build signature covers, besides the attempt id (listener.signing).
 SIGNED_FIELDS = ("image_id", "artifact_sha256")
 # A claim whose advisory lock is taken by someone else is undone and tried again with a new
@@ -60,10 +69,12 @@ def installation_of(conn: psycopg.Connection[dict[str, Any]], queries: Queries) 
 class AttemptStore:
     """The database side of attempts, on one autocommit connection owned by one worker."""
 
-    def __init__(self, conn: psycopg.Connection[dict[str, Any]], queries: Queries, worker: str) -> None:
+    def __init__(self, conn: psycopg.Connection[dict[str, Any]], queries: Queries, worker: str,
+                 redactor: Redactor | None = None) -> None:
         self.conn = conn
         self.queries = queries
         self.worker = worker
+        self.redactor = redactor if redactor is not None else Redactor()
         self._installation: str | None = None
         # What each running attempt of this store recorded as its artifact: signed from here, not
         # from the database, so a value changed behind the builder's back is never signed.
@@ -136,7 +147,7 @@ class AttemptStore:
             raise ValueError(f"not an attempt field: {', '.join(sorted(unknown))}")
         params: dict[str, Any] = {name: None for name in ATTEMPT_FIELDS}
         for name, value in fields.items():
-            params[name] = Jsonb(value) if name in JSON_FIELDS and value is not None else value
+            params[name] = self._clean(name, value)
         params["build_id"] = claim.build_id
         if self.conn.execute(self.queries["save_attempt"], params).fetchone() is None:
             raise LostClaim(f"attempt {claim.build_id} was ended by someone else")
@@ -157,6 +168,19 @@ class AttemptStore:
                 f"build {claim.build_id} was not signed: it is no longer this worker's running attempt, or its recorded "
                 "image id or sha256 differ from what this worker built and tested (changed in the database meanwhile)"))
 
+    def _clean(self, name: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if name == "acceptance_check":
+            return Jsonb(self.redactor.redact_tree(value))
+        if name in JSON_FIELDS:
+            return Jsonb(value)
+        if name in CODE_FIELDS:
+            return self.redactor.redact_code(str(value))
+        if name in TEXT_FIELDS:
+            return self.redactor.redact(value)
+        return value
+
     def overseer_calls_today(self) -> int:
         row = self.conn.execute(self.queries["overseer_calls_today"], {}).fetchone()
         return int(row["calls"]) if row else 0
@@ -165,7 +189,7 @@ class AttemptStore:
         self.conn.execute(self.queries["insert_test_result"], {
             "automation_id": claim.automation.id, "build_id": claim.build_id,
             "test_level": result.level, "status": "pass" if result.passed else "fail",
-            "execution_log": result.log, "duration_ms": result.duration_ms,
+            "execution_log": self.redactor.redact(result.log), "duration_ms": result.duration_ms,
         })
 
     # -- the end ----------------------------------------------------------------------------
@@ -176,7 +200,7 @@ class AttemptStore:
         one is given: then in one transaction)."""
         params = {
             "automation_id": claim.automation.id, "build_id": claim.build_id, "expected": expected,
-            "new_status": new_status, "outcome": outcome, "error": error,
+            "new_status": new_status, "outcome": outcome, "error": None if error is None else self.redactor.redact(error),
             "retry_after_s": retry_after_s, "idea_status": idea_status,
         }
         if result is None:
@@ -197,7 +221,8 @@ class AttemptStore:
 
     def close_lost(self, claim: Claim, error: str) -> None:
         """End an attempt that lost its row, and give up its lock."""
-        self.conn.execute(self.queries["close_lost_attempt"], {"build_id": claim.build_id, "outcome": "failed", "error": error})
+        self.conn.execute(self.queries["close_lost_attempt"], {"build_id": claim.build_id, "outcome": "failed",
+                                                               "error": self.redactor.redact(error)})
         self._artifacts.pop(claim.build_id, None)
         self.unlock(claim)
 

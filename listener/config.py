@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
+import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
+from listener.httpserver import join_address, split_address
+
 DEFAULT_APPROLE_DIR = "/opt/appdata/docker/docker-compose/vault/approle"
+DEFAULT_WEB_ADDR = "127.0.0.1:8787"
 SECRET_FIELDS = frozenset({"ntfy_token", "approval_secret", "builder_signing_key"})
 URL_FIELDS_WITH_PASSWORDS = frozenset({"database_url", "operator_database_url", "sandbox_database_url"})
 
@@ -171,6 +176,35 @@ class _Reader:
             self.problems.append(f"{name}: must be a libpq URI (postgresql://…), got scheme {value.split('://')[0]!r}")
         return value
 
+    def address(self, name: str, value: str | None) -> str | None:
+        """'host:port' checked and written the one way (an empty host is 127.0.0.1), or None with
+        the problem noted."""
+        if value is None:
+            return None
+        try:
+            host, port = split_address(value)
+        except ValueError as exc:
+            self.problems.append(f"{name}={value!r}: {exc}")
+            return None
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except (OSError, UnicodeError) as exc:
+                self.problems.append(f"{name}={value!r}: host {host!r} does not resolve ({exc})")
+                return None
+        return join_address(host, port)
+
+    def web_addr(self) -> str:
+        """WEB_ADDR, or its older name APPROVAL_ADDR; both set to different addresses is refused."""
+        web = self.address("WEB_ADDR", self.raw("WEB_ADDR"))
+        approval = self.address("APPROVAL_ADDR", self.raw("APPROVAL_ADDR"))
+        if web is not None and approval is not None and web != approval:
+            self.problems.append(f"WEB_ADDR={self.raw('WEB_ADDR')!r} and APPROVAL_ADDR={self.raw('APPROVAL_ADDR')!r} "
+                                 "disagree: set one of them (APPROVAL_ADDR is the older name of WEB_ADDR)")
+        return web or approval or DEFAULT_WEB_ADDR
+
     def settings(self) -> Settings:
         home = Path(self.text("AGENT_BUILDER_HOME", str(Path.home() / ".local/share/agent-builder"))).expanduser()
         claude_raw = self.text("CLAUDE_CMD", "claude -p")
@@ -200,6 +234,11 @@ class _Reader:
         signing_key = self.raw("BUILDER_SIGNING_KEY")
         if signing_key is not None and len(signing_key) < 16:
             self.problems.append("BUILDER_SIGNING_KEY: must be at least 16 characters")
+        sandbox_database_url = self.raw("SANDBOX_DATABASE_URL")
+        if (sandbox_database_url is not None and "://" in sandbox_database_url
+                and not sandbox_database_url.startswith(("postgres://", "postgresql://"))):
+            self.problems.append("SANDBOX_DATABASE_URL: must be a libpq URI (postgresql://reader@host/db), got scheme "
+                                 f"{sandbox_database_url.split('://')[0]!r}")
         settings = Settings(
             database_url=database_url,
             home=home,
@@ -222,7 +261,7 @@ class _Reader:
             sandbox_base_image=self.text("SANDBOX_BASE_IMAGE", "python:3.12-slim"),
             sandbox_network=network,
             sandbox_timeout_s=self.number("SANDBOX_TIMEOUT_S", 300.0, float, 1),
-            sandbox_database_url=self.raw("SANDBOX_DATABASE_URL"),
+            sandbox_database_url=sandbox_database_url,
             sandbox_agent_image=self.text("SANDBOX_AGENT_IMAGE", "agent-builder-claude:latest"),
             sandbox_memory=self.memory("SANDBOX_MEMORY", "512m"),
             sandbox_cpus=self.number("SANDBOX_CPUS", 1.0, float, 0.05),
@@ -249,9 +288,9 @@ class _Reader:
             prod_verify_s=self.number("PROD_VERIFY_S", 5.0, float, 0.5),
             approval_base_url=approval_base,
             approval_secret=approval_secret,
-            approval_addr=self.text("APPROVAL_ADDR", "0.0.0.0:8787"),
+            approval_addr=self.web_addr(),
             approval_ttl_s=self.number("APPROVAL_TTL_S", 86400.0, float, 60),
-            metrics_addr=self.raw("METRICS_ADDR"),
+            metrics_addr=self.address("METRICS_ADDR", self.raw("METRICS_ADDR")),
             operator_database_url=self.database_url("OPERATOR_DATABASE_URL"),
             builder_signing_key=signing_key,
         )

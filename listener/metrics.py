@@ -9,7 +9,7 @@ import psycopg
 from loguru import logger
 
 from listener.db import Queries, connect
-from listener.httpserver import BackgroundServer, TextHandler
+from listener.httpserver import BackgroundServer, Limits, TextHandler
 
 HELP = {
     "agent_builder_attempts_total": ("counter", "attempts ended, by kind (build, deploy) and outcome"),
@@ -67,13 +67,13 @@ def render(samples: list[tuple[str, dict[str, str], float]]) -> str:
 
 class MetricsServer:
     def __init__(self, address: str, metrics: Metrics, dsn: str, queries: Queries,
-                 listening: Callable[[], bool], reconnects: Callable[[], int]) -> None:
+                 listening: Callable[[], bool], reconnects: Callable[[], int], limits: Limits = Limits()) -> None:
         self.metrics = metrics
         self.dsn = dsn
         self.queries = queries
         self.listening = listening
         self.reconnects = reconnects
-        self.http = BackgroundServer(address, self._handler(), "metrics")
+        self.http = BackgroundServer(address, self._handler(), "metrics", limits)
 
     @property
     def port(self) -> int:
@@ -81,7 +81,7 @@ class MetricsServer:
 
     def start(self) -> None:
         self.http.start()
-        logger.info("metrics on http://{}:{}/metrics, health on /healthz", *self.http.server.server_address[:2])
+        logger.info("metrics on http://{}/metrics, health on /healthz", self.http.address)
 
     def stop(self) -> None:
         self.http.stop()

@@ -1,11 +1,7 @@
 """The test database server: TEST_DATABASE_URL when set, else an embedded PostgreSQL from a wheel.
 
 A migrated template database is made once per session; every test gets its own copy of it
-(CREATE DATABASE … TEMPLATE is a file copy: a few milliseconds). The template's name is unique to
-the session: other test runs (other branches, other people) may share the server at the same time.
-
-Roles are cluster-wide: migrations create the agent-builder group roles when missing; tests make
-LOGIN roles with unique names only, and drop them afterwards (tests.logins).
+(CREATE DATABASE … TEMPLATE is a file copy: a few milliseconds).
 """
 
 from __future__ import annotations
@@ -14,7 +10,7 @@ import os
 import tempfile
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -23,7 +19,9 @@ import psycopg
 
 from listener.migrate import migrate
 
-TEMPLATE_PREFIX = "agent_builder_test_template"
+# One template per test run: several runs may share one server (TEST_DATABASE_URL), and each
+# drops only what it made.
+TEMPLATE = f"agent_builder_test_template_{uuid.uuid4().hex[:8]}"
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -32,7 +30,8 @@ def with_dbname(url: str, dbname: str) -> str:
 
 
 def with_user(url: str, user: str) -> str:
-    """The same URI with another user name and no password (test logins have none)."""
+    """The same URI with another user name and no password (test logins have none). Roles are
+    cluster-wide: tests make LOGIN roles with unique names only, and drop them (tests.logins)."""
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
@@ -41,26 +40,25 @@ def with_user(url: str, user: str) -> str:
 @dataclass
 class TestServer:
     admin_url: str
-    template: str = field(default_factory=lambda: f"{TEMPLATE_PREFIX}_{uuid.uuid4().hex[:8]}")
 
     def admin(self) -> psycopg.Connection:
         return psycopg.connect(self.admin_url, autocommit=True)
 
     def create_template(self) -> None:
         with self.admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{self.template}"')
-        migrate(with_dbname(self.admin_url, self.template))
+            conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+        migrate(with_dbname(self.admin_url, TEMPLATE))
 
     def drop_template(self) -> None:
         with self.admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
 
     def new_database(self, *, migrated: bool = True) -> str:
         name = f"ab_test_{uuid.uuid4().hex[:12]}"
         with self.admin() as conn:
             if migrated:
-                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
             else:
                 conn.execute(f'CREATE DATABASE "{name}"')
         return with_dbname(self.admin_url, name)
