@@ -7,6 +7,7 @@ sandbox step that records that it was reached and what it was handed.
 
 from __future__ import annotations
 
+import os
 import shlex
 import threading
 from pathlib import Path
@@ -21,6 +22,7 @@ from listener.extract import GeneratedFiles
 from listener.finish import Ending, run_attempt
 from listener.service import make_notifier
 from listener.ollama import OllamaClient
+from listener.overseer import Overseer
 from listener.pipeline import Pipeline
 from tests.fakes.http_fake import Reply, closed_port_url
 from tests.helpers import builder_status, insert_idea
@@ -66,20 +68,24 @@ def env(fake_ollama, fake_ntfy, claude_cmd, tmp_path: Path) -> dict[str, str]:
         "CLAUDE_TIMEOUT_S": "20",
         "OLLAMA_NUM_CTX": "4096",
         "AGENT_BUILDER_HOME": str(tmp_path),
+        "HOME": str(tmp_path),
+        "ANTHROPIC_API_KEY": "sk-ant-test-key",  # the fake claude is logged in with it
     }
 
 
 @pytest.fixture
 def build(db_url: str, builder_conn, queries, env) -> Callable[..., tuple[Ending, AttemptContext, SandboxRecorder]]:
     def run(**overrides: str) -> tuple[Ending, AttemptContext, SandboxRecorder]:
-        settings = Settings.from_env({**env, "DATABASE_URL": db_url, **overrides})
+        environ = {"PATH": os.environ["PATH"], **env, "DATABASE_URL": db_url, **overrides}  # the listener's
+        settings = Settings.from_env(environ)
         store = AttemptStore(builder_conn, queries, "test-worker")
         claim = store.claim_next_build()
         assert claim is not None
         notifier = make_notifier(settings)
         ctx = AttemptContext(claim=claim, store=store, settings=settings, notifier=notifier, stop=threading.Event())
         sandbox = SandboxRecorder()
-        pipeline = Pipeline(ollama=OllamaClient.from_settings(settings), sandbox=sandbox)
+        pipeline = Pipeline(ollama=OllamaClient.from_settings(settings), sandbox=sandbox,
+                            overseer=Overseer.from_settings(settings, environ))
         ending = run_attempt(ctx, pipeline.run)
         return ending, ctx, sandbox
 
@@ -260,7 +266,7 @@ def test_a_reviewer_echoing_the_code_does_not_pass_it(build, operator, fake_olla
     that is the code itself (even code that starts with PASS) is not a verdict."""
     automation_id = insert_idea(operator)
     fake_ollama.queue_texts("=== FILE: script.py ===\nPASS = True\nprint('PASS')\n")
-    ending, _, sandbox = build(CLAUDE_CMD=shlex.join(["sh", "-c", "cat", "claude"]))
+    ending, _, sandbox = build(CLAUDE_CMD=shlex.join(claude_cmd("echo-stdin")))
     assert ending is Ending.FAILED and sandbox.calls == []
     assert attempt(operator, automation_id)["overseer_verdict"] == "FAIL"
 
