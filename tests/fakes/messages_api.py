@@ -13,7 +13,7 @@ What it answers comes from a queue of Answers (`queue(...)`), then `default`:
 
   Answer.say("PASS …")                     a text block
   Answer.tool_use("Read", {"file_path": …}) a tool_use block (stop_reason "tool_use")
-  Answer.error(401, "authentication_error", "invalid x-api-key")
+  Answer.error(401, "authentication_error", "invalid x-api-key")   (5xx and 429 say x-should-retry: true)
   Answer.say("PASS", delay_s=60)           a hung API (nothing is sent for delay_s)
 
 Every request is recorded (`requests`, `message_requests`) with its raw body. The usage it reports
@@ -281,8 +281,8 @@ def _make_handler(api: FakeMessagesAPI) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.send_header("request-id", "req_" + secrets.token_hex(8))
-            if status >= 400:
-                self.send_header("x-should-retry", "false")
+            if status >= 400:  # as the API: overload and server errors may be retried, the rest not
+                self.send_header("x-should-retry", "true" if status >= 500 or status == 429 else "false")
             self.end_headers()
             self.wfile.write(data)
 
