@@ -135,6 +135,7 @@ class FakeMessagesAPI:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._answers: deque[Answer] = deque()
+        self._usage: list[dict[str, int]] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
@@ -195,6 +196,12 @@ class FakeMessagesAPI:
                 found.append(MessagesRequest(request, body if isinstance(body, dict) else {}))
         return found
 
+    @property
+    def reported_usage(self) -> list[dict[str, int]]:
+        """The usage of every message it answered, as sent (input_tokens, output_tokens, …)."""
+        with self._lock:
+            return [dict(u) for u in self._usage]
+
     def all_bytes(self) -> bytes:
         """Everything any request carried (path, headers, body): for "never reaches the API" checks."""
         return b"\n".join(
@@ -252,6 +259,8 @@ class FakeMessagesAPI:
         events.append(("message_stop", {"type": "message_stop"}))
         full = {**start, "content": content, "stop_reason": stop_reason,
                 "usage": {**start["usage"], "output_tokens": output_tokens}}
+        with self._lock:
+            self._usage.append(dict(full["usage"]))
         return full, events
 
 
