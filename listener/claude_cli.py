@@ -82,6 +82,7 @@ class CliHelp:
         return CliHelp(options=merged, commands=self.commands)
 
 
+_VERSION = re.compile(r"\d+\.\d+\.\d+[\w.+-]*")
 _OPTION_LINE = re.compile(r"^ {2}(-[^\s,]+(?:,\s+-[^\s,]+)*)(?:\s+(<[^>]+>|\[[^\]]+\]))?(?=\s|$)")
 _COMMAND_LINE = re.compile(r"^ {2}([a-z][\w|-]*)(?=\s|$)")
 
@@ -262,7 +263,9 @@ def inspect_cli(program: tuple[str, ...], env: Mapping[str, str], cwd: Path) -> 
     if shown.returncode != 0 or not help_.options:
         return CliProblem(f"{program[0]} --help lists no options (exit {shown.returncode}): is this the Claude Code CLI?")
     first = (version.stdout.strip().splitlines() or ["unknown version"])[0]
-    return ClaudeCli(program=(path, *program[1:]), path=path, version=first[:80], help=help_)
+    number = _VERSION.search(first)
+    return ClaudeCli(program=(path, *program[1:]), path=path, version=number.group(0) if number else first[:80],
+                     help=help_)
 
 
 def check_flags(cli: ClaudeCli, flags: tuple[ReviewFlag, ...], env: Mapping[str, str], cwd: Path) -> FlagCheck:
@@ -369,13 +372,20 @@ def normalise_user_flags(words: tuple[str, ...], help_: CliHelp, owned: frozense
         elif set(option.names) & set(PRINT_OPTION):
             pass  # the builder adds --print itself
         elif set(option.names) & owned:
-            ignored.append(f"{' '.join(group)}: the builder sets {option.name} itself")
+            ignored.append(f"{_shown(name, group)}: the builder sets {option.name} itself")
         elif not set(option.names) & KEPT_USER_OPTIONS:
-            ignored.append(f"{' '.join(group)}: not allowed for a review (it would give the reviewer tools, "
+            ignored.append(f"{_shown(name, group)}: not allowed for a review (it would give the reviewer tools, "
                            "files, settings or a session)")
         else:
             kept.extend(group)
     return UserFlags(kept=tuple(kept), ignored=tuple(ignored))
+
+
+def _shown(name: str, group: list[str]) -> str:
+    """The option as a person may see it in `check` and the logs: its name and how many values
+    (never the values, which may hold a key or a settings object)."""
+    values = len(group) - 1 if "=" not in group[0] else 1
+    return name if values == 0 else f"{name} (with {values} value{'s' if values != 1 else ''})"
 
 
 def _take(words: tuple[str, ...], index: int, option: CliOption, inline: bool) -> tuple[list[str], int, bool]:

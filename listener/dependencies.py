@@ -61,7 +61,7 @@ def check_claude(settings: Settings) -> Check:
     readiness = Overseer.from_settings(settings).readiness()
     if not readiness.ready:
         cli = readiness.cli
-        detail = str(readiness.problem) if cli is None else f"{cli.path} ({cli.version}): {readiness.problem}"
+        detail = str(readiness.problem) if cli is None else f"{cli.path} (claude {cli.version}): {readiness.problem}"
         return Check("claude", False, detail, readiness.fix)
     return Check("claude", True, f"{readiness.summary()}; checking costs no credits")
 

@@ -93,7 +93,7 @@ class Readiness:
         """One line for `check` and the logs."""
         if self.cli is None:
             return self.problem or "claude: unknown"
-        parts = [f"{self.cli.path} ({self.cli.version})"]
+        parts = [f"{self.cli.path} (claude {self.cli.version})"]
         if self.flags is not None:
             if self.flags.missing:
                 parts.append("missing review flag(s): " + ", ".join(f.name for f in self.flags.missing))
