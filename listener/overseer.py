@@ -116,7 +116,7 @@ class Overseer:
     model: str | None = None
     max_usd: float | None = None
     max_retries: int = 0
-    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)  # holds secrets
     scratch_root: Path | None = None  # where the temporary working directories go (default: the system's)
 
     @classmethod

@@ -334,3 +334,8 @@ def test_judge_reads_a_max_turns_result_after_a_tool_request() -> None:
     assert verdict.passed is False
     assert "Reached maximum number of turns (1)" in verdict.reason and "asked for a tool" in verdict.reason
     assert (verdict.usage.input_tokens, verdict.usage.output_tokens, verdict.usage.model) == (301, 14, "claude-x")
+
+
+def test_an_overseer_never_shows_the_environment_it_holds(overseer, claude_cmd: MakeCmd) -> None:
+    shown = repr(overseer(claude_cmd("pass")))
+    assert all(secret not in shown for secret in LISTENER_SECRETS.values()) and "sk-ant-test-key" not in shown
