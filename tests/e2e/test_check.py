@@ -40,7 +40,7 @@ def healthy_env(db_url: str, fake_ollama, fake_vault, ntfy_url: str, approle_dir
         images.insert(0, STABLE_IMAGE)
     return base_env(db_url, OLLAMA_URL=fake_ollama.url, VAULT_ADDR=fake_vault.url, VAULT_APPROLE_DIR=str(approle_dir),
                     NTFY_URL=ntfy_url, CLAUDE_CMD=f"{FAKE_CLAUDE} -p", SANDBOX_BASE_IMAGE=images[0],
-                    SANDBOX_AGENT_IMAGE=images[0], **extra)
+                    SANDBOX_AGENT_IMAGE=images[0], **{"ANTHROPIC_API_KEY": "sk-ant-test-key", **extra})
 
 
 def test_check_with_healthy_dependencies(db_url, fake_ollama, fake_vault, fake_ntfy, approle_dir) -> None:
@@ -50,6 +50,20 @@ def test_check_with_healthy_dependencies(db_url, fake_ollama, fake_vault, fake_n
     assert set(found) == {"database", "sandbox-db", "ollama", "claude", "vault", "ntfy", "docker"}
     assert all(line.startswith("ok") for line in found.values()), done.stdout
     assert fake_ntfy.published == []  # checking publishes nothing
+    assert "review flags ok" in found["claude"] and "logged in (api_key from ANTHROPIC_API_KEY)" in found["claude"]
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"ANTHROPIC_API_KEY": ""}, "overseer not logged in: claude auth status reports loggedIn: false"),
+    ({"ANTHROPIC_API_KEY": "sk-ant-test-key", "FAKE_CLAUDE_HELP": "no-tools"}, "lacks --tools"),
+])
+def test_check_reports_the_overseers_login_and_flags(db_url, tmp_path, env, expected) -> None:
+    settings = " ".join(f"{k}={v}" for k, v in env.items() if k.startswith("FAKE_"))
+    done = run_cli(base_env(db_url, CLAUDE_CMD=f"env {settings} {FAKE_CLAUDE} -p".replace("env  ", ""),
+                            **{k: v for k, v in env.items() if not k.startswith("FAKE_")}), "check")
+    assert done.returncode == 1
+    claude = lines(done.stdout)["claude"]
+    assert claude.startswith("FAIL") and expected in claude, done.stdout
 
 
 def test_check_with_broken_dependencies_says_how_to_fix_each(empty_db_url, fake_ollama, tmp_path) -> None:
