@@ -18,6 +18,7 @@ DEFAULT_APPROLE_DIR = "/opt/appdata/docker/docker-compose/vault/approle"
 DEFAULT_WEB_ADDR = "127.0.0.1:8787"
 SECRET_FIELDS = frozenset({"ntfy_token", "approval_secret", "builder_signing_key"})
 URL_FIELDS_WITH_PASSWORDS = frozenset({"database_url", "operator_database_url", "sandbox_database_url"})
+MAX_CLAUDE_RETRIES = 5
 
 
 class ConfigError(ValueError):
@@ -40,6 +41,9 @@ class Settings:
     ollama_seed: int | None
     claude_cmd: tuple[str, ...]
     claude_timeout_s: float
+    claude_max_retries: int
+    overseer_model: str | None
+    overseer_max_usd: float | None
     overseer_daily_limit: int | None
     repair_attempts: int
     ntfy_url: str | None
@@ -225,6 +229,17 @@ class _Reader:
         if log_level not in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"):
             self.problems.append(f"LOG_LEVEL={log_level!r}: must be DEBUG, INFO, WARNING or ERROR")
         daily = self.raw("OVERSEER_DAILY_LIMIT")
+        max_usd = self.raw("OVERSEER_MAX_USD")
+        overseer_max_usd = None if max_usd is None else self.number("OVERSEER_MAX_USD", 0.0, float, 0)
+        if overseer_max_usd is not None and overseer_max_usd <= 0 and not any(p.startswith("OVERSEER_MAX_USD") for p in self.problems):
+            self.problems.append(f"OVERSEER_MAX_USD={max_usd!r}: must be more than 0 (leave it unset for no cap)")
+        retries = self.raw("CLAUDE_MAX_RETRIES")
+        if retries is not None and retries.isdigit() and int(retries) > MAX_CLAUDE_RETRIES:
+            self.problems.append(f"CLAUDE_MAX_RETRIES={retries!r}: must be at most {MAX_CLAUDE_RETRIES} "
+                                 "(each retry of an unreachable API adds seconds to a build)")
+        overseer_model = self.raw("OVERSEER_MODEL")
+        if overseer_model is not None and (overseer_model.startswith("-") or any(ch.isspace() for ch in overseer_model)):
+            self.problems.append(f"OVERSEER_MODEL={overseer_model!r}: must be one model name or alias (no spaces, not a flag)")
         seed = self.raw("OLLAMA_SEED")
         approval_base = self.url("APPROVAL_BASE_URL", None)
         approval_secret = self.raw("APPROVAL_SECRET")
@@ -250,6 +265,9 @@ class _Reader:
             ollama_seed=None if seed is None else self.number("OLLAMA_SEED", 0, int, 0),
             claude_cmd=claude_cmd,
             claude_timeout_s=self.number("CLAUDE_TIMEOUT_S", 180.0, float, 1),
+            claude_max_retries=self.number("CLAUDE_MAX_RETRIES", 0, int, 0),
+            overseer_model=overseer_model,
+            overseer_max_usd=overseer_max_usd,
             overseer_daily_limit=None if daily is None else self.number("OVERSEER_DAILY_LIMIT", 0, int, 0),
             repair_attempts=self.number("REPAIR_ATTEMPTS", 2, int, 0),
             ntfy_url=self.url("NTFY_URL", None),

@@ -4,8 +4,6 @@ but found something unsafe says so as a warning (`warn`); warnings do not change
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import quote
@@ -132,18 +130,16 @@ def check_ollama(settings: Settings) -> Check:
 
 
 def check_claude(settings: Settings) -> Check:
-    program = settings.claude_cmd[0] if settings.claude_cmd else ""
-    path = shutil.which(program)
-    if path is None:
-        return Check("claude", False, f"{program!r} (CLAUDE_CMD) is not on PATH",
-                     "install the claude CLI (npm i -g @anthropic-ai/claude-code) or set CLAUDE_CMD")
-    try:
-        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return Check("claude", False, f"{path} --version failed: {exc}", "check the claude CLI installation")
-    if done.returncode != 0:
-        return Check("claude", False, f"{path} --version exited {done.returncode}", "check the claude CLI installation")
-    return Check("claude", True, f"{path} ({' '.join(done.stdout.split())[:60] or 'runs'}; --version costs no credits)")
+    """The overseer's CLI: it runs, its --help has every review flag (the no-tools guarantee among
+    them), and `claude auth status` reports a login. All free: no API request."""
+    from listener.overseer import Overseer
+
+    readiness = Overseer.from_settings(settings).readiness()
+    if not readiness.ready:
+        cli = readiness.cli
+        detail = str(readiness.problem) if cli is None else f"{cli.path} (claude {cli.version}): {readiness.problem}"
+        return Check("claude", False, detail, readiness.fix)
+    return Check("claude", True, f"{readiness.summary()}; checking costs no credits")
 
 
 def check_vault(settings: Settings) -> Check:

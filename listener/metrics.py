@@ -19,6 +19,8 @@ HELP = {
     "agent_builder_in_flight": ("gauge", "attempts running now, all listeners"),
     "agent_builder_overseer_calls_total": ("counter", "paid claude -p calls, all listeners"),
     "agent_builder_overseer_cost_usd_total": ("counter", "reported cost of the overseer calls"),
+    "agent_builder_overseer_input_tokens_total": ("counter", "input tokens of the overseer calls (cache reads and writes included)"),
+    "agent_builder_overseer_output_tokens_total": ("counter", "output tokens of the overseer calls"),
     "agent_builder_up": ("gauge", "1 when the listening connection is up"),
 }
 
@@ -102,6 +104,8 @@ class MetricsServer:
             ("agent_builder_in_flight", {}, float(row["in_flight"])),
             ("agent_builder_overseer_calls_total", {}, float(row["overseer_calls"])),
             ("agent_builder_overseer_cost_usd_total", {}, float(row["overseer_cost_usd"])),
+            ("agent_builder_overseer_input_tokens_total", {}, float(row["overseer_input_tokens"])),
+            ("agent_builder_overseer_output_tokens_total", {}, float(row["overseer_output_tokens"])),
         ]
         return samples
 

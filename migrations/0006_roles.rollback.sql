@@ -1,5 +1,6 @@
 -- Undo 0006: the guards of 0003 come back exactly as they were; the triggers, functions, columns
--- and privileges 0006 added go. A group role is dropped only when 0006 created it (its comment
+-- and privileges 0006 added go (privileges that later migrations granted to these roles, on their
+-- own tables, stay with those migrations). A group role is dropped only when 0006 created it (its comment
 -- says so) and no other database still uses it (DROP ROLE refuses while any database holds a
 -- privilege of it; a concurrent migration elsewhere locks the role first, see 0006).
 

@@ -13,7 +13,7 @@ from listener.migrate import migrate, pending_migrations
 from tests.helpers import insert_idea
 
 ALL = ("0001_automation_ideas", "0002_builder_tables", "0003_state_machine", "0004_approval_links", "0005_rejection_cleanup",
-       "0006_roles")
+       "0006_roles", "0007_overseer_usage", "0008_alerts_roles")
 
 
 def tables(url: str) -> set[str]:
@@ -35,7 +35,7 @@ def test_up_down_up(empty_db_url: str) -> None:
     assert report.applied == ALL
     assert {"automation_ideas", "agent_builds", "agent_test_results", "builder_status_history"} <= tables(empty_db_url)
 
-    for expected_left in (ALL[:5], ALL[:4], ALL[:3], ALL[:2], ALL[:1], ()):
+    for expected_left in (ALL[:n] for n in range(len(ALL) - 1, -1, -1)):
         report = migrate(empty_db_url, rollback=True)
         assert report.current == expected_left
     assert tables(empty_db_url) <= {"agent_builder_migrations", "_yoyo_log", "_yoyo_version", "yoyo_lock", "_yoyo_migration"}
@@ -167,22 +167,60 @@ def catalog(url: str) -> dict[str, list[tuple]]:
         return {name: conn.execute(statement).fetchall() for name, statement in CATALOG.items()}
 
 
-def test_rollback_of_0006_removes_exactly_what_it_added(empty_db_url: str) -> None:
+def yoyo_step(url: str, ids: tuple[str, ...], *, rollback: bool = False) -> None:
+    """Apply (or roll back) exactly these migrations, in this order: the orders installations met."""
+    from yoyo import get_backend, read_migrations
+
+    from listener.migrate import yoyo_url
+    from listener.resources import migrations_dir
+
+    backend = get_backend(yoyo_url(url), migration_table="agent_builder_migrations")
+    every = {m.id: m for m in read_migrations(str(migrations_dir()))}
+    selected = read_migrations(str(migrations_dir())).__class__([every[i] for i in ids])
+    try:
+        with backend.lock():
+            (backend.rollback_migrations if rollback else backend.apply_migrations)(selected)
+    finally:
+        backend.connection.close()
+
+
+BEFORE_ROLES = ALL[:5]
+
+
+def test_rollback_of_0006_and_0008_removes_exactly_what_they_added(empty_db_url: str) -> None:
     migrate(empty_db_url)
-    assert migrate(empty_db_url, rollback=True).rolled_back == ("0006_roles",)
+    for _ in ("0008", "0007", "0006"):
+        migrate(empty_db_url, rollback=True)
+    assert pending_migrations(empty_db_url) == ALL[5:]
     at_0005 = catalog(empty_db_url)
     assert not any("agent_builder_builder" in str(row) for row in at_0005["privileges"])
-    assert migrate(empty_db_url).applied == ("0006_roles",)
+    assert migrate(empty_db_url).applied == ALL[5:]
     after = catalog(empty_db_url)
-    assert after != at_0005
+    assert any(row[:2] == ("agent_builder_alerts", "agent_builder_builder_only") for row in after["triggers"])
     assert any(row[1] == "agent_builder_builder_only" for row in after["triggers"])
-    migrate(empty_db_url, rollback=True)
+    for _ in ("0008", "0007", "0006"):
+        migrate(empty_db_url, rollback=True)
     assert catalog(empty_db_url) == at_0005
 
 
+def test_0007_before_0006_ends_the_same_and_rolls_back_exactly(empty_db_url: str) -> None:
+    """An installation that ran 0007 (from main) before the roles existed: 0006 then 0008 come later."""
+    yoyo_step(empty_db_url, BEFORE_ROLES + ("0007_overseer_usage",))
+    before = catalog(empty_db_url)
+    assert migrate(empty_db_url).applied == ("0006_roles", "0008_alerts_roles")
+    with psycopg.connect(empty_db_url) as conn:
+        privileges = conn.execute("SELECT grantee, privilege_type FROM information_schema.role_table_grants"
+                                  " WHERE table_name = 'agent_builder_alerts' AND grantee LIKE 'agent_builder%%'"
+                                  " ORDER BY 1, 2").fetchall()
+    assert privileges == [("agent_builder_admin", "SELECT"), ("agent_builder_builder", "INSERT"),
+                          ("agent_builder_builder", "SELECT"), ("agent_builder_builder", "UPDATE"),
+                          ("agent_builder_operator", "SELECT")]
+    yoyo_step(empty_db_url, ("0008_alerts_roles", "0006_roles"), rollback=True)
+    assert catalog(empty_db_url) == before
+
+
 def test_an_installation_upgrades_keeping_every_row_and_its_history(empty_db_url: str) -> None:
-    migrate(empty_db_url)
-    migrate(empty_db_url, rollback=True)  # an installation of the version before the roles
+    yoyo_step(empty_db_url, BEFORE_ROLES + ("0007_overseer_usage",))  # an installation of the version before the roles
     with psycopg.connect(empty_db_url, autocommit=True, row_factory=dict_row) as conn:
         conn.execute("SET agent_builder.actor = 'builder:old'")  # the old guard's convention
         ids = [insert_idea(conn) for _ in range(3)]
@@ -195,24 +233,23 @@ def test_an_installation_upgrades_keeping_every_row_and_its_history(empty_db_url
         conn.execute("UPDATE automation_ideas SET builder_status = 'awaiting_approval' WHERE id = %s", (ids[0],))
         conn.execute("INSERT INTO approval_link_uses (nonce, automation_id, build_id, action) VALUES ('n1', %s, %s, 'approve')",
                      (ids[0], build))
+        conn.execute("INSERT INTO agent_builder_alerts (name, detail) VALUES ('overseer', 'not logged in')")
 
-    def everything() -> dict[str, list[tuple]]:
+    tables = ("automation_ideas", "agent_builds", "agent_test_results", "builder_status_history", "approval_link_uses",
+              "agent_builder_alerts")
+
+    def everything() -> dict[str, list]:
         with psycopg.connect(empty_db_url) as conn:
-            return {table: conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
-                    for table in ("automation_ideas", "agent_builds", "agent_test_results", "builder_status_history",
-                                  "approval_link_uses")}
+            # every column that was there before the upgrade (0006 adds agent_builds.built_by and signature)
+            return {table: conn.execute(f"SELECT to_jsonb(t) - 'built_by' - 'signature' FROM {table} t ORDER BY 1").fetchall()
+                    for table in tables}
 
     before = everything()
-    assert migrate(empty_db_url).applied == ("0006_roles",)
-    after = everything()
-    assert after["automation_ideas"] == before["automation_ideas"]
-    assert after["builder_status_history"] == before["builder_status_history"]
-    assert after["agent_test_results"] == before["agent_test_results"]
-    assert after["approval_link_uses"] == before["approval_link_uses"]
-    # agent_builds gained built_by and signature: NULL on the old attempts (their maker is unknown)
-    assert [row[:-2] for row in after["agent_builds"]] == before["agent_builds"]
-    assert [row[-2:] for row in after["agent_builds"]] == [(None, None)]
-    migrate(empty_db_url, rollback=True)
+    assert migrate(empty_db_url).applied == ("0006_roles", "0008_alerts_roles")
+    assert everything() == before
+    with psycopg.connect(empty_db_url) as conn:  # the old attempts' maker is unknown: NULL, so they never deploy
+        assert conn.execute("SELECT built_by, signature FROM agent_builds").fetchall() == [(None, None)]
+    yoyo_step(empty_db_url, ("0008_alerts_roles", "0006_roles"), rollback=True)
     assert everything() == before
 
 
@@ -261,6 +298,12 @@ def group_roles(cluster_url: str) -> dict[str, str | None]:
     return {name: comment for name, comment in rows}
 
 
+def roll_back_the_roles(url: str) -> None:
+    """Roll back, one migration at a time, until 0006_roles is no longer applied."""
+    while "0006_roles" not in pending_migrations(url):
+        migrate(url, rollback=True)
+
+
 def drop_groups(cluster_url: str) -> None:
     with psycopg.connect(cluster_url, autocommit=True) as conn:
         for name in ("agent_builder_builder", "agent_builder_operator", "agent_builder_admin"):
@@ -276,13 +319,13 @@ def test_the_last_rollback_drops_the_roles_and_not_before(private_cluster: str) 
     assert set(roles) == {"agent_builder_builder", "agent_builder_operator", "agent_builder_admin"}
     assert all(comment and comment.startswith("agent-builder group role") for comment in roles.values())
 
-    migrate(first, rollback=True)
+    roll_back_the_roles(first)
     assert set(group_roles(private_cluster)) == set(roles)  # the second database still uses them
-    migrate(second, rollback=True)
+    roll_back_the_roles(second)
     assert group_roles(private_cluster) == {}  # nobody does any more
     migrate(first)  # and they come back with the next migration
     assert set(group_roles(private_cluster)) == set(roles)
-    migrate(first, rollback=True)
+    roll_back_the_roles(first)
 
 
 def test_roles_an_administrator_made_are_never_dropped(private_cluster: str) -> None:
@@ -291,7 +334,7 @@ def test_roles_an_administrator_made_are_never_dropped(private_cluster: str) -> 
         conn.execute("CREATE ROLE agent_builder_operator NOLOGIN")
     database = fresh_database(private_cluster)
     migrate(database)
-    migrate(database, rollback=True)
+    roll_back_the_roles(database)
     assert set(group_roles(private_cluster)) == {"agent_builder_operator"}
     drop_groups(private_cluster)
 
@@ -321,7 +364,7 @@ def test_a_concurrent_create_role_by_another_migration_does_not_fail_this_one(pr
     worker.join(60)
     assert outcome == [None]
     assert pending_migrations(database) == ()
-    migrate(database, rollback=True)
+    roll_back_the_roles(database)
     drop_groups(private_cluster)
 
 
@@ -350,7 +393,7 @@ def test_a_migrator_without_createrole_is_told_what_to_do(private_cluster: str) 
             conn.execute(f"CREATE ROLE {name} NOLOGIN")
     migrate(as_owner)
     assert pending_migrations(as_owner) == ()
-    migrate(as_owner, rollback=True)  # may not drop roles (and they are not its own): kept
+    roll_back_the_roles(as_owner)  # may not drop roles (and they are not its own): kept
     assert len(group_roles(private_cluster)) == 3
     with psycopg.connect(private_cluster, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{dbname(database)}" WITH (FORCE)')
