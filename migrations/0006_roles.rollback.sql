@@ -102,6 +102,7 @@ DROP FUNCTION IF EXISTS agent_builder_builder_only();
 DROP FUNCTION IF EXISTS agent_builder_stamp_build();
 DROP FUNCTION IF EXISTS agent_builder_claim_lock(bigint);
 DROP FUNCTION IF EXISTS agent_builder_lock_holders(bigint);
+DROP FUNCTION IF EXISTS agent_builder_lock_holders_all();
 DROP FUNCTION IF EXISTS agent_builder_lock_key(bigint);
 DROP FUNCTION IF EXISTS agent_builder_override_active();
 DROP FUNCTION IF EXISTS agent_builder_is_admin();

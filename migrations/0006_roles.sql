@@ -122,19 +122,27 @@ $fn$;
 CREATE OR REPLACE FUNCTION agent_builder_lock_key(build_id bigint) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$ SELECT (424242::bigint << 32) | (build_id & 4294967295) $fn$;
 
--- Who holds an attempt's lock right now, and whether that session's login is a builder member.
--- Only a lock held by a builder session proves a live attempt; any other holder is a squatter.
-CREATE OR REPLACE FUNCTION agent_builder_lock_holders(build_id bigint)
-RETURNS TABLE (pid integer, login name, application text, builder boolean)
+-- Every granted advisory lock of the bigint form in this database, with its key, its holder and
+-- whether that session's login is a builder member. Only a lock held by a builder session proves a
+-- live attempt; any other holder is a squatter.
+CREATE OR REPLACE FUNCTION agent_builder_lock_holders_all()
+RETURNS TABLE (key bigint, pid integer, login name, application text, builder boolean)
 LANGUAGE sql STABLE AS $fn$
-    SELECT l.pid, r.rolname, a.application_name,
+    SELECT (l.classid::bigint << 32) | l.objid::bigint, l.pid, r.rolname, a.application_name,
            coalesce(pg_has_role(r.oid, 'agent_builder_builder', 'MEMBER'), false)
     FROM pg_locks l
     LEFT JOIN pg_stat_activity a ON a.pid = l.pid
     LEFT JOIN pg_roles r ON r.oid = a.usesysid
     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
       AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
-      AND ((l.classid::bigint << 32) | l.objid::bigint) = agent_builder_lock_key(build_id)
+$fn$;
+
+-- Who holds one attempt's lock right now.
+CREATE OR REPLACE FUNCTION agent_builder_lock_holders(build_id bigint)
+RETURNS TABLE (pid integer, login name, application text, builder boolean)
+LANGUAGE sql STABLE AS $fn$
+    SELECT h.pid, h.login, h.application, h.builder FROM agent_builder_lock_holders_all() h
+    WHERE h.key = agent_builder_lock_key(build_id)
 $fn$;
 
 -- The claim's lock: taken, or the claim statement fails (and with it the whole claim is undone)
