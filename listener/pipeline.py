@@ -151,6 +151,8 @@ def structure_log(files: GeneratedFiles) -> str:
     checks = ["python: ast.parse + compile ok" if files.main_name.endswith(".py") else "bash -n ok"]
     if files.dockerfile:
         checks.append("Dockerfile: directives ok")
+    if files.requirements is not None:
+        checks.append("requirements.txt: names and versions only")
     checks.append("secret scan: nothing hardcoded")
     return "; ".join(checks)
 
