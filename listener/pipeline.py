@@ -51,7 +51,7 @@ class Pipeline:
         if reason is not None:
             raise StepFailure(level=0, step="prompt", kind="invalid",
                               message=f"cannot be built as it stands: {reason}. Fix the row, then set builder_status = 'not_started'.")
-        prompt = build_prompt(automation)
+        prompt = build_prompt(automation, ctx.settings.sandbox_base_image)
         check_fits(prompt, ctx.settings.ollama_num_ctx)
         ctx.save(prompt=prompt)
         self._check_overseer_budget(ctx, before_step_3=True)

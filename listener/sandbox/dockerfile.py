@@ -498,7 +498,7 @@ def _on_copy(state: _State, ins: Instruction) -> None:
 def _mode(ins: Instruction, text: str | None) -> int | None:
     if text is None:
         return None
-    if not re.fullmatch(r"0?[0-7]{3}", text):
+    if not re.fullmatch(r"[0-7]{3,4}", text):
         raise DockerfileError(ins.line, ins.keyword, f"--chmod={text} must be octal, like 0644")
     return int(text, 8) & 0o755  # never setuid, setgid, sticky or world-writable
 

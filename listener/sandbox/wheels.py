@@ -242,7 +242,7 @@ def unpack(wheels: Sequence[Path], out: tarfile.TarFile, prefix: str, max_bytes:
                     size += info.file_size
                     files += 1
                     if size > max_bytes or files > MAX_DEPS_FILES:
-                        raise DependencyError(f"the dependencies unpack to more than {max_bytes >> 20} MiB "
+                        raise DependencyError(f"the dependencies unpack to more than {max_bytes:,} bytes "
                                               f"or {MAX_DEPS_FILES} files")
                     _add(out, archive, info, f"{prefix}/{target}", record, wheel.name)
         except (zipfile.BadZipFile, OSError) as exc:
