@@ -311,6 +311,8 @@ class ImageBuilder:
         """The last layer (files after the last RUN) and the final configuration, from a container
         that is created and never started."""
         self._check_time("before the final commit")
+        if not config.cmd and not config.entrypoint:
+            raise BuildFailure("the image does not build: it has no CMD or ENTRYPOINT, so nothing would run")
         container = self._create(image_id, entrypoint=config.entrypoint or [], command=config.cmd,
                                  environment=config.env_list(), working_dir=config.workdir or None, user=FINAL_USER)
         leftovers.containers.append(container)

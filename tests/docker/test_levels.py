@@ -6,6 +6,7 @@ a real Docker engine; only Ollama (used when the checks are derived) is a fake H
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -20,12 +21,12 @@ from listener.extract import GeneratedFiles
 from listener.finish import Ending, run_attempt
 from listener.notify import Notifier
 from listener.sandbox.levels import imported_modules, run_sandbox_levels
-from listener.sandbox.naming import LABEL_ROLE
+from listener.sandbox.naming import installation_filter
 from tests.fakes.http_fake import Reply
-from tests.helpers import builder_status, insert_idea
+from tests.helpers import builder_status, insert_idea, installation
 
 FAKE_CLAUDE = Path(__file__).resolve().parents[1] / "fakes" / "claude"
-TEST_NETWORK = "agent-builder-test-sandbox"
+TEST_NETWORK = f"agent-builder-test-sandbox-{os.getpid()}"  # one per test process: parallel runs share the engine
 
 WRITES_FILE = """import json, os, shutil
 usage = shutil.disk_usage('/')
@@ -82,10 +83,13 @@ def sandbox_network(docker_client) -> str:
 
 
 @pytest.fixture
-def no_leftovers(docker_client):
-    """Every sandbox container a test starts is removed by the engine code itself."""
+def no_leftovers(docker_client, db_url):
+    """Every sandbox container a test starts is removed by the engine code itself (only this test's
+    installation is looked at: other test runs may share the engine)."""
+    selected = installation_filter(installation(db_url), role="sandbox-run")
+
     def sandbox_runs() -> set[str]:
-        return {c.id for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL_ROLE}=sandbox-run"})}
+        return {c.id for c in docker_client.containers.list(all=True, filters=selected)}
 
     before = sandbox_runs()
     yield
