@@ -30,8 +30,8 @@ from listener.sandbox.dockerfile import (FINAL_USER, REQUIREMENTS_FILE, CopyStep
                                          Plan, RunStep, parse, plan)
 from listener.sandbox.engine import BuiltImage, EngineError, Sandbox, read_logs
 from listener.sandbox.naming import labels
-from listener.sandbox.wheels import (PROBE, DependencyError, DependencyTimeout, Index, PythonTarget,
-                                     parse_requirements, download, unpack)
+from listener.sandbox.wheels import (PROBE, DependencyError, DependencyTimeout, Index, PythonTarget, Requirement,
+                                     download, parse_requirements, unpack)
 
 APP_DIR = "/app"
 DEPS_DIR = "/app/deps"
@@ -194,7 +194,7 @@ class ImageBuilder:
         return BuildTimeout(f"the image build was cancelled {where}: it passed SANDBOX_BUILD_TIMEOUT_S={limit:g} s")
 
     # -- dependencies ---------------------------------------------------------------------------------
-    def _requirements(self, context: Path, the_plan: Plan) -> list:
+    def _requirements(self, context: Path, the_plan: Plan) -> list[Requirement]:
         path = context / REQUIREMENTS_FILE
         lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
         try:
@@ -202,7 +202,7 @@ class ImageBuilder:
         except DependencyError as exc:
             raise BuildFailure(f"the requirements are refused: {exc}") from None
 
-    def _dependencies(self, requirements: list, base: Any, context: Path) -> Path:
+    def _dependencies(self, requirements: list[Requirement], base: Any, context: Path) -> Path:
         settings = self.sandbox.settings
         started = time.monotonic()
         target = self._python_target(base.id)
@@ -269,8 +269,8 @@ class ImageBuilder:
         try:
             container.start()
         except docker.errors.APIError as exc:
-            raise BuildFailure(f"the image does not build: a container {where[len('during '):] if where.startswith('during ') else where} "
-                               f"could not start: {exc.explanation or exc}") from None
+            raise BuildFailure(f"the image does not build: a container could not start {where}: "
+                               f"{exc.explanation or exc}") from None
         try:
             exit_code = int(container.wait(timeout=max(self.deadline.remaining(), 0.1))["StatusCode"])
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
