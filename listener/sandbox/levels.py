@@ -139,7 +139,8 @@ def _missing_modules(logs: str) -> str | None:
         except (ValueError, AttributeError):
             continue
         if missing:
-            return f"modules not found in the image: {', '.join(missing)}"
+            return (f"modules not found in the image: {', '.join(missing)} (third-party packages are declared "
+                    f"in {REQUIREMENTS_FILE})")
     return None
 
 
