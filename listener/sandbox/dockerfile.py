@@ -26,7 +26,7 @@ FINAL_USER = "65534:65534"
 ALLOWED = frozenset({"FROM", "COPY", "ADD", "RUN", "ENV", "WORKDIR", "CMD", "ENTRYPOINT", "EXPOSE", "LABEL",
                      "USER", "ARG", "MAINTAINER", "HEALTHCHECK"})
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z]+)\s*=\s*(\S+)\s*$")
-_FLAG = re.compile(r"^--([a-z-]+)(?:=(.*))?$")
+_FLAG = re.compile(r"^--([a-z][a-z-]{0,29})(?:=(.*))?$")
 _PORT = re.compile(r"^[0-9]{1,5}(/(tcp|udp|sctp))?$")
 _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^git@")
@@ -36,12 +36,14 @@ MAX_INSTRUCTIONS = 200
 
 
 class DockerfileError(ValueError):
-    """A Dockerfile the builder refuses; the message names the line and the instruction."""
+    """A Dockerfile the builder refuses. The message is the builder's sentence naming the line and
+    the instruction; `detail` holds the model's own words it is about (a URL, a path, an image)."""
 
-    def __init__(self, line: int, keyword: str, message: str) -> None:
-        self.line, self.keyword = line, keyword
+    def __init__(self, line: int, keyword: str, message: str, detail: str = "") -> None:
+        self.line, self.keyword, self.detail = line, keyword, detail
         where = f"Dockerfile line {line}" if line else "Dockerfile"
-        super().__init__(f"{where}: {keyword + ' ' if keyword else ''}{message}")
+        shown = keyword if re.fullmatch(r"[A-Z]{1,20}", keyword) else "an instruction" if keyword else ""
+        super().__init__(f"{where}: {shown + ' ' if shown else ''}{message}")
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,8 @@ def parse(text: str, allowed_bases: Sequence[str]) -> Dockerfile:
 def _check_keyword(ins: Instruction) -> None:
     if ins.keyword not in ALLOWED:
         raise DockerfileError(ins.line, ins.keyword, "is refused: a sandbox build accepts only "
-                              "FROM, COPY, ADD, RUN, ENV, WORKDIR, CMD, ENTRYPOINT, EXPOSE, LABEL, USER and ARG")
+                              "FROM, COPY, ADD, RUN, ENV, WORKDIR, CMD, ENTRYPOINT, EXPOSE, LABEL, USER and ARG",
+                              ins.keyword)
     if not ins.text:
         raise DockerfileError(ins.line, ins.keyword, "needs arguments")
 
@@ -192,7 +195,7 @@ def _check_instruction(ins: Instruction) -> None:
             raise DockerfileError(ins.line, ins.keyword, "--from is refused: files come from the build context only")
         for source in sources:
             if _URL.match(source):
-                raise DockerfileError(ins.line, ins.keyword, f"of a URL is refused (a build never fetches anything): {source}")
+                raise DockerfileError(ins.line, ins.keyword, "of a URL is refused (a build never fetches anything)", source)
     if ins.keyword == "RUN":
         flags, _ = _flags(ins, ins.text)
         if flags:
@@ -207,11 +210,11 @@ def _base_image(ins: Instruction, args: Mapping[str, str], allowed: Sequence[str
         raise DockerfileError(ins.line, "FROM", f"--{next(iter(flags))} is refused")
     words = split_words(rest, args, ins)
     if len(words) not in (1, 3) or (len(words) == 3 and words[1].upper() != "AS"):
-        raise DockerfileError(ins.line, "FROM", f"must be `FROM image` (or `FROM image AS name`), got {rest!r}")
+        raise DockerfileError(ins.line, "FROM", "must be `FROM image` (or `FROM image AS name`)", rest)
     image = words[0]
     if normalize_reference(image) not in {normalize_reference(a) for a in allowed}:
-        raise DockerfileError(ins.line, "FROM", f"{image} is not an allowed base image (allowed: {', '.join(allowed)}; "
-                              "SANDBOX_BASE_IMAGE, SANDBOX_BASE_IMAGES)")
+        raise DockerfileError(ins.line, "FROM", f"names an image that is not an allowed base image (allowed: "
+                              f"{', '.join(allowed)}; SANDBOX_BASE_IMAGE, SANDBOX_BASE_IMAGES)", image)
     return image
 
 
@@ -315,7 +318,7 @@ def _flags(ins: Instruction, text: str) -> tuple[dict[str, str], str]:
         word, _, rest = rest.partition(" ")
         match = _FLAG.match(word)
         if not match:
-            raise DockerfileError(ins.line, ins.keyword, f"has a malformed flag {word!r}")
+            raise DockerfileError(ins.line, ins.keyword, "has a malformed flag", word)
         flags[match.group(1)] = match.group(2) or ""
         rest = rest.lstrip()
     return flags, rest
@@ -358,7 +361,7 @@ def _pairs(ins: Instruction, env: Mapping[str, str]) -> list[tuple[str, str]]:
     for word in words:
         key, equals, value = word.partition("=")
         if not equals or not key:
-            raise DockerfileError(ins.line, ins.keyword, f"expects key=value pairs, got {word!r}")
+            raise DockerfileError(ins.line, ins.keyword, "expects key=value pairs", word)
         pairs.append((key, value))
     return pairs
 
@@ -370,7 +373,7 @@ def _arg(ins: Instruction, env: Mapping[str, str], outer: Mapping[str, str]) -> 
     for word in split_words(ins.text, env, ins):
         name, equals, default = word.partition("=")
         if not _ARG_NAME.match(name):
-            raise DockerfileError(ins.line, "ARG", f"has an invalid name {name!r}")
+            raise DockerfileError(ins.line, "ARG", "has an invalid name", name)
         values[name] = default if equals else outer.get(name, "")
     return values
 
@@ -419,7 +422,7 @@ def _on_env(state: _State, ins: Instruction) -> None:
 def _on_label(state: _State, ins: Instruction) -> None:
     for key, value in _pairs(ins, state.scope()):
         if key.startswith(LABEL_PREFIX):
-            raise DockerfileError(ins.line, "LABEL", f"{key} is refused: {LABEL_PREFIX}.* labels belong to the builder")
+            raise DockerfileError(ins.line, "LABEL", f"{LABEL_PREFIX}.* is refused: those labels belong to the builder", key)
         state.config.labels[key] = value
 
 
@@ -444,7 +447,7 @@ def _on_entrypoint(state: _State, ins: Instruction) -> None:
 def _on_expose(state: _State, ins: Instruction) -> None:
     for port in split_words(ins.text, state.scope(), ins):
         if not _PORT.match(port):
-            raise DockerfileError(ins.line, "EXPOSE", f"{port!r} is not a port (like 8080 or 8080/udp)")
+            raise DockerfileError(ins.line, "EXPOSE", "needs ports like 8080 or 8080/udp", port)
         state.config.exposed[port if "/" in port else f"{port}/tcp"] = {}
 
 
@@ -499,17 +502,17 @@ def _mode(ins: Instruction, text: str | None) -> int | None:
     if text is None:
         return None
     if not re.fullmatch(r"[0-7]{3,4}", text):
-        raise DockerfileError(ins.line, ins.keyword, f"--chmod={text} must be octal, like 0644")
+        raise DockerfileError(ins.line, ins.keyword, "--chmod must be octal, like 0644", text)
     return int(text, 8) & 0o755  # never setuid, setgid, sticky or world-writable
 
 
 def _context_matches(ins: Instruction, source: str, context: Mapping[str, int]) -> list[tuple[str, str]]:
     """(context path, path relative to the copied directory or '') for one COPY source."""
     if _URL.match(source):
-        raise DockerfileError(ins.line, ins.keyword, f"of a URL is refused (a build never fetches anything): {source}")
+        raise DockerfileError(ins.line, ins.keyword, "of a URL is refused (a build never fetches anything)", source)
     normalized = posixpath.normpath(source.replace("\\", "/").lstrip("/") or ".")
     if normalized == ".." or normalized.startswith("../"):
-        raise DockerfileError(ins.line, ins.keyword, f"{source} is outside the build context")
+        raise DockerfileError(ins.line, ins.keyword, "names a path outside the build context", source)
     if normalized == ".":
         return [(path, path) for path in sorted(context)]
     if any(ch in normalized for ch in "*?["):
@@ -520,8 +523,8 @@ def _context_matches(ins: Instruction, source: str, context: Mapping[str, int]) 
         prefix = normalized + "/"
         found = [(path, path[len(prefix):]) for path in sorted(context) if path.startswith(prefix)]
     if not found:
-        raise DockerfileError(ins.line, ins.keyword, f"{source} is not in the build context "
-                              f"(it holds: {', '.join(sorted(context)) or 'nothing'})")
+        raise DockerfileError(ins.line, ins.keyword, "names a file that is not in the build context "
+                              f"(it holds: {', '.join(sorted(context)) or 'nothing'})", source)
     return found
 
 
@@ -554,7 +557,7 @@ def _pip_install_words(ins: Instruction, command: str) -> list[str] | None:
     try:
         return shlex.split(command[match.end():])
     except ValueError as exc:
-        raise DockerfileError(ins.line, "RUN", f"pip install line does not parse: {exc}") from None
+        raise DockerfileError(ins.line, "RUN", "pip install line does not parse", str(exc)) from None
 
 
 def _pip_arguments(ins: Instruction, words: list[str], has_requirements_file: bool) -> list[str]:
@@ -564,15 +567,15 @@ def _pip_arguments(ins: Instruction, words: list[str], has_requirements_file: bo
         word = words[i]
         if word in ("-r", "--requirement") and i + 1 < len(words) and posixpath.basename(words[i + 1]) == REQUIREMENTS_FILE:
             if not has_requirements_file:
-                raise DockerfileError(ins.line, "RUN", f"pip install -r {words[i + 1]}: the answer has no {REQUIREMENTS_FILE}")
+                raise DockerfileError(ins.line, "RUN", f"pip install -r: the answer has no {REQUIREMENTS_FILE}", words[i + 1])
             i += 2  # the generated requirements.txt: the builder installs it anyway
             continue
         if word in _PIP_IGNORED:
             i += 1
             continue
         if word.startswith("-"):
-            raise DockerfileError(ins.line, "RUN", f"pip install {word} is refused: builds have no network and install "
-                                  "only wheels of the packages named in requirements.txt")
+            raise DockerfileError(ins.line, "RUN", "pip install with an option is refused: builds have no network and "
+                                  "install only wheels of the packages named in requirements.txt", word)
         out.append(word)
         i += 1
     return out

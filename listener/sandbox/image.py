@@ -44,11 +44,12 @@ NO_NETWORK_HINT = ("RUN steps have no network: declare Python packages in requir
 
 
 class BuildFailure(EngineError):
-    """The image does not build; `log` says what ran before it stopped."""
+    """The image does not build. The message is the builder's sentence; `detail` is what the model
+    or the build's own output said about it, `log` what ran before it stopped (both stored only)."""
 
-    def __init__(self, message: str, log: str = "") -> None:
+    def __init__(self, message: str, log: str = "", detail: str = "") -> None:
         super().__init__(message)
-        self.log = log
+        self.log, self.detail = log, detail
 
 
 class BuildTimeout(BuildFailure):
@@ -172,7 +173,7 @@ class ImageBuilder:
             base = self._base_image(dockerfile.base)
             the_plan = plan(dockerfile, base.attrs.get("Config") or {}, files)
         except DockerfileError as exc:
-            raise BuildFailure(f"the Dockerfile is refused: {exc}") from None
+            raise BuildFailure(f"the Dockerfile is refused: {exc}", detail=exc.detail) from None
         self.log.add(f"base image {dockerfile.base} ({base.id[:19]})")
         for note in the_plan.notes:
             self.log.add(note)
@@ -200,7 +201,7 @@ class ImageBuilder:
         try:
             return parse_requirements([*lines, *the_plan.requirements])
         except DependencyError as exc:
-            raise BuildFailure(f"the requirements are refused: {exc}") from None
+            raise BuildFailure(f"the requirements are refused: {exc}", detail=exc.detail) from None
 
     def _dependencies(self, requirements: list[Requirement], base: Any, context: Path) -> Path:
         settings = self.sandbox.settings
@@ -215,7 +216,7 @@ class ImageBuilder:
         except DependencyTimeout:
             raise self._timeout("while resolving the wheels") from None
         except DependencyError as exc:
-            raise BuildFailure(f"the dependencies cannot be installed: {exc}") from None
+            raise BuildFailure(f"the dependencies cannot be installed: {exc}", detail=exc.detail) from None
         self.log.add(f"dependencies {', '.join(map(str, requirements))}: {len(wheels)} wheel(s) for "
                      f"{target.describe()} ({', '.join(unpacked.wheels)}), {unpacked.files} files, "
                      f"{unpacked.size} bytes unpacked into {DEPS_DIR} in {time.monotonic() - started:.1f} s")
@@ -232,12 +233,12 @@ class ImageBuilder:
         finally:
             _remove(container)
         if exit_code != 0:
-            raise BuildFailure("the base image has no working python3 to choose wheels for "
-                               f"(exit code {exit_code}): {_last_line(output)}")
+            raise BuildFailure(f"the base image has no working python3 to choose wheels for (exit code {exit_code})",
+                               detail=_last_line(output))
         try:
             target = PythonTarget.from_probe(output)
         except DependencyError as exc:
-            raise BuildFailure(str(exc)) from None
+            raise BuildFailure(str(exc), detail=exc.detail) from None
         self.sandbox.python_targets[image_id] = target
         return target
 
@@ -269,8 +270,8 @@ class ImageBuilder:
         try:
             container.start()
         except docker.errors.APIError as exc:
-            raise BuildFailure(f"the image does not build: a container could not start {where}: "
-                               f"{exc.explanation or exc}") from None
+            raise BuildFailure(f"the image does not build: a container could not start {where}",
+                               detail=str(exc.explanation or exc)) from None
         try:
             exit_code = int(container.wait(timeout=max(self.deadline.remaining(), 0.1))["StatusCode"])
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
@@ -300,7 +301,7 @@ class ImageBuilder:
                                f"(SANDBOX_MEMORY={self.sandbox.limits.memory})")
         if exit_code != 0:
             raise BuildFailure(f"the image does not build: the RUN at Dockerfile line {step.line} exited with code "
-                               f"{exit_code}{_last_line(output)} ({NO_NETWORK_HINT})")
+                               f"{exit_code} ({NO_NETWORK_HINT})", detail=_last_line(output))
         image = container.commit(conf=self._conf(None, role=BUILD_ROLE, final=False))
         leftovers.images.append(image.id)
         _remove(container)
@@ -408,4 +409,4 @@ def _remove(container: Any) -> None:
 
 def _last_line(output: str) -> str:
     lines = [line for line in output.strip().splitlines() if line.strip()]
-    return f": {lines[-1][:300]}" if lines else ""
+    return lines[-1][:300] if lines else ""

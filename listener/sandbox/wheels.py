@@ -45,7 +45,12 @@ _RECORD_ALGORITHMS = frozenset({"sha256", "sha384", "sha512"})
 
 
 class DependencyError(Exception):
-    """The dependencies cannot be used; the message says which and why."""
+    """The dependencies cannot be used. The message is the builder's sentence; `detail` holds what
+    others wrote that it is about (a line of requirements.txt, a path inside a wheel, pip's output)."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class DependencyTimeout(DependencyError):
@@ -95,22 +100,22 @@ def requirement_problems(text: str) -> list[str]:
 
 
 def _requirement(number: int, line: str) -> Requirement:
-    where = f"line {number} ({line[:60]!r})"
+    where, quoted = f"line {number}", line[:MAX_LINE]
     if len(line) > MAX_LINE:
-        raise DependencyError(f"{where}: longer than {MAX_LINE} characters")
+        raise DependencyError(f"{where}: longer than {MAX_LINE} characters", quoted)
     if line.startswith("-"):
-        raise DependencyError(f"{where}: pip options (-e, -r, --index-url, …) are refused; name packages only")
+        raise DependencyError(f"{where}: pip options (-e, -r, --index-url, …) are refused; name packages only", quoted)
     if "://" in line or "@" in line:
-        raise DependencyError(f"{where}: URLs and direct references are refused; name packages only")
+        raise DependencyError(f"{where}: URLs and direct references are refused; name packages only", quoted)
     if "/" in line or "\\" in line:
-        raise DependencyError(f"{where}: local paths and files are refused; name packages only")
+        raise DependencyError(f"{where}: local paths and files are refused; name packages only", quoted)
     if ";" in line:
-        raise DependencyError(f"{where}: environment markers are refused")
+        raise DependencyError(f"{where}: environment markers are refused", quoted)
     match = _REQUIREMENT.match(line)
     if not match:
-        raise DependencyError(f"{where}: not a requirement like `name`, `name==1.2` or `name[extra]>=1,<2`")
+        raise DependencyError(f"{where}: not a requirement like `name`, `name==1.2` or `name[extra]>=1,<2`", quoted)
     if _ARCHIVE.search(match.group("name")):
-        raise DependencyError(f"{where}: local paths and files are refused; name packages only")
+        raise DependencyError(f"{where}: local paths and files are refused; name packages only", quoted)
     extras = tuple(e.strip() for e in match.group("extras").split(",")) if match.group("extras") else ()
     spec = re.sub(r"\s+", "", match.group("spec") or "")
     return Requirement(name=match.group("name"), extras=extras, specifier=spec)
@@ -131,7 +136,7 @@ class PythonTarget:
     def from_probe(cls, output: str) -> "PythonTarget":
         words = output.split()
         if len(words) != 5 or not re.fullmatch(r"3\.\d+", words[1]):
-            raise DependencyError(f"the image's python3 answered {output.strip()[:200]!r}, not its version")
+            raise DependencyError("the image's python3 did not answer with its version", output.strip()[:200])
         implementation, version, machine, libc, libc_version = words
         glibc = None
         match = re.fullmatch(r"(\d+)\.(\d+)", libc_version)
@@ -197,22 +202,24 @@ def download(requirements: Sequence[Requirement], dest: Path, target: PythonTarg
     except OSError as exc:
         raise DependencyError(f"the listener cannot run pip ({sys.executable} -m pip): {exc}") from None
     if done.returncode != 0:
-        raise DependencyError(_pip_failure(done.stdout + done.stderr, target))
+        raise _pip_failure(done.stdout + done.stderr, target)
     wheels = sorted(dest.glob("*.whl"))
     others = [p.name for p in dest.iterdir() if p.suffix != ".whl"]
     if others:
-        raise DependencyError(f"pip left files that are not wheels: {', '.join(others[:5])}")
+        raise DependencyError("pip left files that are not wheels", ", ".join(others[:5]))
     return wheels
 
 
-def _pip_failure(output: str, target: PythonTarget) -> str:
+def _pip_failure(output: str, target: PythonTarget) -> DependencyError:
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    tail = " / ".join(lines[-3:])[:600]
     missing = _NOT_FOUND.search(output)
     if missing:
-        return (f"no wheel of {missing.group(1)} for Python {target.version} on {target.machine}: only wheels "
-                "are installed (no source distributions, nothing compiled, no setup.py), from the index or "
-                "SANDBOX_PIP_FIND_LINKS")
-    lines = [line for line in output.strip().splitlines() if line.strip()]
-    return "pip download failed: " + (" / ".join(lines[-3:])[:600] if lines else "no output")
+        name = missing.group(1) if re.fullmatch(r"[A-Za-z0-9._\[\],<>=!~*+-]{1,120}", missing.group(1)) else "a requirement"
+        return DependencyError(f"no wheel of {name} for Python {target.version} on {target.machine}: only wheels are "
+                               "installed (no source distributions, nothing compiled, no setup.py), from the index "
+                               "or SANDBOX_PIP_FIND_LINKS", tail)
+    return DependencyError("pip download failed", tail or "no output")
 
 
 # -- unpacking, in Python --------------------------------------------------------------------------------
@@ -246,7 +253,7 @@ def unpack(wheels: Sequence[Path], out: tarfile.TarFile, prefix: str, max_bytes:
                                               f"or {MAX_DEPS_FILES} files")
                     _add(out, archive, info, f"{prefix}/{target}", record, wheel.name)
         except (zipfile.BadZipFile, OSError) as exc:
-            raise DependencyError(f"{wheel.name} is not a readable wheel: {exc}") from None
+            raise DependencyError(f"{wheel.name} is not a readable wheel", str(exc)) from None
     return Unpacked(wheels=tuple(w.name for w in wheels), files=files, size=size, skipped=skipped)
 
 
@@ -269,10 +276,10 @@ def _target(wheel: str, info: zipfile.ZipInfo) -> str | None:
     name = info.filename
     if (name.startswith("/") or "\\" in name or "\0" in name or posixpath.normpath(name) != name
             or ".." in name.split("/") or re.match(r"^[A-Za-z]:", name)):
-        raise DependencyError(f"{wheel} has an unsafe path: {name!r}")
+        raise DependencyError(f"{wheel} has an unsafe path", repr(name))
     kind = stat.S_IFMT(info.external_attr >> 16)
     if kind and kind != stat.S_IFREG:
-        raise DependencyError(f"{wheel}: {name} is not a regular file (symlinks and devices are refused)")
+        raise DependencyError(f"{wheel} has a member that is not a regular file (symlinks and devices are refused)", name)
     first, _, rest = name.partition("/")
     if first.endswith(".data"):
         area, _, inner = rest.partition("/")
@@ -285,9 +292,9 @@ def _add(out: tarfile.TarFile, archive: zipfile.ZipFile, info: zipfile.ZipInfo, 
     expected = record.get(info.filename)
     is_record = re.fullmatch(r"[^/]+\.dist-info/RECORD(\.jws|\.p7s)?", info.filename) is not None
     if expected is None and not is_record:
-        raise DependencyError(f"{wheel}: {info.filename} is not listed with a hash in RECORD")
+        raise DependencyError(f"{wheel} has a file that is not listed with a hash in RECORD", info.filename)
     if expected is not None and expected[0] not in _RECORD_ALGORITHMS:
-        raise DependencyError(f"{wheel}: {info.filename} has a {expected[0]!r} hash in RECORD (sha256 or stronger needed)")
+        raise DependencyError(f"{wheel} has a file with a weak hash in RECORD (sha256 or stronger needed)", info.filename)
     entry = tarfile.TarInfo(path)
     entry.size = info.file_size
     entry.mode = 0o755 if (info.external_attr >> 16) & 0o111 else 0o644
@@ -297,7 +304,7 @@ def _add(out: tarfile.TarFile, archive: zipfile.ZipFile, info: zipfile.ZipInfo, 
         reader = _Hashing(member, expected[0] if expected else "sha256")
         out.addfile(entry, reader)
     if expected is not None and reader.digest() != expected[1]:
-        raise DependencyError(f"{wheel}: {info.filename} does not match its hash in RECORD")
+        raise DependencyError(f"{wheel} has a file that does not match its hash in RECORD", info.filename)
 
 
 class _Hashing(io.RawIOBase):

@@ -85,11 +85,11 @@ def sandbox_network(docker_client) -> str:
 @pytest.fixture
 def no_leftovers(docker_client, db_url):
     """Every sandbox container a test starts is removed by the engine code itself (only this test's
-    installation is looked at: other test runs may share the engine)."""
-    selected = installation_filter(installation(db_url), role="sandbox-run")
+    installation is looked at: other runs may share the engine)."""
+    own = installation_filter(installation(db_url), role="sandbox-run")
 
     def sandbox_runs() -> set[str]:
-        return {c.id for c in docker_client.containers.list(all=True, filters=selected)}
+        return {c.id for c in docker_client.containers.list(all=True, filters=own)}
 
     before = sandbox_runs()
     yield

