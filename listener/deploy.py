@@ -108,7 +108,8 @@ def _verify_artifact(source: Source, automation_type: str | None, signing_key: s
     main_name = "agent.sh" if automation_type == "claude_agent" else "script.py"
     if main_name not in source.files:
         _fail(f"the tested build {build} recorded no {main_name}")
-    files = GeneratedFiles(main_name=main_name, main=source.files[main_name], dockerfile=source.files.get("Dockerfile"))
+    files = GeneratedFiles(main_name=main_name, main=source.files[main_name], dockerfile=source.files.get("Dockerfile"),
+                           requirements=source.files.get("requirements.txt"))
     if artifact_digest(files) != source.artifact_sha256:
         _fail(f"the recorded files of build {build} do not match the sha256 that was tested")
     if automation_type != "claude_agent" and not source.image_id:
