@@ -67,7 +67,7 @@ def check_roles(settings: Settings) -> Check:
     warnings, fixes = [], []
     if roles.superuser:
         warnings.append(f"{login} is a superuser: it passes every role check, approving its own builds included")
-        fixes.append(f"connect the listener as a login of its own: CREATE ROLE agent_builder_listener LOGIN PASSWORD '...' "
+        fixes.append("connect the listener as a login of its own: CREATE ROLE agent_builder_listener LOGIN PASSWORD '...' "
                      "IN ROLE agent_builder_builder; and point DATABASE_URL at it")
     else:
         groups = [name for name, member in (("agent_builder_operator", roles.operator), ("agent_builder_admin", roles.admin))
