@@ -11,6 +11,9 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_APPROLE_DIR = "/opt/appdata/docker/docker-compose/vault/approle"
+# The default sandbox network is one per installation (two databases on one engine never share it);
+# an explicit SANDBOX_NETWORK is used as written ({installation} is the only placeholder).
+DEFAULT_SANDBOX_NETWORK = "agent-builder-sandbox-{installation}"
 SECRET_FIELDS = frozenset({"ntfy_token", "approval_secret"})
 URL_FIELDS_WITH_PASSWORDS = frozenset({"database_url", "sandbox_database_url"})
 
@@ -55,6 +58,8 @@ class Settings:
     sandbox_runtime: str | None
     sandbox_keep_images: int
     sandbox_http_port: int
+    sandbox_tmp_size: str
+    sandbox_hold_s: float
     builder_concurrency: int
     poll_interval_s: float
     rescue_interval_s: float
@@ -98,6 +103,15 @@ class Settings:
                 text = str(value)
             out[f.name.upper()] = text
         return out
+
+
+def size_bytes(size: str) -> int:
+    """'512m' -> 536870912 (the forms `memory` accepts: digits and an optional b, k, m or g)."""
+    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    text = size.strip().lower()
+    if text and text[-1] in units:
+        return int(text[:-1]) * units[text[-1]]
+    return int(text)
 
 
 def redact_url(url: str) -> str:
@@ -154,6 +168,14 @@ class _Reader:
             return default
         return value
 
+    def tmp_size(self, name: str, default: str) -> str:
+        """A size like SANDBOX_MEMORY, at least 1m: a tmpfs of size 0 would have no limit at all."""
+        value = self.memory(name, default)
+        if size_bytes(value) < 1 << 20:
+            self.problems.append(f"{name}={value!r}: must be at least 1m")
+            return default
+        return value
+
     def url(self, name: str, default: str | None) -> str | None:
         value = self.raw(name) or default
         if value is None:
@@ -173,9 +195,11 @@ class _Reader:
             claude_cmd = ("claude", "-p")
         if not claude_cmd:
             self.problems.append("CLAUDE_CMD: is empty")
-        network = self.text("SANDBOX_NETWORK", "agent-builder-sandbox")
+        network = self.text("SANDBOX_NETWORK", DEFAULT_SANDBOX_NETWORK)
         if network == "host":
             self.problems.append("SANDBOX_NETWORK='host': sandboxes never share the host network; use a bridge network or 'none'")
+        elif any(brace in network.replace("{installation}", "") for brace in "{}"):
+            self.problems.append(f"SANDBOX_NETWORK={network!r}: the only placeholder allowed is {{installation}}")
         log_format = self.text("LOG_FORMAT", "text").lower()
         if log_format not in ("text", "json"):
             self.problems.append(f"LOG_FORMAT={log_format!r}: must be 'text' or 'json'")
@@ -222,6 +246,8 @@ class _Reader:
             sandbox_runtime=self.raw("SANDBOX_RUNTIME"),
             sandbox_keep_images=self.number("SANDBOX_KEEP_IMAGES", 3, int, 1),
             sandbox_http_port=self.number("SANDBOX_HTTP_PORT", 0, int, 0),
+            sandbox_tmp_size=self.tmp_size("SANDBOX_TMP_SIZE", "256m"),
+            sandbox_hold_s=self.number("SANDBOX_HOLD_S", 60.0, float, 1),
             builder_concurrency=self.number("BUILDER_CONCURRENCY", 1, int, 1),
             poll_interval_s=self.number("POLL_INTERVAL_S", 30.0, float, 0.05),
             rescue_interval_s=self.number("RESCUE_INTERVAL_S", 2.0, float, 0.05),

@@ -7,6 +7,7 @@ a real Docker engine; only Ollama (used when the checks are derived) is a fake H
 from __future__ import annotations
 
 import threading
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,12 +21,14 @@ from listener.extract import GeneratedFiles
 from listener.finish import Ending, run_attempt
 from listener.notify import Notifier
 from listener.sandbox.levels import imported_modules, run_sandbox_levels
-from listener.sandbox.naming import LABEL_ROLE
+from listener.sandbox.naming import installation_filter
 from tests.fakes.http_fake import Reply
-from tests.helpers import builder_status, insert_idea
+from tests.helpers import builder_status, insert_idea, installation
 
 FAKE_CLAUDE = Path(__file__).resolve().parents[1] / "fakes" / "claude"
-TEST_NETWORK = "agent-builder-test-sandbox"
+# One internal network for this test session (created by the first test's builder, removed at the
+# end): parallel test runs on the same engine never share it.
+TEST_NETWORK = f"agent-builder-test-sandbox-{uuid.uuid4().hex[:8]}"
 
 WRITES_FILE = """import json, os, shutil
 usage = shutil.disk_usage('/')
@@ -82,10 +85,12 @@ def sandbox_network(docker_client) -> str:
 
 
 @pytest.fixture
-def no_leftovers(docker_client):
-    """Every sandbox container a test starts is removed by the engine code itself."""
+def no_leftovers(docker_client, db_url):
+    """Every sandbox container a test starts is removed by the engine code itself (only this test's
+    installation is looked at: other test runs share the engine)."""
     def sandbox_runs() -> set[str]:
-        return {c.id for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL_ROLE}=sandbox-run"})}
+        selected = installation_filter(installation(db_url), role="sandbox-run")
+        return {c.id for c in docker_client.containers.list(all=True, filters=selected)}
 
     before = sandbox_runs()
     yield
@@ -243,7 +248,7 @@ def test_agent_whose_check_does_not_hold_fails_level_4(levels) -> None:
 @pytest.mark.parametrize(("code", "evidence"), [
     ("import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect('/var/run/docker.sock')\nprint('ESCAPED')\n",
      "FileNotFoundError"),
-    ("open('/etc/escaped-by-sandbox', 'w').write('x')\nprint('ESCAPED')\n", "PermissionError"),
+    ("open('/etc/escaped-by-sandbox', 'w').write('x')\nprint('ESCAPED')\n", "Read-only file system"),
     ("import os\nos.setuid(0)\nprint('ESCAPED')\n", "PermissionError"),
 ])
 def test_hostile_script_is_contained_and_reported(levels, code: str, evidence: str) -> None:
