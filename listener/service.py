@@ -23,6 +23,7 @@ from listener.metrics import Metrics, MetricsServer
 from listener.records import Automation
 from listener.rescue import Rescuer
 from listener.sandbox.engine import remove_attempt_containers
+from listener.sandbox.sweep import SweepLoop, sweep_once
 from listener.vault import VaultClient
 from listener.workers import Handlers, WakeSignal, WorkerPool
 
@@ -166,8 +167,10 @@ def run_listener(settings: Settings) -> int:
                                        listening=listen.connected.is_set, reconnects=lambda: listen.reconnects)
         metrics_server.start()
     rescue = RescueLoop(settings, dsn, queries, worker, notifier, stop_background)
+    sweep = SweepLoop(settings, dsn, queries, worker, stop_background)  # at start, then every RESCUE_INTERVAL_S
     threading.Thread(target=listen.run, name="listen", daemon=True).start()
     threading.Thread(target=rescue.run, name="rescue", daemon=True).start()
+    threading.Thread(target=sweep.run, name="sweep", daemon=True).start()
     pool.start()
     approvals = None
     if settings.approval_secret and settings.approval_base_url:
@@ -213,6 +216,7 @@ def run_build_once(settings: Settings, automation_id: int | None) -> int:
     _install_stop_signals(stop)
     with connect(settings.database_url, actor=f"builder:{worker}", application="agent-builder build-once") as conn:
         Rescuer(conn, queries, settings, notifier, on_rescued=_remove_leftovers).sweep()
+        sweep_once(settings, conn, queries)
         store = AttemptStore(conn, queries, worker)
         claim = store.claim_next_build() if automation_id is None else store.claim_build(automation_id)
         if claim is None:

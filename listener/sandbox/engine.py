@@ -378,7 +378,7 @@ class Sandbox:
         try:
             yield kept
         finally:
-            _remove_quietly(created, "sandbox container")
+            remove_container(created, "sandbox container")
 
     def _image_config(self, image: str) -> dict[str, Any]:
         try:
@@ -496,7 +496,7 @@ def _first_file(data: bytes) -> str:
         return ""
 
 
-def _remove_quietly(container: Any, what: str) -> bool:
+def remove_container(container: Any, what: str) -> bool:
     """Remove a container and its anonymous volumes; gone already (auto-remove) is fine."""
     try:
         container.remove(force=True, v=True)
@@ -529,6 +529,6 @@ def remove_attempt_containers(installation: str, build_id: int) -> int:
     for container in containers:
         role = container.labels.get(LABEL_ROLE)
         if role in ("sandbox-run", "sandbox-build") or (role == "production" and container.name.endswith("-next")):
-            if _remove_quietly(container, "container of a dead attempt"):
+            if remove_container(container, "container of a dead attempt"):
                 removed += 1
     return removed
