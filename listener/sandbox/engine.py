@@ -443,6 +443,8 @@ class Sandbox:
             container.start()
         except docker.errors.APIError as exc:
             raise EngineError(f"the container could not start: {exc.explanation or exc}") from None
+        except requests.exceptions.RequestException as exc:
+            raise EngineError(f"the Docker engine stopped answering at the start of the run: {exc}") from None
 
     @staticmethod
     def _kill(container: Any) -> None:
