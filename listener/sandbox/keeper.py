@@ -48,9 +48,16 @@ exec "$d/bash" /dev/fd/3 "$@"
 """
 
 # The keeper: bash, read whole (one function, called on the last line) before anything runs.
-KEEPER = r"""keeper_main() {
+KEEPER = r"""keeper_now() {  # now, in microseconds (bash 5: EPOCHREALTIME; older: whole seconds); never forks
+    local t=${EPOCHREALTIME:-$SECONDS.000000}
+    now=${t//[.,]/}
+}
+keeper_main() {
     local limit=$1 hold=$2 workdir=$3 source=$4 dir=/run/agent-builder
     shift 4
+    local now kill_at end_at
+    keeper_now
+    kill_at=$(( now + limit * 1000000 )) end_at=$(( now + (limit + hold) * 1000000 ))
     local nonce=${AGENT_BUILDER_KEEPER_NONCE-}
     unset AGENT_BUILDER_KEEPER_NONCE
     exec 3<&-
@@ -70,7 +77,8 @@ KEEPER = r"""keeper_main() {
     ) </dev/null &
     local child=$! timed_out=0 round
     while kill -0 "$child" 2>/dev/null; do
-        if (( SECONDS >= limit )); then timed_out=1; break; fi
+        keeper_now
+        if (( now >= kill_at )); then timed_out=1; break; fi
         read -r -t TICK -u "$tick" _
     done
     for round in 1 2 3; do kill -KILL -1 2>/dev/null; done
@@ -82,7 +90,11 @@ KEEPER = r"""keeper_main() {
         fi
     done
     printf '%s exit=%s oom=%s timeout=%s\n' "$nonce" "$code" "$oom" "$timed_out" > "$dir/status"
-    while (( SECONDS < limit + hold )); do read -r -t 1 -u "$tick" _; done
+    keeper_now
+    while (( now < end_at )); do
+        read -r -t 0.5 -u "$tick" _
+        keeper_now
+    done
 }
 keeper_main "$@"; exit 0
 """.replace("TICK", f"{TICK_S:g}")
