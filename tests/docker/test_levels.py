@@ -298,6 +298,12 @@ def test_a_sandbox_container_is_created_confined(docker_client, base_image, tmp_
         assert host["Binds"] == [f"{approle.resolve()}:/opt/appdata/docker/docker-compose/vault/approle:ro"]
         assert host["LogConfig"]["Config"]["max-size"] == str(1 << 20)
         assert "VAULT_ADDR=http://vault:8200" in container.attrs["Config"]["Env"]
+        assert host["ReadonlyRootfs"] is True and host["AutoRemove"] is True
+        assert container.attrs["Config"]["WorkingDir"] == "/work"
+        assert container.attrs["Config"]["Labels"]["io.agent-builder.deadline"].isdigit()
+        scratch = {m["Target"]: m["VolumeOptions"]["DriverConfig"]["Options"] for m in host["Mounts"]}
+        assert scratch["/tmp"]["o"].startswith("size=256m,") and scratch["/work"]["type"] == "tmpfs"
+        assert container.attrs["Config"]["Entrypoint"][:2] == ["/bin/sh", "-c"]
     assert docker_client.containers.list(all=True, filters={"id": container.id}) == []
 
 

@@ -68,3 +68,14 @@ def test_unusable_answers_fail_level_4_clearly(fake_ollama: FakeOllama, answer: 
     assert reason in failure.message
     assert failure.log == answer
     assert "format" in fake_ollama.requests_to("POST", "/api/generate")[0].json
+
+
+def test_the_derivation_prompt_names_the_sandbox_working_directory() -> None:
+    from listener.extract import GeneratedFiles
+    from listener.records import Automation
+    from listener.sandbox.derive import build_prompt
+
+    automation = Automation(id=1, name="n", type="script", status="ready_to_build", priority=None,
+                            task_description="write a report", infrastructure_requirement=None, builder_status="building")
+    prompt = build_prompt(automation, GeneratedFiles(main_name="script.py", main="print(1)\n", dockerfile=None))
+    assert "under /tmp or its working directory /work" in prompt
