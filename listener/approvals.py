@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import json
 import secrets
 import threading
@@ -21,6 +22,7 @@ from loguru import logger
 from listener.config import Settings
 from listener.db import Queries, connect
 from listener.httpserver import BackgroundServer, TextHandler
+from listener.redact import Redactor
 
 ACTIONS = {"approve": "approved", "reject": "rejected"}
 
@@ -126,11 +128,20 @@ class _Refused(Exception):
     pass
 
 
+def decision_page(decision: Decision, redactor: Redactor) -> str:
+    """The one-tap page: the decision's text redacted (it may quote a database error) and
+    HTML-escaped, in a page that runs nothing."""
+    text = html.escape(redactor.redact(decision.message), quote=False)
+    return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>agent-builder</title></head>\n"
+            f"<body><p>{text}</p></body></html>\n")
+
+
 class ApprovalServer:
     """POST /decide/<token> → 200 or 403; anything else → 403. Runs in a daemon thread."""
 
-    def __init__(self, settings: Settings, dsn: str, queries: Queries) -> None:
+    def __init__(self, settings: Settings, dsn: str, queries: Queries, redactor: Redactor | None = None) -> None:
         assert settings.approval_secret is not None
+        self.redactor = redactor if redactor is not None else Redactor.from_settings(settings)
         self.settings = settings
         self.dsn = dsn
         self.queries = queries
@@ -181,6 +192,6 @@ class ApprovalServer:
                 self._answer(Decision(403, "forbidden: use the notification's buttons (POST)"))
 
             def _answer(self, decision: Decision) -> None:
-                self.send_text(decision.status, decision.message + "\n")
+                self.send_text(decision.status, decision_page(decision, outer.redactor), "text/html; charset=utf-8")
 
         return Handler

@@ -215,6 +215,11 @@ class _Reader:
         database_url = self.raw("DATABASE_URL")
         if database_url is not None and "://" in database_url and not database_url.startswith(("postgres://", "postgresql://")):
             self.problems.append(f"DATABASE_URL: must be a libpq URI (postgresql://…), got scheme {database_url.split('://')[0]!r}")
+        sandbox_database_url = self.raw("SANDBOX_DATABASE_URL")
+        if (sandbox_database_url is not None and "://" in sandbox_database_url
+                and not sandbox_database_url.startswith(("postgres://", "postgresql://"))):
+            self.problems.append("SANDBOX_DATABASE_URL: must be a libpq URI (postgresql://reader@host/db), got scheme "
+                                 f"{sandbox_database_url.split('://')[0]!r}")
         settings = Settings(
             database_url=database_url,
             home=home,
@@ -237,7 +242,7 @@ class _Reader:
             sandbox_base_image=self.text("SANDBOX_BASE_IMAGE", "python:3.12-slim"),
             sandbox_network=network,
             sandbox_timeout_s=self.number("SANDBOX_TIMEOUT_S", 300.0, float, 1),
-            sandbox_database_url=self.raw("SANDBOX_DATABASE_URL"),
+            sandbox_database_url=sandbox_database_url,
             sandbox_agent_image=self.text("SANDBOX_AGENT_IMAGE", "agent-builder-claude:latest"),
             sandbox_memory=self.memory("SANDBOX_MEMORY", "512m"),
             sandbox_cpus=self.number("SANDBOX_CPUS", 1.0, float, 0.05),

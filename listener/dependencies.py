@@ -41,6 +41,37 @@ def check_database(settings: Settings) -> Check:
     return Check("database", True, f"PostgreSQL {server}, schema up to date")
 
 
+def check_sandbox_database(settings: Settings) -> Check:
+    """The role of SANDBOX_DATABASE_URL (Level 4 sql_rows) can only read. A powerful role is a
+    required failure: `listen` refuses to start with it."""
+    from listener.db import Queries
+    from listener.sandbox.sqlrole import FIX, inspect_role, login_of, sql_failure
+
+    url = settings.sandbox_database_url
+    if url is None:
+        return Check("sandbox-db", True, "SANDBOX_DATABASE_URL is not set: sql_rows checks cannot run (they fail saying so)")
+    queries = Queries.load()
+    listener_role = None
+    if settings.database_url is not None:
+        try:
+            with psycopg.connect(settings.database_url, connect_timeout=5) as conn:
+                listener_role = login_of(conn, queries)
+        except psycopg.Error:
+            listener_role = None  # the database check reports it
+    try:
+        with psycopg.connect(url, connect_timeout=5, application_name="agent-builder-check") as conn:
+            conn.read_only = True
+            powers = inspect_role(conn, queries, listener_role)
+            conn.rollback()
+    except psycopg.Error as exc:
+        return Check("sandbox-db", False, sql_failure(exc, "could not connect to SANDBOX_DATABASE_URL"),
+                     "check SANDBOX_DATABASE_URL and that its role may log in")
+    if not powers.read_only:
+        return Check("sandbox-db", False, f"SANDBOX_DATABASE_URL's {powers.describe()}: Level 4 sql_rows checks "
+                     "must run with a role that can only read", FIX, required=True)
+    return Check("sandbox-db", True, f"SANDBOX_DATABASE_URL's {powers.describe()}")
+
+
 def check_ollama(settings: Settings) -> Check:
     from listener.ollama import OllamaClient
     from listener.outcome import StepFailure
@@ -120,7 +151,7 @@ def check_docker(settings: Settings) -> Check:
 
 
 ALL_CHECKS: tuple[Callable[[Settings], Check], ...] = (
-    check_database, check_ollama, check_claude, check_vault, check_ntfy, check_docker)
+    check_database, check_sandbox_database, check_ollama, check_claude, check_vault, check_ntfy, check_docker)
 
 
 def run_checks(settings: Settings) -> list[Check]:

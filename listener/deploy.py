@@ -61,8 +61,8 @@ def deploy(ctx: AttemptContext) -> None:
         ctx.log.info("production container {} runs image {}", container, source.image_id)
 
 
-def _fail(message: str) -> NoReturn:
-    raise StepFailure(level=0, step="deploy", message=f"deployment failed: {message}")
+def _fail(message: str, detail: str = "") -> NoReturn:
+    raise StepFailure(level=0, step="deploy", message=f"deployment failed: {message}", detail=detail)
 
 
 def _verify_artifact(source: Source) -> None:
@@ -154,7 +154,7 @@ def run_production(settings: Settings, installation: str, automation_id: int, na
     if problem is not None:
         logs, _ = read_logs(candidate, 4000)
         candidate.remove(force=True)
-        _fail(f"{problem}; the previous version keeps running. Last output: {' '.join(logs.split())[-500:]}")
+        _fail(f"{problem}; the previous version keeps running", detail=f"last output: {' '.join(logs.split())[-500:]}")
     if current is not None:
         current.remove(force=True)
     candidate.rename(final_name)

@@ -67,7 +67,7 @@ class Pipeline:
             return
         ctx.step("vault")
         try:
-            VaultClient(settings.vault_addr, settings.vault_approle_dir).login()
+            VaultClient(settings.vault_addr, settings.vault_approle_dir, redactor=ctx.redactor).login()
         except VaultError as exc:
             raise StepFailure(level=0, step="vault", message=f"Vault: {exc}", transient=True) from None
 

@@ -87,10 +87,11 @@ def sandbox_network(docker_client) -> str:
 @pytest.fixture
 def no_leftovers(docker_client, db_url):
     """Every sandbox container a test starts is removed by the engine code itself (only this test's
-    installation is looked at: other test runs share the engine)."""
+    installation is looked at: other runs may share the engine)."""
+    own = installation_filter(installation(db_url), role="sandbox-run")
+
     def sandbox_runs() -> set[str]:
-        selected = installation_filter(installation(db_url), role="sandbox-run")
-        return {c.id for c in docker_client.containers.list(all=True, filters=selected)}
+        return {c.id for c in docker_client.containers.list(all=True, filters=own)}
 
     before = sandbox_runs()
     yield

@@ -36,7 +36,7 @@ def test_check_with_healthy_dependencies(db_url, fake_ollama, fake_vault, fake_n
                             SANDBOX_AGENT_IMAGE=images[0]), "check")
     assert done.returncode == 0, done.stdout + done.stderr
     found = lines(done.stdout)
-    assert set(found) == {"database", "ollama", "claude", "vault", "ntfy", "docker"}
+    assert set(found) == {"database", "sandbox-db", "ollama", "claude", "vault", "ntfy", "docker"}
     assert all(line.startswith("ok") for line in found.values()), done.stdout
     assert fake_ntfy.published == []  # checking publishes nothing
 
@@ -45,7 +45,7 @@ def test_check_with_broken_dependencies_says_how_to_fix_each(empty_db_url, fake_
     done = run_cli(base_env(empty_db_url, OLLAMA_URL=fake_ollama.url, OLLAMA_MODEL="llama9:404b",
                             VAULT_ADDR=closed_port_url(), VAULT_APPROLE_DIR=str(tmp_path / "missing"),
                             NTFY_URL=closed_port_url(), CLAUDE_CMD="no-such-claude -p",
-                            DOCKER_HOST="tcp://127.0.0.1:1"), "check")
+                            DOCKER_HOST="tcp://127.0.0.1:1", SANDBOX_DATABASE_URL=empty_db_url), "check")
     assert done.returncode == 1
     found = lines(done.stdout)
     assert all(line.startswith("FAIL") for line in found.values()), done.stdout
@@ -55,6 +55,7 @@ def test_check_with_broken_dependencies_says_how_to_fix_each(empty_db_url, fake_
     assert "role-id is missing" in done.stdout
     assert "unreachable" in found["ntfy"]
     assert "no Docker engine" in found["docker"]
+    assert "is a superuser" in found["sandbox-db"]
 
 
 def test_listen_refuses_to_start_on_a_broken_database(empty_db_url) -> None:

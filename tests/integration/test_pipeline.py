@@ -225,7 +225,8 @@ def test_overseer_fail_stops_the_build_with_its_reason(build, operator, fake_oll
     row = attempt(operator, automation_id)
     assert row["overseer_verdict"] == "FAIL" and "hardcodes a password" in row["overseer_reason"]
     assert messages(fake_ntfy)[-1] == ("[Agent Builder] FAIL — Overseer rejected Cert watcher: "
-                                       "The code hardcodes a password instead of reading it from Vault.")
+                                       "The code hardcodes a password instead of reading it from Vault.\n"
+                                       f"`agent-builder show {automation_id}` has the rest")
     assert len(claude_calls()) == 1
 
 
