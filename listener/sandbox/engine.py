@@ -524,7 +524,8 @@ def remove_attempt_containers(installation: str, build_id: int) -> int:
     remove now, and the next sweep (listener/sandbox/sweep.py) removes them once it is back."""
     try:
         client = docker.from_env(timeout=30)
-        containers = client.containers.list(all=True, filters=installation_filter(installation, build=int(build_id)))
+        containers = client.containers.list(all=True, filters=installation_filter(installation, build=int(build_id)),
+                                            ignore_removed=True)
     except (docker.errors.DockerException, requests.exceptions.RequestException):
         return 0
     removed = 0

@@ -134,7 +134,8 @@ class Sweeper:
         """One pass. Raises the engine's errors (the caller logs them and tries again later)."""
         report = SweepReport()
         selected = installation_filter(self.installation)
-        containers = [Found.of(c, c.name) for c in self.client.containers.list(all=True, filters=selected)]
+        containers = [Found.of(c, c.name) for c in self.client.containers.list(all=True, filters=selected,
+                                                                                       ignore_removed=True)]
         over = self._ask(report, lambda records: records.over([c.build_id for c in containers if c.build_id is not None]))
         for removal in select_containers(containers, self.clock(), over):
             if remove_container(removal.found.ref, "leftover container"):

@@ -122,7 +122,7 @@ def test_a_listener_killed_during_the_sandbox_run_leaves_no_container(db_url, op
     fake_ollama.response_text = "=== FILE: script.py ===\nimport time\nprint('working', flush=True)\ntime.sleep(300)\n"
 
     def sandbox_runs(automation_id: int) -> list:
-        return docker_client.containers.list(filters=installation_filter(installation(db_url), automation=automation_id,
+        return docker_client.containers.list(ignore_removed=True, filters=installation_filter(installation(db_url), automation=automation_id,
                                                                          role="sandbox-run"))
 
     with FakeNtfy() as ntfy:
@@ -162,7 +162,9 @@ def test_a_listener_killed_during_a_run_that_never_ends_leaves_no_container_with
     def ours(role: str, collection: str = "containers") -> list:
         listing = getattr(docker_client, collection).list
         selected = installation_filter(identity, role=role)
-        return listing(all=True, filters=selected) if collection == "containers" else listing(filters=selected)
+        if collection == "containers":
+            return listing(all=True, filters=selected, ignore_removed=True)
+        return listing(filters=selected)
 
     with FakeNtfy() as ntfy:
         env = pipeline_env(db_url, fake_ollama, ntfy.url, base_image, tmp_path)
@@ -184,8 +186,9 @@ def test_a_listener_killed_during_a_run_that_never_ends_leaves_no_container_with
         killed_at = time.monotonic()
         assert doomed.proc.poll() is not None  # nobody is left to remove anything
         container = running[0]
-        wait_until(lambda: not docker_client.containers.list(all=True, filters={"id": container.id}),
+        wait_until(lambda: not docker_client.api.containers(all=True, filters={"id": container.id}),
                    timeout_s + hold_s + 15, "the sandbox container to end by itself")
         assert time.monotonic() - killed_at < timeout_s + hold_s + 15
-        assert not ours("sandbox-scratch", "volumes")  # its tmpfs volumes went with it
+        # Its tmpfs volumes go with it (the engine removes them just after the container).
+        wait_until(lambda: not ours("sandbox-scratch", "volumes"), 10, "the sandbox's tmpfs volumes to go")
     remove_installation_objects(docker_client, identity)

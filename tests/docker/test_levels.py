@@ -91,7 +91,7 @@ def no_leftovers(docker_client, db_url):
     own = installation_filter(installation(db_url), role="sandbox-run")
 
     def sandbox_runs() -> set[str]:
-        return {c.id for c in docker_client.containers.list(all=True, filters=own)}
+        return {c.id for c in docker_client.containers.list(all=True, filters=own, ignore_removed=True)}
 
     before = sandbox_runs()
     yield

@@ -57,7 +57,7 @@ def sandbox_for(identity: str, tmp_path: Path, **env: str) -> Sandbox:
 
 
 def gone(client: docker.DockerClient, container_id: str) -> bool:
-    return not client.containers.list(all=True, filters={"id": container_id})
+    return not client.api.containers(all=True, filters={"id": container_id})  # no inspect: no race
 
 
 # -- the keeper ---------------------------------------------------------------------------------------------
@@ -90,7 +90,8 @@ def test_with_no_listener_the_container_is_gone_after_its_deadline(docker_client
         assert len(volumes) == 3  # /tmp, /work and the keeper's
         wait_until(lambda: gone(docker_client, container.id), 4 + 2 + 10, "the container to go by itself")
         assert time.monotonic() - started >= 4 + 2 - 0.5
-        assert not docker_client.volumes.list(filters=installation_filter(ours, role="sandbox-scratch"))
+        wait_until(lambda: not docker_client.volumes.list(filters=installation_filter(ours, role="sandbox-scratch")),
+                   10, "the tmpfs volumes to go with it")
     finally:
         context.__exit__(None, None, None)
 

@@ -155,7 +155,8 @@ class _Containers:
     def __init__(self, engine: FakeEngine) -> None:
         self.engine = engine
 
-    def list(self, all: bool = False, filters: dict[str, Any] | None = None) -> list[FakeContainer]:  # noqa: A002
+    def list(self, all: bool = False, filters: dict[str, Any] | None = None,  # noqa: A002
+             ignore_removed: bool = False) -> list[FakeContainer]:
         self.engine.answer()
         return [c for c in self.engine.containers_by_id.values() if _matches(c.labels, filters)]
 
