@@ -80,7 +80,7 @@ class RunResult:
             return f"killed after the {self.limit_s:g} s timeout (SANDBOX_TIMEOUT_S)"
         if self.vanished:
             return ("the sandbox container ended before its keeper recorded the automation's end "
-                    "(out of memory, or removed from outside)")
+                    "(out of memory, ended by the automation itself, or removed from outside)")
         if self.oom_killed:
             return f"killed: out of memory (exit {self.exit_code})"
         return f"exit code {self.exit_code} after {self.duration_s:.1f} s"

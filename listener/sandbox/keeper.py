@@ -7,7 +7,10 @@ to it with mode 0111 and execs that copy on /dev/fd/3. Executing a binary its us
 the process non-dumpable (the kernel's would_dump), so the automation, which runs as the same user
 65534, can neither ptrace it, nor read its /proc files (environ, fd, mem). As PID 1 of the
 container's PID namespace it receives no signal from inside that it has no handler for: the
-automation cannot kill or stop it, and `kill -KILL -1` from inside spares it.
+automation cannot kill or stop it, and `kill -KILL -1` from inside spares it. The signals bash
+itself handles are ignored, except SIGALRM (older bash needs it for `read -t`): sent from inside it
+ends the keeper, and so the sandbox, early, which an automation can do anyway by exiting; nothing
+inside can make the sandbox outlive its deadline.
 
 The keeper then runs the automation (its stdin /dev/null, in the working directory, with
 oom_score_adj 1000 so that the kernel's OOM killer takes it first), and polls it from PID 1 itself
@@ -61,7 +64,7 @@ keeper_main() {
     local nonce=${AGENT_BUILDER_KEEPER_NONCE-}
     unset AGENT_BUILDER_KEEPER_NONCE
     exec 3<&-
-    trap '' HUP INT QUIT TERM USR1 USR2 PIPE TSTP TTIN TTOU
+    trap '' HUP INT QUIT TERM USR1 USR2 PIPE TSTP TTIN TTOU ILL TRAP ABRT BUS FPE SEGV XCPU XFSZ VTALRM PROF SYS
     local tick entry
     exec {tick}<> <(:)
     rm -f -- "$dir/bash"

@@ -32,7 +32,7 @@ try:
 except OSError as exc:
     print('environ:', type(exc).__name__, flush=True)
 print('ptrace:', 'ATTACHED' if libc.ptrace(16, 1, 0, 0) == 0 else os.strerror(ctypes.get_errno()), flush=True)
-for sig in (signal.SIGSTOP, signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+for sig in (signal.SIGSTOP, signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGSEGV, signal.SIGABRT, signal.SIGCHLD):
     os.kill(1, sig)
 time.sleep(0.5)
 print('pid 1 state:', open('/proc/1/stat').read().split()[2], flush=True)
