@@ -21,7 +21,7 @@ from loguru import logger
 
 from listener.config import Settings
 from listener.db import Queries, connect
-from listener.httpserver import BackgroundServer, TextHandler
+from listener.httpserver import BackgroundServer, Limits, TextHandler
 from listener.redact import Redactor
 
 ACTIONS = {"approve": "approved", "reject": "rejected"}
@@ -137,9 +137,11 @@ def decision_page(decision: Decision, redactor: Redactor) -> str:
 
 
 class ApprovalServer:
-    """POST /decide/<token> → 200 or 403; anything else → 403. Runs in a daemon thread."""
+    """POST /decide/<token> → 200 or 403; anything else → 403. Served by a BoundedHTTPServer
+    (request timeout, connection cap) from a daemon thread."""
 
-    def __init__(self, settings: Settings, dsn: str, queries: Queries, redactor: Redactor | None = None) -> None:
+    def __init__(self, settings: Settings, dsn: str, queries: Queries, redactor: Redactor | None = None,
+                 limits: Limits = Limits()) -> None:
         assert settings.approval_secret is not None
         self.redactor = redactor if redactor is not None else Redactor.from_settings(settings)
         self.settings = settings
@@ -147,7 +149,7 @@ class ApprovalServer:
         self.queries = queries
         self.lock = threading.Lock()
         self.conn: psycopg.Connection[dict[str, Any]] | None = None
-        self.http = BackgroundServer(settings.approval_addr, self._handler(), "approvals")
+        self.http = BackgroundServer(settings.approval_addr, self._handler(), "approvals", limits)
 
     @property
     def port(self) -> int:
@@ -155,7 +157,7 @@ class ApprovalServer:
 
     def start(self) -> None:
         self.http.start()
-        logger.info("one-tap approval endpoint on {} (links point at {})", self.settings.approval_addr,
+        logger.info("one-tap approval endpoint on {} (links point at {})", self.http.address,
                     self.settings.approval_base_url)
 
     def stop(self) -> None:

@@ -29,6 +29,7 @@ from listener.redact import Redactor
 ATTEMPT_FIELDS = frozenset({
     "prompt", "model_output", "files", "overseer_verdict", "overseer_reason", "overseer_cost_usd",
     "overseer_called_at", "acceptance_check", "image_id", "artifact_sha256", "error",
+    "overseer_input_tokens", "overseer_output_tokens", "overseer_model",
 })
 JSON_FIELDS = frozenset({"files", "acceptance_check"})
 CODE_FIELDS = frozenset({"prompt", "model_output"})  # secrets replaced, text otherwise as written

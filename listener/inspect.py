@@ -82,8 +82,8 @@ def render_show(report: dict[str, Any]) -> str:
         lines.append(f"  {b['kind']} {b['build_id']} by {b['worker']}: step {b['step']}, "
                      f"{b['outcome'] or 'running'}{': ' + _one_line(b['error']) if b['error'] else ''}")
         if b["overseer_verdict"]:
-            cost = f", ${float(b['overseer_cost_usd']):.4f}" if b["overseer_cost_usd"] is not None else ""
-            lines.append(f"    overseer: {b['overseer_verdict']} — {_one_line(b['overseer_reason'])}{cost}")
+            lines.append(f"    overseer: {b['overseer_verdict']} — {_one_line(b['overseer_reason'])}")
+            lines.append(f"    overseer usage: {overseer_usage(b)}")
         if b["image_id"] or b["artifact_sha256"]:
             lines.append(f"    artifact: image {b['image_id'] or '-'}, sha256 {b['artifact_sha256'] or '-'}")
         if b["files"]:
@@ -92,6 +92,15 @@ def render_show(report: dict[str, Any]) -> str:
     lines += [f"  level {r['test_level']} {r['status'].upper():<4} ({r['duration_ms'] or 0} ms, build {r['build_id']}): "
               f"{_one_line(r['execution_log'])[:RESULT_LOG_CHARS]}" for r in report["results"]] or ["  (none)"]
     return "\n".join(lines)
+
+
+def overseer_usage(b: dict[str, Any]) -> str:
+    """Cost, tokens and model of an attempt's review: '$0.0016, 301 tokens in / 19 out, model claude-…'."""
+    cost = f"${float(b['overseer_cost_usd']):.4f}" if b.get("overseer_cost_usd") is not None else "cost n/a"
+    tokens_in, tokens_out = b.get("overseer_input_tokens"), b.get("overseer_output_tokens")
+    tokens = (f"{tokens_in if tokens_in is not None else '?'} tokens in / {tokens_out if tokens_out is not None else '?'} out"
+              if tokens_in is not None or tokens_out is not None else "tokens n/a")
+    return f"{cost}, {tokens}, model {b.get('overseer_model') or 'n/a'}"
 
 
 def _name(row: dict[str, Any]) -> str:

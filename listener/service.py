@@ -134,7 +134,9 @@ def startup_checks(settings: Settings) -> bool:
 
     fine = True
     for check in run_checks(settings):
-        if check.ok:
+        if check.ok and check.warning:
+            logger.warning("check {}: {} (fix: {})", check.name, check.detail, check.fix)
+        elif check.ok:
             logger.info("check {}: {}", check.name, check.detail)
         elif check.required:
             logger.error("check {} FAILED: {} (fix: {})", check.name, check.detail, check.fix)
