@@ -1,8 +1,9 @@
 """Sweeps: remove what this installation's sandboxes left behind, whoever made it and whatever
 happened to them (a listener killed, an engine outage, a crash between two steps).
 
-Every listener sweeps at start and then every RESCUE_INTERVAL_S (next to the rescuer); build-once
-sweeps once. Only Docker objects labelled with this installation are ever listed, so a sweep never
+Every listener sweeps at start and then every RESCUE_INTERVAL_S (next to the rescuer): containers
+every time, images and volumes at start and then at most every IMAGE_SWEEP_EVERY_S (they are not
+urgent, and listing them costs the engine more); build-once sweeps everything once. Only Docker objects labelled with this installation are ever listed, so a sweep never
 touches another installation's objects on a shared engine. What goes:
 
 - sandbox containers (roles sandbox-run, sandbox-build) whose deadline label has passed, or whose
@@ -39,6 +40,7 @@ from listener.sandbox.engine import remove_container, network_warning
 from listener.sandbox.naming import LABEL_AUTOMATION, LABEL_BUILD, LABEL_DEADLINE, LABEL_ROLE, installation_filter
 
 SANDBOX_ROLES = ("sandbox-run", "sandbox-build")
+IMAGE_SWEEP_EVERY_S = 30.0  # images and volumes are not urgent: the loop lists them at start, then at most this often
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
 
@@ -130,8 +132,9 @@ class Sweeper:
     records: AttemptRecords | None  # None: no database now (deadlines only)
     clock: Callable[[], float] = time.time
 
-    def sweep(self) -> SweepReport:
-        """One pass. Raises the engine's errors (the caller logs them and tries again later)."""
+    def sweep(self, *, images: bool = True) -> SweepReport:
+        """One pass (`images=False`: containers only). Raises the engine's errors (the caller logs
+        them and tries again later)."""
         report = SweepReport()
         selected = installation_filter(self.installation)
         containers = [Found.of(c, c.name) for c in self.client.containers.list(all=True, filters=selected,
@@ -142,12 +145,14 @@ class Sweeper:
                 report.containers.append(removal)
                 self._log(removal).info("sweep removed container {} ({}): {}", removal.found.name,
                                         removal.found.role, removal.reason)
+        if not images:
+            return report
         if report.database and self.records is not None:
-            images = [Found.of(i, (i.tags or [i.short_id])[0], i.tags)
-                      for i in self.client.images.list(filters=installation_filter(self.installation, role="sandbox-image"))]
+            found = [Found.of(i, (i.tags or [i.short_id])[0], i.tags)
+                     for i in self.client.images.list(filters=installation_filter(self.installation, role="sandbox-image"))]
             unneeded = self._ask(report, lambda records: records.unneeded_images(
-                [i.build_id for i in images if i.build_id is not None]))
-            for removal in select_images(images, unneeded or set()):
+                [i.build_id for i in found if i.build_id is not None]))
+            for removal in select_images(found, unneeded or set()):
                 if self._remove_image(removal.found):
                     report.images.append(removal)
                     self._log(removal).info("sweep removed sandbox image {}: {}", removal.found.name, removal.reason)
@@ -219,6 +224,7 @@ class SweepLoop:
         self.client: Any = None
         self.engine_down = False
         self.checked_network = False
+        self.images_swept_at: float | None = None  # monotonic time of the last full sweep
 
     def run(self) -> None:
         try:
@@ -242,7 +248,10 @@ class SweepLoop:
                 if warning:
                     logger.warning("{}", warning)
                 self.checked_network = True
-            report = Sweeper(self.installation, self.client, records).sweep()
+            due = self.images_swept_at is None or time.monotonic() - self.images_swept_at >= IMAGE_SWEEP_EVERY_S
+            report = Sweeper(self.installation, self.client, records).sweep(images=due)
+            if due:
+                self.images_swept_at = time.monotonic()
         except ENGINE_ERRORS as exc:
             if not self.engine_down:
                 logger.warning("sweep: the Docker engine is unreachable ({}); trying again every {:g} s",

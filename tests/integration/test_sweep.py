@@ -82,3 +82,20 @@ def test_the_loop_applies_deadlines_when_the_database_goes_away(db_url, builder_
     # The deadlines still apply; without the database, an attempt's end cannot be known: kept for now.
     assert {c.name for c in engine.containers_by_id.values()} == {"fresh", "unknown-attempt"}
     assert late.id not in engine.containers_by_id and fresh.id in engine.containers_by_id
+
+
+def test_the_loop_sweeps_images_at_start_and_then_at_most_every_30_s(db_url, builder_conn) -> None:
+    from listener.sandbox import sweep
+
+    engine = FakeEngine()
+    identity = installation(db_url)
+    failed = attempt(builder_conn, "failed")
+    first = engine.add_image([f"agent-1-x:build-{failed}-{identity}"], labels(identity, 1, failed, "sandbox-image"))
+    loop = SweepLoop(Settings.from_env({"DATABASE_URL": db_url}), db_url, Queries.load(), "test", threading.Event(),
+                     client_factory=lambda: engine)
+    assert len(loop.once().images) == 1 and first.id not in engine.images_by_id  # at start
+    second = engine.add_image([f"agent-1-y:build-{failed}-{identity}"], labels(identity, 1, failed, "sandbox-image"))
+    assert loop.once().images == [] and second.id in engine.images_by_id  # containers only, this soon
+    loop.images_swept_at = time.monotonic() - sweep.IMAGE_SWEEP_EVERY_S
+    assert len(loop.once().images) == 1 and second.id not in engine.images_by_id
+    loop.conn.close()
