@@ -34,6 +34,7 @@ from listener.config import DEFAULT_APPROLE_DIR, Settings
 from listener.sandbox.keeper import (KEEPER_DIR, KEEPER_TMPFS_SIZE, NONCE_VARIABLE, SANDBOX_WORKDIR, STATUS_PATH,
                                      KeeperStatus, keeper_command, parse_status)
 from listener.sandbox.naming import LABEL_DEADLINE, LABEL_INSTALLATION, LABEL_ROLE, installation_filter, labels
+from listener.sandbox.wheels import PythonTarget
 
 SANDBOX_USER = "65534:65534"  # nobody:nogroup
 SCRATCH_DIRS = ("/tmp", SANDBOX_WORKDIR)  # tmpfs, SANDBOX_TMP_SIZE each; everything else is read-only
@@ -211,6 +212,7 @@ class Sandbox:
     build_id: int
     network: str | None = None  # resolved by ensure_network()
     created: list[Any] = field(default_factory=list)
+    python_targets: dict[str, PythonTarget] = field(default_factory=dict)  # base image id -> its Python
 
     @classmethod
     def connect(cls, settings: Settings, installation: str, automation_id: int, build_id: int) -> "Sandbox":
@@ -267,19 +269,11 @@ class Sandbox:
 
     # -- images --------------------------------------------------------------------------------
     def build(self, context: Path, tag: str) -> BuiltImage:
-        try:
-            image, chunks = self.client.images.build(
-                path=str(context), tag=tag, rm=True, forcerm=True, pull=False,
-                labels=labels(self.installation, self.automation_id, self.build_id, "sandbox-image"),
-            )
-        except docker.errors.BuildError as exc:
-            log = _build_log(exc.build_log)
-            raise EngineError(f"the image does not build: {exc.msg}\n{log[-4000:]}") from None
-        except docker.errors.APIError as exc:
-            raise EngineError(f"the Docker engine refused the build: {exc.explanation or exc}") from None
-        except requests.exceptions.RequestException as exc:
-            raise EngineError(f"the image build did not finish: {exc}") from None
-        return BuiltImage(tag=tag, image_id=image.id, log=_build_log(chunks))
+        """The image of a build context (its Dockerfile interpreted, never given to `docker build`),
+        assembled as confined as a run: listener/sandbox/image.py."""
+        from listener.sandbox.image import ImageBuilder
+
+        return ImageBuilder.for_sandbox(self).build(context, tag)
 
     def remove_image(self, reference: str) -> None:
         try:
@@ -478,15 +472,6 @@ def read_logs(container: Any, cap: int) -> tuple[str, bool]:
     return text, truncated
 
 
-def _build_log(chunks: Any) -> str:
-    lines = []
-    for chunk in chunks or []:
-        if isinstance(chunk, dict):
-            text = chunk.get("stream") or chunk.get("error") or ""
-            lines.append(str(text))
-    return "".join(lines)
-
-
 def _first_file(data: bytes) -> str:
     """The text of the first file in a tar archive ('' when there is none)."""
     try:
@@ -519,8 +504,8 @@ def remove_container(container: Any, what: str) -> bool:
 
 
 def remove_attempt_containers(installation: str, build_id: int) -> int:
-    """After an attempt died: remove the containers it left (its sandbox runs and builds, and an
-    unverified production candidate `…-next`). Best effort: without an engine there is nothing to
+    """After an attempt died: remove the containers it left (its sandbox runs and image-build steps,
+    and an unverified production candidate `…-next`). Best effort: without an engine there is nothing to
     remove now, and the next sweep (listener/sandbox/sweep.py) removes them once it is back."""
     try:
         client = docker.from_env(timeout=30)

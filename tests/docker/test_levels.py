@@ -6,6 +6,7 @@ a real Docker engine; only Ollama (used when the checks are derived) is a fake H
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from pathlib import Path
@@ -26,9 +27,7 @@ from tests.fakes.http_fake import Reply
 from tests.helpers import builder_status, insert_idea, installation
 
 FAKE_CLAUDE = Path(__file__).resolve().parents[1] / "fakes" / "claude"
-# One internal network for this test session (created by the first test's builder, removed at the
-# end): parallel test runs on the same engine never share it.
-TEST_NETWORK = f"agent-builder-test-sandbox-{uuid.uuid4().hex[:8]}"
+TEST_NETWORK = f"agent-builder-test-sandbox-{os.getpid()}"  # one per test process: parallel runs share the engine
 
 WRITES_FILE = """import json, os, shutil
 usage = shutil.disk_usage('/')
