@@ -395,12 +395,20 @@ class Swap:
     done: list[str] = field(default_factory=list)
 
     def run(self) -> str | None:
-        current, names = self.current, self.names
-        was_running = current is not None and current.status == "running"
-        old_image = current.attrs.get("Image") if current is not None else None
-        started = time.monotonic()
-        step = "start the swap"
+        names = self.names
+        was_running, old_image = False, None
+        step = "read the previous version's state"
         try:
+            if self.current is not None:
+                try:
+                    self.current.reload()  # its state now, not from before the verification window
+                except docker.errors.NotFound:
+                    self.log.warning("the previous version {} disappeared during the verification", names.final)
+                    self.current = None
+            current = self.current
+            was_running = current is not None and current.status == "running"
+            old_image = current.attrs.get("Image") if current is not None else None
+            started = time.monotonic()
             if current is not None:
                 step = f"rename the previous version to {names.prev}"
                 current.rename(names.prev)

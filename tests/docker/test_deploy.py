@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +19,9 @@ from tests.e2e.listeners import Listeners, query, wait_until
 from tests.helpers import installation, remove_installation_objects
 from tests.fakes.ntfy_server import FakeNtfy
 
+# Production names are agent-{id}-{slug} and ids start at 1 in every test database: a name of its
+# own keeps this run's production containers apart from other runs' on a shared engine.
+NAME = f"Disk report {uuid.uuid4().hex[:8]}"
 SERVICE = "import time\nprint('serving', flush=True)\nwhile True:\n    time.sleep(1)\n"
 JOB = "print('job done')\n"
 CRASHES = "raise SystemExit('cannot start: port in use')\n"
@@ -51,7 +55,7 @@ def start(db_url: str, tmp_path: Path, ntfy):
 
 
 def make_tested_build(operator, docker_client, base_image: str, tmp_path: Path, cleanup: list[int], *, code: str,
-                 check: dict[str, Any], name: str = "Disk report", automation_id: int | None = None,
+                 check: dict[str, Any], name: str = NAME, automation_id: int | None = None,
                  type: str = "script") -> tuple[int, int, str | None]:
     """A row in awaiting_approval whose build passed: a real image, the files and their sha256."""
     if automation_id is None:
@@ -103,11 +107,11 @@ def test_approve_with_psql_deploys_the_tested_image(db_url, operator, docker_cli
     wait_until(lambda: status(db_url, automation_id) in ("deployed", "failed"), 60, "the deployment", listener)
     assert status(db_url, automation_id) == "deployed"
     assert query(db_url, "SELECT status FROM automation_ideas WHERE id = %s", (automation_id,))[0]["status"] == "deployed"
-    container = docker_client.containers.get(repository(automation_id, "Disk report"))
+    container = docker_client.containers.get(repository(automation_id, NAME))
     assert container.status == "running" and container.image.id == image_id
     assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
-    assert docker_client.images.get(f"{repository(automation_id, 'Disk report')}:{production_tag(installation(db_url))}").id == image_id
-    wait_until(lambda: any("DEPLOYED — Disk report" in m["message"] for m in ntfy.published), 10, "DEPLOYED", listener)
+    assert docker_client.images.get(f"{repository(automation_id, NAME)}:{production_tag(installation(db_url))}").id == image_id
+    wait_until(lambda: any(f"DEPLOYED — {NAME}" in m["message"] for m in ntfy.published), 10, "DEPLOYED", listener)
     assert listener.stop() == 0
 
 
@@ -117,7 +121,7 @@ def test_a_one_shot_job_is_run_once_and_verified(db_url, operator, docker_client
     operator.execute("UPDATE automation_ideas SET builder_status = 'approved' WHERE id = %s", (automation_id,))
     wait_until(lambda: status(db_url, automation_id) in ("deployed", "failed"), 60, "the deployment", listener)
     assert status(db_url, automation_id) == "deployed"
-    container = docker_client.containers.get(repository(automation_id, "Disk report"))
+    container = docker_client.containers.get(repository(automation_id, NAME))
     assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "no" and container.attrs["State"]["ExitCode"] == 0
     assert listener.stop() == 0
 
@@ -164,9 +168,9 @@ def test_a_failed_deployment_keeps_the_previous_version(db_url, operator, docker
     result = query(db_url, "SELECT test_level, execution_log FROM agent_test_results WHERE automation_id = %s ORDER BY id DESC LIMIT 1",
                    (automation_id,))[0]
     assert result["test_level"] == 0 and "previous version keeps running" in result["execution_log"]
-    container = docker_client.containers.get(repository(automation_id, "Disk report"))
+    container = docker_client.containers.get(repository(automation_id, NAME))
     assert container.status == "running" and container.image.id == old_image
-    wait_until(lambda: any("ERROR — Disk report" in m["message"] for m in ntfy.published), 10, "the ERROR", listener)
+    wait_until(lambda: any(f"ERROR — {NAME}" in m["message"] for m in ntfy.published), 10, "the ERROR", listener)
     assert listener.stop() == 0
 
 
@@ -193,7 +197,7 @@ def test_rejection_removes_the_sandbox_image(db_url, operator, docker_client, ba
     listener = start()
     listener.wait_listening()
     assert psql(db_url, f"UPDATE automation_ideas SET builder_status = 'rejected' WHERE id = {automation_id}").returncode == 0
-    wait_until(lambda: any("REJECTED — Disk report" in m["message"] for m in ntfy.published), 20, "REJECTED", listener)
+    wait_until(lambda: any(f"REJECTED — {NAME}" in m["message"] for m in ntfy.published), 20, "REJECTED", listener)
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(image_id)
     assert status(db_url, automation_id) == "rejected"
@@ -233,7 +237,7 @@ def last_result(db_url: str, automation_id: int) -> dict[str, Any]:
 
 
 def names_left(docker_client, automation_id: int) -> list[str]:
-    final = repository(automation_id, "Disk report")
+    final = repository(automation_id, NAME)
     return sorted(c.name for c in docker_client.containers.list(all=True, filters={"name": final})
                   if c.name in (f"{final}-next", f"{final}-prev"))
 
@@ -245,7 +249,7 @@ def deploy_first(db_url, operator, docker_client, base_image, tmp_path, cleanup,
     operator.execute("UPDATE automation_ideas SET builder_status = 'approved' WHERE id = %s", (automation_id,))
     wait_until(lambda: status(db_url, automation_id) in ("deployed", "failed"), 60, "the first deployment", listener)
     assert status(db_url, automation_id) == "deployed"
-    return automation_id, docker_client.containers.get(repository(automation_id, "Disk report"))
+    return automation_id, docker_client.containers.get(repository(automation_id, NAME))
 
 
 def approve_next(db_url, operator, docker_client, base_image, tmp_path, cleanup, listener, automation_id: int,
@@ -279,7 +283,7 @@ def test_a_crash_looping_new_version_is_caught_every_time(db_url, operator, dock
             assert "crash after" in result["execution_log"]  # the new version's last output
             assert time.monotonic() - began < 30
             old.reload()
-            current = docker_client.containers.get(repository(automation_id, "Disk report"))
+            current = docker_client.containers.get(repository(automation_id, NAME))
             assert current.id == old.id and old.status == "running"
             assert old.attrs["State"]["StartedAt"] == first_start and old.attrs["RestartCount"] == 0
             assert names_left(docker_client, automation_id) == []
@@ -293,7 +297,7 @@ def test_an_upgrade_stops_the_old_version_only_once_the_new_one_is_verified_and_
         db_url, operator, docker_client, base_image, tmp_path, cleanup, start) -> None:
     listener = start(PROD_VERIFY_S="1.5", PROD_STOP_TIMEOUT_S="2")
     automation_id, old = deploy_first(db_url, operator, docker_client, base_image, tmp_path, cleanup, listener)
-    final = repository(automation_id, "Disk report")
+    final = repository(automation_id, NAME)
     recorded = EventLog(docker_client, {"label": f"io.agent-builder.installation={installation(db_url)}"})
     try:
         new_code = SERVICE.replace("'serving'", "'serving v2'")
@@ -342,7 +346,7 @@ def test_a_failed_swap_brings_the_previous_version_back(db_url, operator, docker
     result = last_result(db_url, automation_id)
     assert result["test_level"] == 0 and "injected fault" in result["execution_log"]
     assert "the swap was undone and the previous version keeps running" in result["execution_log"]
-    final = repository(automation_id, "Disk report")
+    final = repository(automation_id, NAME)
     back = docker_client.containers.get(final)
     assert back.id == old.id and back.status == "running" and back.image.id == old_image
     if fault == "stop-previous":  # it had been stopped: it came back
@@ -359,7 +363,7 @@ def test_an_interrupted_swap_is_repaired_by_the_next_deployment(db_url, operator
                                                                cleanup, start) -> None:
     listener = start()
     automation_id, old = deploy_first(db_url, operator, docker_client, base_image, tmp_path, cleanup, listener)
-    final = repository(automation_id, "Disk report")
+    final = repository(automation_id, NAME)
     inst = installation(db_url)
     # What a listener killed between the two renames leaves: the previous version as -prev (stopped
     # here, the worst case), no container under the final name, and a candidate -next.
@@ -387,7 +391,7 @@ def test_a_swap_name_held_by_another_installation_is_refused(db_url, operator, d
                                                              cleanup, start) -> None:
     listener = start()
     automation_id, old = deploy_first(db_url, operator, docker_client, base_image, tmp_path, cleanup, listener)
-    final = repository(automation_id, "Disk report")
+    final = repository(automation_id, NAME)
     foreign = docker_client.containers.create(old.image.id, name=f"{final}-prev",
                                               labels=labels("otherinstallation", automation_id, 1, "production"))
     try:
@@ -413,7 +417,7 @@ def test_production_container_options(db_url, operator, docker_client, base_imag
     operator.execute("UPDATE automation_ideas SET builder_status = 'approved' WHERE id = %s", (automation_id,))
     wait_until(lambda: status(db_url, automation_id) in ("deployed", "failed"), 60, "the deployment", listener)
     assert status(db_url, automation_id) == "deployed"
-    container = docker_client.containers.get(repository(automation_id, "Disk report"))
+    container = docker_client.containers.get(repository(automation_id, NAME))
     host = container.attrs["HostConfig"]
     assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "5m", "max-file": "2"}}
     assert host["Memory"] == 256 * 2**20 and host["MemorySwap"] == host["Memory"]
@@ -435,6 +439,6 @@ def test_an_unknown_runtime_fails_before_anything_changes(db_url, operator, dock
                         SERVICE) == "failed"
     log = last_result(db_url, automation_id)["execution_log"]
     assert "PROD_RUNTIME=no-such-runtime is not a runtime of this Docker engine" in log
-    current = docker_client.containers.get(repository(automation_id, "Disk report"))
+    current = docker_client.containers.get(repository(automation_id, NAME))
     assert current.id == old.id and current.attrs["State"]["StartedAt"] == old.attrs["State"]["StartedAt"]
     assert listener.stop() == 0
