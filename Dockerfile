@@ -31,7 +31,8 @@
 #                     overseer command (CLAUDE_CMD="claude -p") runs inside this container; 0 for a
 #                     smaller image when CLAUDE_CMD points elsewhere. Authenticate it with
 #                     ANTHROPIC_API_KEY, or a claude login kept under $HOME (/var/lib/agent-builder).
-#   CLAUDE_CODE_VERSION  npm version or tag of @anthropic-ai/claude-code (default latest; pin it)
+#   CLAUDE_CODE_VERSION  npm version or tag of @anthropic-ai/claude-code (default 2.1.332, the version the
+#                     overseer tests run against: .ci/claude-up)
 
 ARG PYTHON_IMAGE=python:3.12-slim
 
@@ -48,7 +49,7 @@ RUN python -m venv /opt/agent-builder \
 
 FROM ${PYTHON_IMAGE}
 ARG WITH_CLAUDE_CLI=1
-ARG CLAUDE_CODE_VERSION=latest
+ARG CLAUDE_CODE_VERSION=2.1.332
 RUN set -eux; \
     if [ "$WITH_CLAUDE_CLI" = 1 ]; then \
         apt-get update; \

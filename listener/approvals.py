@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import json
 import secrets
 import threading
@@ -20,7 +21,8 @@ from loguru import logger
 
 from listener.config import Settings
 from listener.db import Queries, connect
-from listener.httpserver import BackgroundServer, TextHandler
+from listener.httpserver import BackgroundServer, Limits, TextHandler
+from listener.redact import Redactor
 
 ACTIONS = {"approve": "approved", "reject": "rejected"}
 
@@ -126,17 +128,28 @@ class _Refused(Exception):
     pass
 
 
-class ApprovalServer:
-    """POST /decide/<token> → 200 or 403; anything else → 403. Runs in a daemon thread."""
+def decision_page(decision: Decision, redactor: Redactor) -> str:
+    """The one-tap page: the decision's text redacted (it may quote a database error) and
+    HTML-escaped, in a page that runs nothing."""
+    text = html.escape(redactor.redact(decision.message), quote=False)
+    return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>agent-builder</title></head>\n"
+            f"<body><p>{text}</p></body></html>\n")
 
-    def __init__(self, settings: Settings, dsn: str, queries: Queries) -> None:
+
+class ApprovalServer:
+    """POST /decide/<token> → 200 or 403; anything else → 403. Served by a BoundedHTTPServer
+    (request timeout, connection cap) from a daemon thread."""
+
+    def __init__(self, settings: Settings, dsn: str, queries: Queries, redactor: Redactor | None = None,
+                 limits: Limits = Limits()) -> None:
         assert settings.approval_secret is not None
+        self.redactor = redactor if redactor is not None else Redactor.from_settings(settings)
         self.settings = settings
         self.dsn = dsn
         self.queries = queries
         self.lock = threading.Lock()
         self.conn: psycopg.Connection[dict[str, Any]] | None = None
-        self.http = BackgroundServer(settings.approval_addr, self._handler(), "approvals")
+        self.http = BackgroundServer(settings.approval_addr, self._handler(), "approvals", limits)
 
     @property
     def port(self) -> int:
@@ -144,7 +157,7 @@ class ApprovalServer:
 
     def start(self) -> None:
         self.http.start()
-        logger.info("one-tap approval endpoint on {} (links point at {})", self.settings.approval_addr,
+        logger.info("one-tap approval endpoint on {} (links point at {})", self.http.address,
                     self.settings.approval_base_url)
 
     def stop(self) -> None:
@@ -181,6 +194,6 @@ class ApprovalServer:
                 self._answer(Decision(403, "forbidden: use the notification's buttons (POST)"))
 
             def _answer(self, decision: Decision) -> None:
-                self.send_text(decision.status, decision.message + "\n")
+                self.send_text(decision.status, decision_page(decision, outer.redactor), "text/html; charset=utf-8")
 
         return Handler

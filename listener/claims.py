@@ -3,6 +3,12 @@
 Every attempt holds a session advisory lock on the connection that claimed it, for as long as it
 runs. The lock dies with the connection (a killed process, a lost host, a cut network), which is
 how the rescuer (listener.rescue) tells a dead attempt from a slow one.
+
+Every text an attempt stores goes through the store's Redactor (listener.redact), here and only
+here: execution logs, errors, the overseer's reason and the acceptance checks are redacted and
+control characters escaped; the prompt and the model output (code, kept as written) have only
+secret values replaced. The generated files are kept byte for byte: they are the tested artifact,
+hashed and deployed as they are (the model never sees a secret).
 """
 
 from __future__ import annotations
@@ -17,13 +23,17 @@ from psycopg.types.json import Jsonb
 from listener.db import Queries
 from listener.outcome import LevelResult, LostClaim
 from listener.records import Automation, Claim
+from listener.redact import Redactor
 
 # Columns of agent_builds a build may fill in as it goes (what an approver reads).
 ATTEMPT_FIELDS = frozenset({
     "prompt", "model_output", "files", "overseer_verdict", "overseer_reason", "overseer_cost_usd",
     "overseer_called_at", "acceptance_check", "image_id", "artifact_sha256", "error",
+    "overseer_input_tokens", "overseer_output_tokens", "overseer_model",
 })
 JSON_FIELDS = frozenset({"files", "acceptance_check"})
+CODE_FIELDS = frozenset({"prompt", "model_output"})  # secrets replaced, text otherwise as written
+TEXT_FIELDS = frozenset({"overseer_reason", "error"})  # secrets replaced, control characters escaped
 
 
 @dataclass(frozen=True)
@@ -51,10 +61,12 @@ def installation_of(conn: psycopg.Connection[dict[str, Any]], queries: Queries) 
 class AttemptStore:
     """The database side of attempts, on one connection owned by one worker."""
 
-    def __init__(self, conn: psycopg.Connection[dict[str, Any]], queries: Queries, worker: str) -> None:
+    def __init__(self, conn: psycopg.Connection[dict[str, Any]], queries: Queries, worker: str,
+                 redactor: Redactor | None = None) -> None:
         self.conn = conn
         self.queries = queries
         self.worker = worker
+        self.redactor = redactor if redactor is not None else Redactor()
         self._installation: str | None = None
 
     @property
@@ -108,10 +120,23 @@ class AttemptStore:
             raise ValueError(f"not an attempt field: {', '.join(sorted(unknown))}")
         params: dict[str, Any] = {name: None for name in ATTEMPT_FIELDS}
         for name, value in fields.items():
-            params[name] = Jsonb(value) if name in JSON_FIELDS and value is not None else value
+            params[name] = self._clean(name, value)
         params["build_id"] = claim.build_id
         if self.conn.execute(self.queries["save_attempt"], params).fetchone() is None:
             raise LostClaim(f"attempt {claim.build_id} was ended by someone else")
+
+    def _clean(self, name: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if name == "acceptance_check":
+            return Jsonb(self.redactor.redact_tree(value))
+        if name in JSON_FIELDS:
+            return Jsonb(value)
+        if name in CODE_FIELDS:
+            return self.redactor.redact_code(str(value))
+        if name in TEXT_FIELDS:
+            return self.redactor.redact(value)
+        return value
 
     def overseer_calls_today(self) -> int:
         row = self.conn.execute(self.queries["overseer_calls_today"], {}).fetchone()
@@ -121,7 +146,7 @@ class AttemptStore:
         self.conn.execute(self.queries["insert_test_result"], {
             "automation_id": claim.automation.id, "build_id": claim.build_id,
             "test_level": result.level, "status": "pass" if result.passed else "fail",
-            "execution_log": result.log, "duration_ms": result.duration_ms,
+            "execution_log": self.redactor.redact(result.log), "duration_ms": result.duration_ms,
         })
 
     # -- the end ----------------------------------------------------------------------------
@@ -132,7 +157,7 @@ class AttemptStore:
         one is given: then in one transaction)."""
         params = {
             "automation_id": claim.automation.id, "build_id": claim.build_id, "expected": expected,
-            "new_status": new_status, "outcome": outcome, "error": error,
+            "new_status": new_status, "outcome": outcome, "error": None if error is None else self.redactor.redact(error),
             "retry_after_s": retry_after_s, "idea_status": idea_status,
         }
         if result is None:
@@ -152,7 +177,8 @@ class AttemptStore:
 
     def close_lost(self, claim: Claim, error: str) -> None:
         """End an attempt that lost its row, and give up its lock."""
-        self.conn.execute(self.queries["close_lost_attempt"], {"build_id": claim.build_id, "outcome": "failed", "error": error})
+        self.conn.execute(self.queries["close_lost_attempt"], {"build_id": claim.build_id, "outcome": "failed",
+                                                               "error": self.redactor.redact(error)})
         self.unlock(claim)
 
     def unlock(self, claim: Claim) -> None:

@@ -1,4 +1,7 @@
-"""The commands of interface.md. Thin: parse, call, print."""
+"""The commands of interface.md. Thin: parse, call, print.
+
+The Redactor is made here, once, from the Settings: it patches every log line and is handed to
+the listener; what the commands print from the database or the dependencies goes through it."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from loguru import logger
 
 from listener.config import ConfigError, Settings
 from listener.logs import setup_logging
+from listener.redact import Redactor
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -63,10 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"agent-builder: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    setup_logging(settings.log_format, settings.log_level)
+    redactor = Redactor.from_settings(settings)
+    setup_logging(settings.log_format, settings.log_level, redactor)
     if args.command == "config":
         for name, value in settings.redacted().items():
-            print(f"{name}={value}")
+            print(redactor.redact(f"{name}={value}"))
         return EXIT_OK
     embedded = None
     if settings.database_url is None:
@@ -84,48 +89,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "listen":
             print(welcome(embedded), flush=True)
     try:
-        return _dispatch(args, settings)
+        return _dispatch(args, settings, redactor)
     finally:
         if embedded is not None:
             embedded.stop()
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor) -> int:
     assert settings.database_url is not None
     if args.command == "check":
         from listener.dependencies import render, run_checks
 
         results = run_checks(settings)
-        print(render(results))
+        print(redactor.redact(render(results)))
         return EXIT_OK if all(check.ok for check in results) else EXIT_ERROR
     if args.command == "migrate":
         return _migrate(settings.database_url, rollback=args.rollback)
     if args.command == "listen":
         from listener.service import run_listener
 
-        return run_listener(settings)
+        return run_listener(settings, redactor)
     if args.command == "build-once":
         from listener.service import run_build_once
 
-        return run_build_once(settings, args.automation_id)
+        return run_build_once(settings, args.automation_id, redactor)
     if args.command in ("status", "show"):
-        return _inspect(settings.database_url, args)
+        return _inspect(settings.database_url, args, redactor)
     if args.command in OPERATOR_STATUS:
         return _operator_change(settings.database_url, args.command, args.automation_id)
     return EXIT_USAGE
 
 
-def _inspect(database_url: str, args: argparse.Namespace) -> int:
+def _inspect(database_url: str, args: argparse.Namespace, redactor: Redactor) -> int:
     from listener import inspect
     from listener.db import Queries, connect
 
     queries = Queries.load()
     with connect(database_url, actor="cli", application="agent-builder cli") as conn:
         if args.command == "status":
-            report = inspect.status_report(conn, queries)
+            report = inspect.status_report(conn, queries, redactor)
             print(inspect.to_json(report) if args.json else inspect.render_status(report))
             return EXIT_OK
-        shown = inspect.show_report(conn, queries, args.automation_id)
+        shown = inspect.show_report(conn, queries, args.automation_id, redactor)
     if shown is None:
         print(f"agent-builder: there is no automation with id {args.automation_id}", file=sys.stderr)
         return EXIT_NOT_CLAIMABLE

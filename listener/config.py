@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
+import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
+from listener.httpserver import join_address, split_address
+
 DEFAULT_APPROLE_DIR = "/opt/appdata/docker/docker-compose/vault/approle"
+DEFAULT_WEB_ADDR = "127.0.0.1:8787"
 SECRET_FIELDS = frozenset({"ntfy_token", "approval_secret"})
 URL_FIELDS_WITH_PASSWORDS = frozenset({"database_url", "sandbox_database_url"})
+MAX_CLAUDE_RETRIES = 5
 
 
 class ConfigError(ValueError):
@@ -35,6 +41,9 @@ class Settings:
     ollama_seed: int | None
     claude_cmd: tuple[str, ...]
     claude_timeout_s: float
+    claude_max_retries: int
+    overseer_model: str | None
+    overseer_max_usd: float | None
     overseer_daily_limit: int | None
     repair_attempts: int
     ntfy_url: str | None
@@ -183,6 +192,35 @@ class _Reader:
             self.problems.append(f"{name}={value!r}: must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    def address(self, name: str, value: str | None) -> str | None:
+        """'host:port' checked and written the one way (an empty host is 127.0.0.1), or None with
+        the problem noted."""
+        if value is None:
+            return None
+        try:
+            host, port = split_address(value)
+        except ValueError as exc:
+            self.problems.append(f"{name}={value!r}: {exc}")
+            return None
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except (OSError, UnicodeError) as exc:
+                self.problems.append(f"{name}={value!r}: host {host!r} does not resolve ({exc})")
+                return None
+        return join_address(host, port)
+
+    def web_addr(self) -> str:
+        """WEB_ADDR, or its older name APPROVAL_ADDR; both set to different addresses is refused."""
+        web = self.address("WEB_ADDR", self.raw("WEB_ADDR"))
+        approval = self.address("APPROVAL_ADDR", self.raw("APPROVAL_ADDR"))
+        if web is not None and approval is not None and web != approval:
+            self.problems.append(f"WEB_ADDR={self.raw('WEB_ADDR')!r} and APPROVAL_ADDR={self.raw('APPROVAL_ADDR')!r} "
+                                 "disagree: set one of them (APPROVAL_ADDR is the older name of WEB_ADDR)")
+        return web or approval or DEFAULT_WEB_ADDR
+
     def settings(self) -> Settings:
         home = Path(self.text("AGENT_BUILDER_HOME", str(Path.home() / ".local/share/agent-builder"))).expanduser()
         claude_raw = self.text("CLAUDE_CMD", "claude -p")
@@ -203,6 +241,17 @@ class _Reader:
         if log_level not in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"):
             self.problems.append(f"LOG_LEVEL={log_level!r}: must be DEBUG, INFO, WARNING or ERROR")
         daily = self.raw("OVERSEER_DAILY_LIMIT")
+        max_usd = self.raw("OVERSEER_MAX_USD")
+        overseer_max_usd = None if max_usd is None else self.number("OVERSEER_MAX_USD", 0.0, float, 0)
+        if overseer_max_usd is not None and overseer_max_usd <= 0 and not any(p.startswith("OVERSEER_MAX_USD") for p in self.problems):
+            self.problems.append(f"OVERSEER_MAX_USD={max_usd!r}: must be more than 0 (leave it unset for no cap)")
+        retries = self.raw("CLAUDE_MAX_RETRIES")
+        if retries is not None and retries.isdigit() and int(retries) > MAX_CLAUDE_RETRIES:
+            self.problems.append(f"CLAUDE_MAX_RETRIES={retries!r}: must be at most {MAX_CLAUDE_RETRIES} "
+                                 "(each retry of an unreachable API adds seconds to a build)")
+        overseer_model = self.raw("OVERSEER_MODEL")
+        if overseer_model is not None and (overseer_model.startswith("-") or any(ch.isspace() for ch in overseer_model)):
+            self.problems.append(f"OVERSEER_MODEL={overseer_model!r}: must be one model name or alias (no spaces, not a flag)")
         seed = self.raw("OLLAMA_SEED")
         approval_base = self.url("APPROVAL_BASE_URL", None)
         approval_secret = self.raw("APPROVAL_SECRET")
@@ -211,6 +260,11 @@ class _Reader:
         database_url = self.raw("DATABASE_URL")
         if database_url is not None and "://" in database_url and not database_url.startswith(("postgres://", "postgresql://")):
             self.problems.append(f"DATABASE_URL: must be a libpq URI (postgresql://…), got scheme {database_url.split('://')[0]!r}")
+        sandbox_database_url = self.raw("SANDBOX_DATABASE_URL")
+        if (sandbox_database_url is not None and "://" in sandbox_database_url
+                and not sandbox_database_url.startswith(("postgres://", "postgresql://"))):
+            self.problems.append("SANDBOX_DATABASE_URL: must be a libpq URI (postgresql://reader@host/db), got scheme "
+                                 f"{sandbox_database_url.split('://')[0]!r}")
         settings = Settings(
             database_url=database_url,
             home=home,
@@ -222,6 +276,9 @@ class _Reader:
             ollama_seed=None if seed is None else self.number("OLLAMA_SEED", 0, int, 0),
             claude_cmd=claude_cmd,
             claude_timeout_s=self.number("CLAUDE_TIMEOUT_S", 180.0, float, 1),
+            claude_max_retries=self.number("CLAUDE_MAX_RETRIES", 0, int, 0),
+            overseer_model=overseer_model,
+            overseer_max_usd=overseer_max_usd,
             overseer_daily_limit=None if daily is None else self.number("OVERSEER_DAILY_LIMIT", 0, int, 0),
             repair_attempts=self.number("REPAIR_ATTEMPTS", 2, int, 0),
             ntfy_url=self.url("NTFY_URL", None),
@@ -233,7 +290,7 @@ class _Reader:
             sandbox_base_image=self.text("SANDBOX_BASE_IMAGE", "python:3.12-slim"),
             sandbox_network=network,
             sandbox_timeout_s=self.number("SANDBOX_TIMEOUT_S", 300.0, float, 1),
-            sandbox_database_url=self.raw("SANDBOX_DATABASE_URL"),
+            sandbox_database_url=sandbox_database_url,
             sandbox_agent_image=self.text("SANDBOX_AGENT_IMAGE", "agent-builder-claude:latest"),
             sandbox_memory=self.memory("SANDBOX_MEMORY", "512m"),
             sandbox_cpus=self.number("SANDBOX_CPUS", 1.0, float, 0.05),
@@ -264,9 +321,9 @@ class _Reader:
             prod_runtime=self.runtime("PROD_RUNTIME") or self.raw("SANDBOX_RUNTIME"),
             approval_base_url=approval_base,
             approval_secret=approval_secret,
-            approval_addr=self.text("APPROVAL_ADDR", "0.0.0.0:8787"),
+            approval_addr=self.web_addr(),
             approval_ttl_s=self.number("APPROVAL_TTL_S", 86400.0, float, 60),
-            metrics_addr=self.raw("METRICS_ADDR"),
+            metrics_addr=self.address("METRICS_ADDR", self.raw("METRICS_ADDR")),
         )
         if self.problems:
             raise ConfigError(self.problems)

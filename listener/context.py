@@ -15,6 +15,7 @@ from listener.metrics import Metrics
 from listener.notify import Notification, Notifier
 from listener.outcome import BuildSucceeded, LevelResult, Released
 from listener.records import Claim
+from listener.redact import Redactor
 
 
 @dataclass
@@ -44,6 +45,11 @@ class AttemptContext:
     def installation(self) -> str:
         """The installation identity: on every Docker object this attempt makes."""
         return self.store.installation
+
+    @property
+    def redactor(self) -> Redactor:
+        """The secrets this listener knows (the store's: every text it stores passes through it)."""
+        return self.store.redactor
 
     @property
     def stopping(self) -> bool:

@@ -1,12 +1,12 @@
 """`agent-builder check`: one line per dependency, each failure with the fix. `listen` runs the
-same checks at start: a broken database stops it, anything else only warns."""
+same checks at start: a broken database stops it, anything else only warns. A check that works
+but found something unsafe says so as a warning (`warn`); warnings do not change the exit code."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import dataclass
 from typing import Callable
+from urllib.parse import quote
 
 import httpx
 import psycopg
@@ -22,6 +22,7 @@ class Check:
     detail: str
     fix: str = ""
     required: bool = False  # listen refuses to start when a required check fails
+    warning: bool = False  # ok, but unsafe as configured: `fix` says what to change
 
 
 def check_database(settings: Settings) -> Check:
@@ -41,6 +42,37 @@ def check_database(settings: Settings) -> Check:
     return Check("database", True, f"PostgreSQL {server}, schema up to date")
 
 
+def check_sandbox_database(settings: Settings) -> Check:
+    """The role of SANDBOX_DATABASE_URL (Level 4 sql_rows) can only read. A powerful role is a
+    required failure: `listen` refuses to start with it."""
+    from listener.db import Queries
+    from listener.sandbox.sqlrole import FIX, inspect_role, login_of, sql_failure
+
+    url = settings.sandbox_database_url
+    if url is None:
+        return Check("sandbox-db", True, "SANDBOX_DATABASE_URL is not set: sql_rows checks cannot run (they fail saying so)")
+    queries = Queries.load()
+    listener_role = None
+    if settings.database_url is not None:
+        try:
+            with psycopg.connect(settings.database_url, connect_timeout=5) as conn:
+                listener_role = login_of(conn, queries)
+        except psycopg.Error:
+            listener_role = None  # the database check reports it
+    try:
+        with psycopg.connect(url, connect_timeout=5, application_name="agent-builder-check") as conn:
+            conn.read_only = True
+            powers = inspect_role(conn, queries, listener_role)
+            conn.rollback()
+    except psycopg.Error as exc:
+        return Check("sandbox-db", False, sql_failure(exc, "could not connect to SANDBOX_DATABASE_URL"),
+                     "check SANDBOX_DATABASE_URL and that its role may log in")
+    if not powers.read_only:
+        return Check("sandbox-db", False, f"SANDBOX_DATABASE_URL's {powers.describe()}: Level 4 sql_rows checks "
+                     "must run with a role that can only read", FIX, required=True)
+    return Check("sandbox-db", True, f"SANDBOX_DATABASE_URL's {powers.describe()}")
+
+
 def check_ollama(settings: Settings) -> Check:
     from listener.ollama import OllamaClient
     from listener.outcome import StepFailure
@@ -56,18 +88,16 @@ def check_ollama(settings: Settings) -> Check:
 
 
 def check_claude(settings: Settings) -> Check:
-    program = settings.claude_cmd[0] if settings.claude_cmd else ""
-    path = shutil.which(program)
-    if path is None:
-        return Check("claude", False, f"{program!r} (CLAUDE_CMD) is not on PATH",
-                     "install the claude CLI (npm i -g @anthropic-ai/claude-code) or set CLAUDE_CMD")
-    try:
-        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return Check("claude", False, f"{path} --version failed: {exc}", "check the claude CLI installation")
-    if done.returncode != 0:
-        return Check("claude", False, f"{path} --version exited {done.returncode}", "check the claude CLI installation")
-    return Check("claude", True, f"{path} ({' '.join(done.stdout.split())[:60] or 'runs'}; --version costs no credits)")
+    """The overseer's CLI: it runs, its --help has every review flag (the no-tools guarantee among
+    them), and `claude auth status` reports a login. All free: no API request."""
+    from listener.overseer import Overseer
+
+    readiness = Overseer.from_settings(settings).readiness()
+    if not readiness.ready:
+        cli = readiness.cli
+        detail = str(readiness.problem) if cli is None else f"{cli.path} (claude {cli.version}): {readiness.problem}"
+        return Check("claude", False, detail, readiness.fix)
+    return Check("claude", True, f"{readiness.summary()}; checking costs no credits")
 
 
 def check_vault(settings: Settings) -> Check:
@@ -92,7 +122,35 @@ def check_ntfy(settings: Settings) -> Check:
         return Check("ntfy", False, f"{settings.ntfy_url} unreachable: {exc}", "check NTFY_URL and that ntfy runs")
     if answer.status_code >= 500:
         return Check("ntfy", False, f"{settings.ntfy_url} answered {answer.status_code}", "check the ntfy server")
-    return Check("ntfy", True, f"{settings.ntfy_url} answers (topic {settings.ntfy_topic}; nothing was published)")
+    detail = f"{settings.ntfy_url} answers (topic {settings.ntfy_topic}; nothing was published)"
+    if settings.approval_secret and settings.approval_base_url:
+        return _check_topic_protected(settings, detail)
+    return Check("ntfy", True, detail)
+
+
+TOPIC_FIX = ("protect the topic with an access token (ntfy ACL: deny anonymous read, NTFY_TOKEN for the builder) "
+             "or turn one-tap off (unset APPROVAL_SECRET)")
+
+
+def _check_topic_protected(settings: Settings, detail: str) -> Check:
+    """With one-tap approval on, the READY messages carry Approve links: whoever reads the topic
+    can approve. Ask ntfy, anonymously, for the topic's cached messages (the body is not read)."""
+    assert settings.ntfy_url is not None
+    url = f"{settings.ntfy_url}/{quote(settings.ntfy_topic, safe='')}/json"
+    try:
+        with httpx.stream("GET", url, params={"poll": "1"}, timeout=5) as answer:
+            status = answer.status_code
+    except httpx.HTTPError as exc:
+        return Check("ntfy", True, f"{detail}; could not tell whether the topic can be read without a token ({exc})",
+                     TOPIC_FIX, warning=True)
+    if status in (401, 403):
+        return Check("ntfy", True, f"{detail}; the topic cannot be read without a token "
+                     f"(an anonymous read answered {status})")
+    if status == 200:
+        return Check("ntfy", True, f"{detail}; one-tap approval is on and the topic can be read without a token: "
+                     "anyone who can read the topic can approve", TOPIC_FIX, warning=True)
+    return Check("ntfy", True, f"{detail}; could not tell whether the topic can be read without a token "
+                 f"(an anonymous read answered {status})", TOPIC_FIX, warning=True)
 
 
 def check_docker(settings: Settings) -> Check:
@@ -120,7 +178,7 @@ def check_docker(settings: Settings) -> Check:
 
 
 ALL_CHECKS: tuple[Callable[[Settings], Check], ...] = (
-    check_database, check_ollama, check_claude, check_vault, check_ntfy, check_docker)
+    check_database, check_sandbox_database, check_ollama, check_claude, check_vault, check_ntfy, check_docker)
 
 
 def run_checks(settings: Settings) -> list[Check]:
@@ -130,6 +188,7 @@ def run_checks(settings: Settings) -> list[Check]:
 def render(checks: list[Check]) -> str:
     lines = []
     for check in checks:
-        mark = "ok  " if check.ok else "FAIL"
-        lines.append(f"{mark} {check.name:<9} {check.detail}" + (f"\n     {'':<9} fix: {check.fix}" if not check.ok and check.fix else ""))
+        mark = "FAIL" if not check.ok else "warn" if check.warning else "ok  "
+        show_fix = (not check.ok or check.warning) and check.fix
+        lines.append(f"{mark} {check.name:<9} {check.detail}" + (f"\n     {'':<9} fix: {check.fix}" if show_fix else ""))
     return "\n".join(lines)

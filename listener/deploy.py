@@ -84,8 +84,8 @@ def deploy(ctx: AttemptContext) -> None:
         ctx.log.info("production container {} runs image {}", container, source.image_id)
 
 
-def _fail(message: str) -> NoReturn:
-    raise StepFailure(level=0, step="deploy", message=f"deployment failed: {message}")
+def _fail(message: str, detail: str = "") -> NoReturn:
+    raise StepFailure(level=0, step="deploy", message=f"deployment failed: {message}", detail=detail)
 
 
 def _verify_artifact(source: Source) -> None:
@@ -212,7 +212,7 @@ def run_production(settings: Settings, installation: str, automation_id: int, na
         if settings.prod_network == "host" and mode == "service":
             problem += (" (PROD_NETWORK=host: a new version that binds a port the previous version holds cannot"
                         " start beside it)")
-        _fail(f"{problem}; {_previous_state(current)}. Last output: {' '.join(output.split())[-500:]}")
+        _fail(f"{problem}; {_previous_state(current)}", detail=f"last output: {' '.join(output.split())[-500:]}")
     log.info("new version {} verified as a {} in {:.1f} s", candidate.short_id, mode, time.monotonic() - started)
     swap = Swap(client=client, names=names, candidate=candidate, current=current, image=image, mode=mode,
                 installation=installation, stop_timeout_s=settings.prod_stop_timeout_s, log=log)

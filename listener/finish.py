@@ -1,5 +1,9 @@
 """The one place that turns how an attempt ended into a status, agent_test_results rows and a
-notification. Handlers only return or raise; they never pick a status themselves."""
+notification. Handlers only return or raise; they never pick a status themselves.
+
+The notification carries the level and the builder's one-line reason (StepFailure.message,
+redacted and clipped); what the sandbox or the model said (StepFailure.detail, .log) goes only to
+the stored log, which the store redacts, and `agent-builder show` prints."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from listener import notify
 from listener.approvals import approval_actions
 from listener.context import AttemptContext
 from listener.outcome import LevelResult, LostClaim, Released, StepFailure
+from listener.redact import Redactor
 
 MAX_LOG_CHARS = 20_000
 
@@ -90,7 +95,7 @@ def _fail(ctx: AttemptContext, failure: StepFailure) -> Ending:
         ctx.log.warning("attempt lost its claim before it could record its failure: {}", failure.message)
         return Ending.LOST
     ctx.log.error("attempt failed in step {} (level {}): {}", failure.step, failure.level, failure.message)
-    ctx.notify(failure_notification(ctx.automation, failure))
+    ctx.notify(failure_notification(ctx.automation, failure, ctx.redactor))
     return Ending.FAILED
 
 
@@ -109,16 +114,22 @@ def _release(ctx: AttemptContext, *, reason: str, outcome: str) -> Ending:
     return Ending.STOPPED if outcome == "stopped" else Ending.RELEASED
 
 
-def failure_notification(automation: Any, failure: StepFailure) -> notify.Notification:
+def failure_notification(automation: Any, failure: StepFailure, redactor: Redactor) -> notify.Notification:
+    """The level and the builder's reason on one line. The overseer's reason is the model's text and
+    an unexpected error's text can hold anything: redacted before it is clipped, so a cut never
+    leaves half a secret."""
+    reason = redactor.one_line(failure.message, notify.ERROR_CHARS)
     if failure.kind == "overseer":
-        return notify.overseer_failed(automation, failure.message)
+        return notify.overseer_failed(automation, reason)
     if failure.kind == "level":
-        return notify.level_failed(automation, failure.level, failure.message)
-    return notify.unhandled_error(automation, failure.message)
+        return notify.level_failed(automation, failure.level, reason)
+    return notify.unhandled_error(automation, reason)
 
 
 def _result_log(step: str, failure: StepFailure) -> str:
     text = f"step: {step}\n{failure.message}"
+    if failure.detail:
+        text += "\n" + failure.detail
     if failure.log:
         text += "\n\n" + failure.log
     return text[:MAX_LOG_CHARS]

@@ -1,4 +1,7 @@
-"""What `status` and `show` report: read from the database, rendered as text or JSON."""
+"""What `status` and `show` report: read from the database, rendered as text or JSON.
+
+Every text read is passed through the Redactor before it is rendered: rows written by an older
+builder (or by hand) may hold secret values or control characters that this one would not store."""
 
 from __future__ import annotations
 
@@ -10,30 +13,34 @@ from typing import Any
 import psycopg
 
 from listener.db import Queries
+from listener.redact import Redactor
 
 RESULT_LOG_CHARS = 400
 
 
-def status_report(conn: psycopg.Connection[dict[str, Any]], queries: Queries, failures: int = 10) -> dict[str, Any]:
-    return {
+def status_report(conn: psycopg.Connection[dict[str, Any]], queries: Queries, redactor: Redactor,
+                  failures: int = 10) -> dict[str, Any]:
+    report = {
         "counts": {r["builder_status"]: r["automations"] for r in conn.execute(queries["status_counts"], {}).fetchall()},
         "in_flight": conn.execute(queries["status_in_flight"], {}).fetchall(),
         "recent_failures": conn.execute(queries["status_recent_failures"], {"limit": failures}).fetchall(),
     }
+    return redactor.redact_tree(report)
 
 
-def show_report(conn: psycopg.Connection[dict[str, Any]], queries: Queries, automation_id: int) -> dict[str, Any] | None:
+def show_report(conn: psycopg.Connection[dict[str, Any]], queries: Queries, automation_id: int,
+                redactor: Redactor) -> dict[str, Any] | None:
     row = conn.execute(queries["automation_by_id"], {"automation_id": automation_id}).fetchone()
     if row is None:
         return None
     params = {"automation_id": automation_id}
     attempts = conn.execute(queries["show_attempts"], params).fetchall()
-    return {
+    return redactor.redact_tree({
         "automation": row,
         "history": conn.execute(queries["show_history"], params).fetchall(),
         "results": conn.execute(queries["show_results"], params).fetchall(),
         "attempts": attempts,
-    }
+    })
 
 
 def to_json(report: dict[str, Any]) -> str:
@@ -75,8 +82,8 @@ def render_show(report: dict[str, Any]) -> str:
         lines.append(f"  {b['kind']} {b['build_id']} by {b['worker']}: step {b['step']}, "
                      f"{b['outcome'] or 'running'}{': ' + _one_line(b['error']) if b['error'] else ''}")
         if b["overseer_verdict"]:
-            cost = f", ${float(b['overseer_cost_usd']):.4f}" if b["overseer_cost_usd"] is not None else ""
-            lines.append(f"    overseer: {b['overseer_verdict']} — {_one_line(b['overseer_reason'])}{cost}")
+            lines.append(f"    overseer: {b['overseer_verdict']} — {_one_line(b['overseer_reason'])}")
+            lines.append(f"    overseer usage: {overseer_usage(b)}")
         if b["image_id"] or b["artifact_sha256"]:
             lines.append(f"    artifact: image {b['image_id'] or '-'}, sha256 {b['artifact_sha256'] or '-'}")
         if b["files"]:
@@ -87,9 +94,18 @@ def render_show(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def overseer_usage(b: dict[str, Any]) -> str:
+    """Cost, tokens and model of an attempt's review: '$0.0016, 301 tokens in / 19 out, model claude-…'."""
+    cost = f"${float(b['overseer_cost_usd']):.4f}" if b.get("overseer_cost_usd") is not None else "cost n/a"
+    tokens_in, tokens_out = b.get("overseer_input_tokens"), b.get("overseer_output_tokens")
+    tokens = (f"{tokens_in if tokens_in is not None else '?'} tokens in / {tokens_out if tokens_out is not None else '?'} out"
+              if tokens_in is not None or tokens_out is not None else "tokens n/a")
+    return f"{cost}, {tokens}, model {b.get('overseer_model') or 'n/a'}"
+
+
 def _name(row: dict[str, Any]) -> str:
     name = (row.get("name") or "").strip()
-    return repr(name) if name else "(no name)"
+    return f"'{name}'" if name else "(no name)"  # already escaped: repr() would double the backslashes
 
 
 def _one_line(text: str | None) -> str:

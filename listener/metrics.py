@@ -9,7 +9,7 @@ import psycopg
 from loguru import logger
 
 from listener.db import Queries, connect
-from listener.httpserver import BackgroundServer, TextHandler
+from listener.httpserver import BackgroundServer, Limits, TextHandler
 
 HELP = {
     "agent_builder_attempts_total": ("counter", "attempts ended, by kind (build, deploy) and outcome"),
@@ -19,6 +19,8 @@ HELP = {
     "agent_builder_in_flight": ("gauge", "attempts running now, all listeners"),
     "agent_builder_overseer_calls_total": ("counter", "paid claude -p calls, all listeners"),
     "agent_builder_overseer_cost_usd_total": ("counter", "reported cost of the overseer calls"),
+    "agent_builder_overseer_input_tokens_total": ("counter", "input tokens of the overseer calls (cache reads and writes included)"),
+    "agent_builder_overseer_output_tokens_total": ("counter", "output tokens of the overseer calls"),
     "agent_builder_up": ("gauge", "1 when the listening connection is up"),
 }
 
@@ -67,13 +69,13 @@ def render(samples: list[tuple[str, dict[str, str], float]]) -> str:
 
 class MetricsServer:
     def __init__(self, address: str, metrics: Metrics, dsn: str, queries: Queries,
-                 listening: Callable[[], bool], reconnects: Callable[[], int]) -> None:
+                 listening: Callable[[], bool], reconnects: Callable[[], int], limits: Limits = Limits()) -> None:
         self.metrics = metrics
         self.dsn = dsn
         self.queries = queries
         self.listening = listening
         self.reconnects = reconnects
-        self.http = BackgroundServer(address, self._handler(), "metrics")
+        self.http = BackgroundServer(address, self._handler(), "metrics", limits)
 
     @property
     def port(self) -> int:
@@ -81,7 +83,7 @@ class MetricsServer:
 
     def start(self) -> None:
         self.http.start()
-        logger.info("metrics on http://{}:{}/metrics, health on /healthz", *self.http.server.server_address[:2])
+        logger.info("metrics on http://{}/metrics, health on /healthz", self.http.address)
 
     def stop(self) -> None:
         self.http.stop()
@@ -102,6 +104,8 @@ class MetricsServer:
             ("agent_builder_in_flight", {}, float(row["in_flight"])),
             ("agent_builder_overseer_calls_total", {}, float(row["overseer_calls"])),
             ("agent_builder_overseer_cost_usd_total", {}, float(row["overseer_cost_usd"])),
+            ("agent_builder_overseer_input_tokens_total", {}, float(row["overseer_input_tokens"])),
+            ("agent_builder_overseer_output_tokens_total", {}, float(row["overseer_output_tokens"])),
         ]
         return samples
 

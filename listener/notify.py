@@ -1,12 +1,15 @@
 """ntfy notifications: JSON publishing to the server root, a few quick retries, never an exception.
 
-The message builders at the bottom produce the playbook's patterns word for word.
+Everything sent passes through the Redactor (listener.redact) in send(): the title, the message,
+the tags and the action buttons' labels and bodies (our own signed URLs are left as they are).
+The message builders at the bottom produce the playbook's patterns word for word; failures end
+with a line pointing at `agent-builder show <id>`, which has the rest.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import httpx
@@ -15,6 +18,7 @@ from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponen
 
 from listener.config import Settings
 from listener.records import Automation
+from listener.redact import Redactor
 
 ERROR_CHARS = 500
 TokenProvider = Callable[[], "str | None"]
@@ -35,7 +39,8 @@ class _Retryable(Exception):
 
 
 class Notifier:
-    """Publishes to ntfy. With no URL it only logs. send() returns whether ntfy accepted it."""
+    """Publishes to ntfy. With no URL it only logs. send() returns whether ntfy accepted it.
+    Every notification is redacted first (secrets out, control characters escaped)."""
 
     def __init__(
         self,
@@ -47,6 +52,7 @@ class Notifier:
         attempts: int = 3,
         backoff_s: float = 0.2,
         budget_s: float = 3.0,
+        redactor: Redactor | None = None,
     ) -> None:
         self.url = url.rstrip("/") if url else None
         self.topic = topic
@@ -55,11 +61,23 @@ class Notifier:
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
         self.budget_s = budget_s
+        self.redactor = redactor if redactor is not None else Redactor()
 
     @classmethod
-    def from_settings(cls, settings: Settings, token_provider: TokenProvider | None = None) -> "Notifier":
+    def from_settings(cls, settings: Settings, token_provider: TokenProvider | None = None,
+                      redactor: Redactor | None = None) -> "Notifier":
         """NTFY_TOKEN wins over the provider (e.g. a Vault lookup) when both are set."""
-        return cls(settings.ntfy_url, settings.ntfy_topic, token=settings.ntfy_token, token_provider=token_provider)
+        return cls(settings.ntfy_url, settings.ntfy_topic, token=settings.ntfy_token, token_provider=token_provider,
+                   redactor=redactor)
+
+    def clean(self, n: Notification) -> Notification:
+        """The notification as it may leave: every text redacted. Action buttons keep their
+        action, method and URL (ours: the signed one-tap links), the rest of them is redacted."""
+        r = self.redactor
+        actions = tuple({key: value if key in ("action", "url", "method", "clear") else r.redact_tree(value)
+                         for key, value in action.items()} for action in n.actions)
+        return replace(n, title=r.redact(n.title), message=r.redact(n.message),
+                       tags=tuple(r.redact(tag) for tag in n.tags), actions=actions)
 
     def payload(self, n: Notification) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -76,6 +94,7 @@ class Notifier:
         return body
 
     def send(self, n: Notification) -> bool:
+        n = self.clean(n)
         if self.url is None:
             logger.info("notification (NTFY_URL not set, not sent): {} | {}", n.title, n.message)
             return False
@@ -159,18 +178,20 @@ def build_started(a: Automation) -> Notification:
 
 
 def overseer_failed(a: Automation, reason: str) -> Notification:
+    """`reason` is the model's text: the caller passes it through Redactor.one_line first."""
     return Notification(
         title=f"Overseer rejected {a.label}",
-        message=f"{PREFIX} FAIL — Overseer rejected {a.label}: {_clip(reason)}",
+        message=f"{PREFIX} FAIL — Overseer rejected {a.label}: {_clip(reason)}{_show_hint(a)}",
         tags=("x", "overseer"),
         priority=4,
     )
 
 
 def level_failed(a: Automation, level: int, error: str) -> Notification:
+    """`error` is the builder's own one-line reason (StepFailure.message), never sandbox output."""
     return Notification(
         title=f"{a.label} failed Level {level}",
-        message=f"{PREFIX} FAIL — {a.label} failed Level {level}: {_clip(error)}",
+        message=f"{PREFIX} FAIL — {a.label} failed Level {level}: {_clip(error)}{_show_hint(a)}",
         tags=("x", f"level-{level}"),
         priority=4,
     )
@@ -195,7 +216,7 @@ def ready_for_approval(a: Automation, actions: tuple[dict[str, Any], ...] = (), 
 def unhandled_error(a: Automation, exception_text: str) -> Notification:
     return Notification(
         title=f"Agent Builder error — {a.label}",
-        message=f"{PREFIX} ERROR — {a.label}: {_clip(exception_text)}",
+        message=f"{PREFIX} ERROR — {a.label}: {_clip(exception_text)}{_show_hint(a)}",
         tags=("rotating_light",),
         priority=4,
     )
@@ -208,6 +229,10 @@ def deployed(a: Automation) -> Notification:
         tags=("white_check_mark",),
         priority=3,
     )
+
+
+def _show_hint(a: Automation) -> str:
+    return f"\n`agent-builder show {a.id}` has the rest"
 
 
 def _type(a: Automation) -> str:

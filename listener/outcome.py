@@ -13,12 +13,16 @@ class StepFailure(Exception):
     level: the test level it counts against (1-4), or 0 when it happened outside the four levels
            (generation, the overseer, an unexpected error).
     step: the pipeline step it happened in ('prompt', 'generate', 'preflight', 'overseer', ...).
-    message: one line for a person: what happened, and what to do when that is known.
+    message: one line for a person, in the builder's own words: what happened, and what to do when
+             that is known. It goes to agent_builds.error and the notification; it never quotes
+             sandbox output.
     log: the longer log kept in agent_test_results.execution_log.
     transient: True for a blip before Step 3 (database, Vault) that deserves a retry: the claim is
                released with backoff instead of failing the row.
     kind: 'error' for unexpected errors, 'overseer' for an overseer rejection, 'level' for a test
           level, 'invalid' for a row that cannot be built as it stands.
+    detail: what the sandbox (or the model) said about it, e.g. the last line of the output: kept in
+            the stored log only (redacted like all of it), never in the notification.
     """
 
     level: int
@@ -28,6 +32,7 @@ class StepFailure(Exception):
     transient: bool = False
     kind: str = "error"
     recorded: bool = False  # its agent_test_results row is already written (a test level)
+    detail: str = ""
 
     def __post_init__(self) -> None:
         super().__init__(self.message)

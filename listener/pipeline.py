@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
 from listener import notify
+from listener.alerts import OVERSEER, Alerts
 from listener.context import AttemptContext
 from listener.extract import GeneratedFiles, extract
 from listener.ollama import OllamaClient
 from listener.outcome import BuildSucceeded, LevelResult, StepFailure
-from listener.overseer import Verdict, review
+from listener.overseer import Overseer, Readiness, Verdict
 from listener.preflight import Problem, problems_summary, run_preflight
-from listener.prompt import (build_prompt, build_repair_prompt, build_review_prompt, check_fits,
-                             validate_buildable, wrap_code_for_review)
+from listener.prompt import build_prompt, build_repair_prompt, check_fits, review_text, validate_buildable
 from listener.vault import VaultClient, VaultError
 
 SandboxStep = Callable[[AttemptContext, GeneratedFiles], None]
@@ -32,6 +32,8 @@ SandboxStep = Callable[[AttemptContext, GeneratedFiles], None]
 class Pipeline:
     ollama: OllamaClient
     sandbox: SandboxStep
+    overseer: Overseer | None = None  # default: from the attempt's settings
+    _overseer_ready: Readiness | None = field(default=None, init=False, repr=False)
 
     def run(self, ctx: AttemptContext) -> BuildSucceeded:
         prompt = self.prepare(ctx)
@@ -55,6 +57,7 @@ class Pipeline:
         check_fits(prompt, ctx.settings.ollama_num_ctx)
         ctx.save(prompt=prompt)
         self._check_overseer_budget(ctx, before_step_3=True)
+        self._check_overseer_ready(ctx)
         self._check_vault(ctx)
         ctx.notify(notify.build_started(automation))
         return prompt
@@ -67,9 +70,33 @@ class Pipeline:
             return
         ctx.step("vault")
         try:
-            VaultClient(settings.vault_addr, settings.vault_approle_dir).login()
+            VaultClient(settings.vault_addr, settings.vault_approle_dir, redactor=ctx.redactor).login()
         except VaultError as exc:
             raise StepFailure(level=0, step="vault", message=f"Vault: {exc}", transient=True) from None
+
+    def _overseer(self, ctx: AttemptContext) -> Overseer:
+        if self.overseer is None:
+            self.overseer = Overseer.from_settings(ctx.settings)
+        return self.overseer
+
+    def _check_overseer_ready(self, ctx: AttemptContext) -> None:
+        """Free checks first: the claude CLI runs, has every review flag and reports a login. If not,
+        the claim is released with backoff (no generation spent) and the outage is notified once,
+        whichever listener sees it first (the alert lives in the database)."""
+        ctx.step("overseer-login")
+        readiness = self._overseer(ctx).readiness()
+        alerts = Alerts(ctx.store.conn, ctx.store.queries)
+        if readiness.ready:
+            if alerts.clear(OVERSEER):
+                ctx.log.info("the overseer is ready again: {}", readiness.summary())
+            self._overseer_ready = readiness
+            return
+        message = f"{readiness.problem}; {readiness.fix}" if readiness.fix else str(readiness.problem)
+        if alerts.raise_(OVERSEER, message):
+            ctx.notify(overseer_unavailable(message))
+        else:
+            ctx.log.info("overseer still unavailable (already notified): {}", message)
+        raise StepFailure(level=0, step="overseer-login", message=message, transient=True)
 
     def _check_overseer_budget(self, ctx: AttemptContext, *, before_step_3: bool) -> None:
         limit = ctx.settings.overseer_daily_limit
@@ -124,19 +151,33 @@ class Pipeline:
     def oversee(self, ctx: AttemptContext, files: GeneratedFiles) -> Verdict:
         ctx.step("overseer")
         self._check_overseer_budget(ctx, before_step_3=False)
-        settings = ctx.settings
+        text = review_text(ctx.automation, files)
         # Counted before the call: a crash during the call must not make the credit invisible.
         ctx.save(overseer_called_at=datetime.now(timezone.utc))
-        verdict = review(settings.claude_cmd, build_review_prompt(ctx.automation), wrap_code_for_review(files),
-                         settings.claude_timeout_s)
+        verdict = self._overseer(ctx).review(text.prompt, text.stdin, self._overseer_ready)
+        usage = verdict.usage
         ctx.save(overseer_verdict="PASS" if verdict.passed else "FAIL", overseer_reason=verdict.reason,
-                 overseer_cost_usd=verdict.cost_usd)
-        ctx.log.info("overseer verdict {} in {:.1f} s (cost {}): {}", "PASS" if verdict.passed else "FAIL",
-                     verdict.duration_s, "n/a" if verdict.cost_usd is None else f"${verdict.cost_usd:.4f}", verdict.reason)
+                 overseer_cost_usd=usage.cost_usd, overseer_input_tokens=usage.input_tokens,
+                 overseer_output_tokens=usage.output_tokens, overseer_model=usage.model)
+        ctx.log.info("overseer verdict {} in {:.1f} s (cost {}, tokens {} in / {} out, model {}): {}",
+                     "PASS" if verdict.passed else "FAIL", verdict.duration_s,
+                     "n/a" if usage.cost_usd is None else f"${usage.cost_usd:.4f}", usage.input_tokens,
+                     usage.output_tokens, usage.model, verdict.reason)
         if not verdict.passed:
             raise StepFailure(level=0, step="overseer", kind="overseer", message=verdict.reason,
                               log=f"exit code: {verdict.exit_code}\n--- output ---\n{verdict.raw[:8000]}")
         return verdict
+
+
+def overseer_unavailable(message: str) -> notify.Notification:
+    """Sent once per outage: builds wait (released before generation) until the overseer can review."""
+    return notify.Notification(
+        title="Overseer not logged in" if "not logged in" in message else "Overseer unavailable",
+        message=f"[Agent Builder] PAUSED — {message}. Builds wait, released before generation and retried "
+                "with backoff, until the overseer can review.",
+        tags=("warning", "overseer"),
+        priority=4,
+    )
 
 
 def artifact_digest(files: GeneratedFiles) -> str:

@@ -19,6 +19,7 @@ from listener.claims import backoff_seconds, installation_of
 from listener.config import Settings
 from listener.db import Queries
 from listener.records import Automation
+from listener.redact import Redactor
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,9 @@ class Rescued:
 
 class Rescuer:
     def __init__(self, conn: psycopg.Connection[dict[str, Any]], queries: Queries, settings: Settings,
-                 notifier: notify.Notifier, on_rescued: Callable[[str, int], Any] | None = None) -> None:
+                 notifier: notify.Notifier, on_rescued: Callable[[str, int], Any] | None = None,
+                 redactor: Redactor | None = None) -> None:
+        self.redactor = redactor if redactor is not None else notifier.redactor  # its writes: redacted like the store's
         self.conn = conn
         self.queries = queries
         self.settings = settings
@@ -80,7 +83,7 @@ class Rescuer:
                 if row is None:
                     new_status = None  # moved on meanwhile
                 elif new_status == "failed":
-                    message = self._message(candidate, why, active)
+                    message = self.redactor.redact(self._message(candidate, why, active))
                     self.conn.execute(self.queries["insert_test_result"], {
                         "automation_id": automation_id, "build_id": build_id if active else None, "test_level": 0,
                         "status": "fail", "execution_log": message, "duration_ms": None,
@@ -88,7 +91,7 @@ class Rescuer:
                     notification = notify.unhandled_error(Automation.from_row(row), message)
             if active:
                 closed = self.conn.execute(self.queries["close_lost_attempt"], {
-                    "build_id": build_id, "outcome": "crashed", "error": f"died during step {step}: {why}",
+                    "build_id": build_id, "outcome": "crashed", "error": self.redactor.redact(f"died during step {step}: {why}"),
                 }).fetchone()
                 if closed is None and new_status is None:
                     return None

@@ -1,4 +1,8 @@
-"""Wires the listener together (`listen`) and runs the one-shot trigger (`build-once`)."""
+"""Wires the listener together (`listen`) and runs the one-shot trigger (`build-once`).
+
+One Redactor, made by the command line from the Settings (it is also the logging patcher's), is
+handed to every sink: the stores of the workers, the rescuer, the notifier, the Vault clients
+(which register the tokens they obtain) and the approval endpoint."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from listener.finish import Ending, run_attempt
 from listener.listen import ListenLoop
 from listener.metrics import Metrics, MetricsServer
 from listener.records import Automation
+from listener.redact import Redactor
 from listener.rescue import Rescuer
 from listener.sandbox.engine import remove_attempt_containers
 from listener.vault import VaultClient
@@ -53,15 +58,16 @@ def load_handlers(settings: Settings) -> Handlers:
     return Handlers(build=load_handler(settings.build_handler, "BUILD_HANDLER"), deploy=deploy)
 
 
-def make_notifier(settings: Settings) -> notify.Notifier:
+def make_notifier(settings: Settings, redactor: Redactor | None = None) -> notify.Notifier:
     """ntfy with NTFY_TOKEN, or else the token read from Vault (VAULT_SECRETS_PATH, key ntfy_token)."""
+    redactor = redactor if redactor is not None else Redactor.from_settings(settings)
     provider = None
     if settings.ntfy_token is None and settings.vault_addr and settings.vault_secrets_path:
-        provider = VaultClient(settings.vault_addr, settings.vault_approle_dir).token_provider(
+        provider = VaultClient(settings.vault_addr, settings.vault_approle_dir, redactor=redactor).token_provider(
             settings.vault_secrets_path, "ntfy_token")
     if settings.ntfy_url is None:
         logger.warning("NTFY_URL is not set: notifications are only logged")
-    return notify.Notifier.from_settings(settings, provider)
+    return notify.Notifier.from_settings(settings, provider, redactor)
 
 
 def _install_stop_signals(stop: threading.Event) -> None:
@@ -78,7 +84,8 @@ class RescueLoop:
     """Runs the rescuer every RESCUE_INTERVAL_S on its own connection."""
 
     def __init__(self, settings: Settings, dsn: str, queries: Queries, worker: str, notifier: notify.Notifier,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, redactor: Redactor) -> None:
+        self.redactor = redactor
         self.settings = settings
         self.dsn = dsn
         self.queries = queries
@@ -95,7 +102,8 @@ class RescueLoop:
             try:
                 with self._connect() as conn:
                     failures = 0
-                    rescuer = Rescuer(conn, self.queries, self.settings, self.notifier, on_rescued=_remove_leftovers)
+                    rescuer = Rescuer(conn, self.queries, self.settings, self.notifier, on_rescued=_remove_leftovers,
+                                      redactor=self.redactor)
                     while not self.stop.is_set():
                         rescuer.sweep()
                         self.stop.wait(self.settings.rescue_interval_s)
@@ -108,7 +116,8 @@ class RescueLoop:
     def abandon(self, pool: WorkerPool, why: str) -> None:
         """Treat this listener's own unfinished attempts as died (shutdown grace ran out)."""
         with self._connect() as conn:
-            rescuer = Rescuer(conn, self.queries, self.settings, self.notifier, on_rescued=_remove_leftovers)
+            rescuer = Rescuer(conn, self.queries, self.settings, self.notifier, on_rescued=_remove_leftovers,
+                              redactor=self.redactor)
             for running in pool.snapshot():
                 claim, context = running.claim, running.context
                 rescuer.rescue({
@@ -124,7 +133,9 @@ def startup_checks(settings: Settings) -> bool:
 
     fine = True
     for check in run_checks(settings):
-        if check.ok:
+        if check.ok and check.warning:
+            logger.warning("check {}: {} (fix: {})", check.name, check.detail, check.fix)
+        elif check.ok:
             logger.info("check {}: {}", check.name, check.detail)
         elif check.required:
             logger.error("check {} FAILED: {} (fix: {})", check.name, check.detail, check.fix)
@@ -140,9 +151,10 @@ def _remove_leftovers(installation: str, build_id: int) -> None:
         logger.bind(build_id=build_id).info("removed {} container(s) the dead attempt left behind", removed)
 
 
-def run_listener(settings: Settings) -> int:
+def run_listener(settings: Settings, redactor: Redactor | None = None) -> int:
     assert settings.database_url is not None
     dsn = settings.database_url
+    redactor = redactor if redactor is not None else Redactor.from_settings(settings)
     try:
         handlers = load_handlers(settings)
     except HandlerError as exc:
@@ -151,27 +163,27 @@ def run_listener(settings: Settings) -> int:
     if not startup_checks(settings):
         return EXIT_FAILED
     queries = Queries.load()
-    notifier = make_notifier(settings)
+    notifier = make_notifier(settings, redactor)
     worker = worker_name()
     stop, stop_claiming, stop_background = threading.Event(), threading.Event(), threading.Event()
     _install_stop_signals(stop)
     wake = WakeSignal()
 
     metrics = Metrics()
-    pool = WorkerPool(settings, dsn, queries, worker, handlers, notifier, stop_claiming, wake, metrics)
+    pool = WorkerPool(settings, dsn, queries, worker, handlers, notifier, stop_claiming, wake, metrics, redactor)
     listen = ListenLoop(settings, dsn, worker, wake.wake, stop_background)
     metrics_server = None
     if settings.metrics_addr:
         metrics_server = MetricsServer(settings.metrics_addr, metrics, dsn, queries,
                                        listening=listen.connected.is_set, reconnects=lambda: listen.reconnects)
         metrics_server.start()
-    rescue = RescueLoop(settings, dsn, queries, worker, notifier, stop_background)
+    rescue = RescueLoop(settings, dsn, queries, worker, notifier, stop_background, redactor)
     threading.Thread(target=listen.run, name="listen", daemon=True).start()
     threading.Thread(target=rescue.run, name="rescue", daemon=True).start()
     pool.start()
     approvals = None
     if settings.approval_secret and settings.approval_base_url:
-        approvals = ApprovalServer(settings, dsn, queries)
+        approvals = ApprovalServer(settings, dsn, queries, redactor)
         approvals.start()
     logger.info("listener {} started: concurrency {}, poll every {:g} s", worker, settings.builder_concurrency,
                 settings.poll_interval_s)
@@ -198,22 +210,23 @@ def run_listener(settings: Settings) -> int:
     return EXIT_OK
 
 
-def run_build_once(settings: Settings, automation_id: int | None) -> int:
+def run_build_once(settings: Settings, automation_id: int | None, redactor: Redactor | None = None) -> int:
     """The playbook's scheduled/manual trigger: at most one automation, then exit."""
     assert settings.database_url is not None
+    redactor = redactor if redactor is not None else Redactor.from_settings(settings)
     try:
         handlers = load_handlers(settings)
     except HandlerError as exc:
         logger.error("{}", exc)
         return EXIT_FAILED
     queries = Queries.load()
-    notifier = make_notifier(settings)
+    notifier = make_notifier(settings, redactor)
     worker = worker_name()
     stop = threading.Event()
     _install_stop_signals(stop)
     with connect(settings.database_url, actor=f"builder:{worker}", application="agent-builder build-once") as conn:
-        Rescuer(conn, queries, settings, notifier, on_rescued=_remove_leftovers).sweep()
-        store = AttemptStore(conn, queries, worker)
+        Rescuer(conn, queries, settings, notifier, on_rescued=_remove_leftovers, redactor=redactor).sweep()
+        store = AttemptStore(conn, queries, worker, redactor)
         claim = store.claim_next_build() if automation_id is None else store.claim_build(automation_id)
         if claim is None:
             if automation_id is None:

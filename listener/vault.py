@@ -1,6 +1,8 @@
 """Vault through hvac: AppRole login from the role-id/secret-id files, KV version 2 reads.
 
-Errors become VaultError with a message fit for a person. Credentials and tokens are never logged.
+Errors become VaultError with a message fit for a person. Credentials and tokens are never logged,
+and every one the client obtains (the AppRole pair it read, each login's token, each value it reads)
+is registered with the Redactor, so no sink shows it even if some text carries it.
 """
 
 from __future__ import annotations
@@ -14,14 +16,17 @@ import hvac.exceptions
 import requests
 from loguru import logger
 
+from listener.redact import Redactor
+
 
 class VaultError(Exception):
     """Vault could not be used; the message says why (unreachable, bad credentials, no such path...)."""
 
 
 class VaultClient:
-    def __init__(self, addr: str, approle_dir: Path, timeout_s: float = 10) -> None:
+    def __init__(self, addr: str, approle_dir: Path, timeout_s: float = 10, redactor: Redactor | None = None) -> None:
         self.addr = addr.rstrip("/")
+        self.redactor = redactor
         self.approle_dir = Path(approle_dir)
         self.timeout_s = timeout_s
         self._client = hvac.Client(url=self.addr, timeout=timeout_s)
@@ -33,6 +38,8 @@ class VaultClient:
         """AppRole login with the credentials in approle_dir. Raises VaultError."""
         role_id = self._read_credential("role-id")
         secret_id = self._read_credential("secret-id")
+        self._register(role_id, "AppRole role-id")
+        self._register(secret_id, "AppRole secret-id")
         try:
             answer = self._client.auth.approle.login(role_id=role_id, secret_id=secret_id, use_token=True)
         except (hvac.exceptions.InvalidRequest, hvac.exceptions.Unauthorized, hvac.exceptions.Forbidden) as exc:
@@ -50,6 +57,8 @@ class VaultClient:
             self._logged_in = False
             raise VaultError(f"Vault at {self.addr} sent an unexpected AppRole login answer ({type(exc).__name__})") from None
         self._logged_in = True
+        auth = answer.get("auth") if isinstance(answer, dict) else None
+        self._register((auth or {}).get("client_token") if isinstance(auth, dict) else None, "Vault token")
         lease = (answer or {}).get("auth", {}).get("lease_duration") if isinstance(answer, dict) else None
         self._lease_s = float(lease) if isinstance(lease, (int, float)) and lease > 0 else None
         self._logged_in_at = time.monotonic()
@@ -111,7 +120,14 @@ class VaultClient:
         except (KeyError, TypeError):
             raise VaultError(f"Vault at {self.addr} sent an unexpected answer for {mount}/{path} (is it a KV v2 mount?)") from None
         logger.info("vault read {}/{} keys={}", mount, path, sorted(data))
-        return {str(k): "" if v is None else str(v) for k, v in data.items()}
+        values = {str(k): "" if v is None else str(v) for k, v in data.items()}
+        for key, value in values.items():
+            self._register(value, f"{key} from Vault {mount}/{path}")
+        return values
+
+    def _register(self, value: object, kind: str) -> None:
+        if self.redactor is not None and isinstance(value, str):
+            self.redactor.add(value, kind)
 
     def _read_credential(self, name: str) -> str:
         file = self.approle_dir / name

@@ -22,6 +22,7 @@ from listener.finish import run_attempt
 from listener.metrics import Metrics
 from listener.notify import Notifier
 from listener.records import Claim
+from listener.redact import Redactor
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,10 @@ class InFlight:
 
 class WorkerPool:
     def __init__(self, settings: Settings, dsn: str, queries: Queries, worker: str, handlers: Handlers,
-                 notifier: Notifier, stop_claiming: threading.Event, wake: WakeSignal, metrics: Metrics) -> None:
+                 notifier: Notifier, stop_claiming: threading.Event, wake: WakeSignal, metrics: Metrics,
+                 redactor: Redactor | None = None) -> None:
         self.settings = settings
+        self.redactor = redactor if redactor is not None else notifier.redactor
         self.dsn = dsn
         self.queries = queries
         self.worker = worker
@@ -122,7 +125,7 @@ class WorkerPool:
     def _session(self, index: int) -> None:
         with connect(self.dsn, actor=f"builder:{self.worker}/{index}", application=f"agent-builder worker {index}") as conn:
             try:
-                self._claim_loop(index, AttemptStore(conn, self.queries, self.worker))
+                self._claim_loop(index, AttemptStore(conn, self.queries, self.worker, self.redactor))
             except psycopg.OperationalError as exc:
                 # Connected, then lost (mid-build too: the attempt's lock went with the connection,
                 # so the rescuer takes over). Return so the next outage starts its backoff afresh.

@@ -24,7 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def pg_server() -> Iterator[TestServer]:
     with test_server() as server:
         server.create_template()
-        yield server
+        try:
+            yield server
+        finally:
+            server.drop_template()
 
 
 @pytest.fixture

@@ -19,7 +19,9 @@ import psycopg
 
 from listener.migrate import migrate
 
-TEMPLATE = "agent_builder_test_template"
+# One template per test run: several runs may share one server (TEST_DATABASE_URL), and each
+# drops only what it made.
+TEMPLATE = f"agent_builder_test_template_{uuid.uuid4().hex[:8]}"
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -39,6 +41,10 @@ class TestServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
         migrate(with_dbname(self.admin_url, TEMPLATE))
+
+    def drop_template(self) -> None:
+        with self.admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
 
     def new_database(self, *, migrated: bool = True) -> str:
         name = f"ab_test_{uuid.uuid4().hex[:12]}"

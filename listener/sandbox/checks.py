@@ -5,28 +5,41 @@ container). Output text is never matched.
 `validate_spec` turns an acceptance_check object into checks with their defaults filled in (or a
 StepFailure that says what is wrong); `evaluate` runs them; a check that cannot run (the engine or
 the database is unreachable) fails with the reason, it never raises.
+
+Level 4 acts with the automation's reach, not the listener's: `http_status` is a GET from a probe
+container on the sandbox network (listener/sandbox/probe.py; a model-derived URL that points at the
+listener's host is refused, listener/sandbox/urls.py); `sql_rows` is one plain SELECT calling only
+pure functions (listener/sandbox/sqlguard.py), run read-only under a role that can only read
+(listener/sandbox/sqlrole.py), and its failures are a SQLSTATE and our words, never the server's.
 """
 
 from __future__ import annotations
 
 import io
+import ipaddress
 import posixpath
 import re
+import socket
 import tarfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import docker.errors
-import httpx
 import psycopg
+import requests.exceptions
 from loguru import logger
 
 from listener.db import Queries
 from listener.outcome import StepFailure
+from listener.sandbox import urls
+from listener.sandbox.engine import Sandbox
+from listener.sandbox.probe import ProbeRequest, run_probe
 from listener.sandbox.recorder import Recorder
+from listener.sandbox.sqlguard import check_select
+from listener.sandbox.sqlrole import FIX as ROLE_FIX
+from listener.sandbox.sqlrole import inspect_role, login_of, sql_failure
 
 KINDS = ("file_exists", "sql_rows", "http_status", "http_request", "container_running")
 MAX_WAIT_S = 600
@@ -47,12 +60,16 @@ class CheckResult:
 @dataclass
 class RunState:
     """What the checks look at. `container`: a docker SDK Container, exited but not removed (job),
-    or started detached (service)."""
+    or started detached (service). `sandbox`: the run's Sandbox (engine, settings and network), from
+    which http_status probes are made. `derived`: the checks were written by the model (their URLs
+    may not point at the listener's host)."""
 
     container: Any
     recorder: Recorder | None
     run_token: str
     sandbox_database_url: str | None
+    sandbox: Sandbox | None = None
+    derived: bool = False
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -97,8 +114,10 @@ def _validate_one(index: int, check: Any) -> dict[str, Any]:
         out["min_rows"] = _int(check.get("min_rows", 1), f'{where} "min_rows"', minimum=1)
     elif kind == "http_status":
         url = check.get("url")
-        if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url, re.IGNORECASE):
-            raise _invalid(f'{where} needs an http(s) "url", e.g. "http://service:8080/health"')
+        target = urls.parse(url) if isinstance(url, str) and re.match(r"^https?://", url, re.IGNORECASE) else None
+        if not isinstance(target, urls.Target):
+            why = f" ({target})" if isinstance(target, str) else ""
+            raise _invalid(f'{where} needs an http(s) "url", e.g. "http://{urls.AUTOMATION_HOST}:8080/health"{why}')
         out["status"] = _int(check.get("status", 200), f'{where} "status"', minimum=100, maximum=599)
     elif kind == "http_request":
         path = check.get("path")
@@ -128,51 +147,11 @@ def _json_type(value: Any) -> str:
 
 
 def _single_select(query: Any, where: str) -> str:
-    """The query without trailing semicolons; it must be one SELECT (or WITH ... SELECT) statement."""
-    if not isinstance(query, str) or not query.strip():
-        raise _invalid(f'{where} needs a "query", a SELECT statement')
-    statements = [s for s in _split_statements(query) if _strip_comments(s).strip()]
-    if len(statements) != 1:
-        raise _invalid(f"{where} must be a single SELECT statement, found {len(statements)} statements")
-    statement = statements[0].strip()
-    first = re.match(r"\(*\s*(\w+)", _strip_comments(statement))
-    if not first or first.group(1).lower() not in ("select", "with"):
-        raise _invalid(f"{where} must be a SELECT (or WITH ... SELECT) statement, not {first.group(1).upper() if first else 'empty'}")
-    return statement
-
-
-def _split_statements(sql: str) -> list[str]:
-    """Split on semicolons outside quotes, quoted identifiers, dollar quotes and comments."""
-    statements: list[str] = []
-    start = i = 0
-    n = len(sql)
-    while i < n:
-        c = sql[i]
-        if c in "'\"":
-            end = sql.find(c, i + 1)
-            while end != -1 and end + 1 < n and sql[end + 1] == c:  # '' and "" escape themselves
-                end = sql.find(c, end + 2)
-            i = n if end == -1 else end + 1
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end == -1 else end + 1
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end == -1 else end + 2
-        elif c == "$" and (tag := re.match(r"\$(?:[A-Za-z_]\w*)?\$", sql[i:])):
-            end = sql.find(tag.group(0), i + len(tag.group(0)))
-            i = n if end == -1 else end + len(tag.group(0))
-        elif c == ";":
-            statements.append(sql[start:i])
-            start = i = i + 1
-        else:
-            i += 1
-    statements.append(sql[start:])
-    return statements
-
-
-def _strip_comments(sql: str) -> str:
-    return re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.DOTALL)
+    """The query as written without trailing semicolons: one plain SELECT (sqlguard.check_select)."""
+    accepted = check_select(query)
+    if isinstance(accepted, str):
+        raise _invalid(f"{where} {accepted}")
+    return accepted.statement
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -184,6 +163,8 @@ def evaluate(checks: list[dict[str, Any]], state: RunState) -> list[CheckResult]
         kind = check["kind"]
         try:
             result = _EVALUATORS[kind](check, state)
+        except psycopg.Error as exc:  # the server's text is never shown
+            result = CheckResult(kind, False, sql_failure(exc, "the check could not run"))
         except Exception as exc:  # noqa: BLE001 - a check that cannot run fails with the reason
             logger.warning("level 4 check {} could not run: {}: {}", kind, type(exc).__name__, exc)
             result = CheckResult(kind, False, f"the check could not run: {type(exc).__name__}: {_flat(str(exc))}")
@@ -251,30 +232,135 @@ def _sql_rows(check: dict[str, Any], state: RunState) -> CheckResult:
     if not state.sandbox_database_url:
         return CheckResult("sql_rows", False, "SANDBOX_DATABASE_URL is not set: the query cannot run")
     wanted = check["min_rows"]
-    timeout_sql = Queries.load()["check_statement_timeout"]
+    accepted = check_select(check["query"])
+    if isinstance(accepted, str):
+        return CheckResult("sql_rows", False, f"the query is refused: it {accepted}")
+    queries = Queries.load()
     try:
-        with psycopg.connect(state.sandbox_database_url, connect_timeout=10,
-                             application_name="agent-builder-level4") as conn:
+        conn = psycopg.connect(state.sandbox_database_url, connect_timeout=10, application_name="agent-builder-level4")
+    except psycopg.Error as exc:
+        return CheckResult("sql_rows", False, sql_failure(exc, "could not connect to SANDBOX_DATABASE_URL"))
+    try:
+        with conn:
             conn.read_only = True  # the implicit BEGIN is BEGIN READ ONLY
-            conn.execute(timeout_sql, {"timeout": SQL_TIMEOUT})
-            cursor = conn.execute(check["query"])  # no parameters: the text is sent as written
+            conn.execute(queries["level4_sql_session"], {"timeout": SQL_TIMEOUT})
+            powers = inspect_role(conn, queries, _listener_login(state, queries))
+            if not powers.read_only:
+                return CheckResult("sql_rows", False, f"the query was not run: SANDBOX_DATABASE_URL's {powers.describe()}; "
+                                                      f"fix: {ROLE_FIX}")
+            cursor = conn.execute(accepted.query)  # no parameters: the text is sent as checked
             rows = cursor.fetchmany(wanted + 1)
             conn.rollback()
     except psycopg.Error as exc:
-        return CheckResult("sql_rows", False, f"the query failed: {_flat(str(exc))[:300]}")
+        return CheckResult("sql_rows", False, sql_failure(exc))
     more = "+" if len(rows) > wanted else ""
     return CheckResult("sql_rows", len(rows) >= wanted, f"the query returned {len(rows)}{more} row(s), at least {wanted} expected")
 
 
-def _http_status(check: dict[str, Any], state: RunState) -> CheckResult:
-    shown = _without_credentials(check["url"])
+def _listener_login(state: RunState, queries: Queries) -> str | None:
+    """The listener's own login (its DATABASE_URL), whose backends the check's role must not be
+    able to signal; None when it is not known here."""
+    url = state.sandbox.settings.database_url if state.sandbox is not None else None
+    if not url:
+        return None
     try:
-        answer = httpx.get(check["url"], timeout=HTTP_TIMEOUT_S, follow_redirects=False)
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        reason = _flat(str(exc)) or "no answer"
-        return CheckResult("http_status", False, f"{shown}: {type(exc).__name__}: {reason}")
-    return CheckResult("http_status", answer.status_code == check["status"],
-                       f"{shown} answered {answer.status_code}, {check['status']} expected")
+        with psycopg.connect(url, connect_timeout=10, application_name="agent-builder-level4") as conn:
+            return login_of(conn, queries)
+    except psycopg.Error:
+        return None
+
+
+def _http_status(check: dict[str, Any], state: RunState) -> CheckResult:
+    wanted = check["status"]
+    target = urls.parse(check["url"])
+    if isinstance(target, str):
+        return CheckResult("http_status", False, f"the URL is unusable: {target}")
+    shown = target.shown
+    sandbox = state.sandbox
+    if sandbox is None:
+        return CheckResult("http_status", False, f"{shown}: no sandbox for this run (http_status is made from the "
+                                                 "sandbox network, never from the listener's host)")
+    network = sandbox.network or sandbox.settings.sandbox_network
+    if network == "none":
+        return CheckResult("http_status", False, f"{shown}: SANDBOX_NETWORK=none: the sandbox has no network, so no URL "
+                                                 "can be reached from it")
+    host_addresses = _docker_host_addresses(sandbox.client) if state.derived else []
+    if state.derived:
+        reason = urls.host_refusal(target.host, host_addresses)
+        if reason is not None:
+            logger.warning("level 4: model-derived http_status {} refused: {}", shown, reason)
+            return CheckResult("http_status", False, f"{shown}: refused, a model-derived check never reaches the "
+                                                     f"listener's host: {reason}")
+    connect = target.host
+    if target.host == urls.AUTOMATION_HOST:
+        address = _address_on(state.container, network)
+        if address is None:
+            return CheckResult("http_status", False, f"{shown}: the automation's container has no address on {network} "
+                                                     "(it is not running)")
+        connect = address
+    image, note = _probe_image(sandbox, state.container)
+    forbidden = tuple(urls.forbidden_networks(host_addresses)) if state.derived else ()
+    answer = run_probe(sandbox, image, ProbeRequest(target=target, connect=connect, forbidden=forbidden,
+                                                    timeout_s=HTTP_TIMEOUT_S))
+    if answer.status is None:
+        return CheckResult("http_status", False, f"{shown}: {answer.problem}{note}")
+    return CheckResult("http_status", answer.status == wanted, f"{shown} answered {answer.status}, {wanted} expected{note}")
+
+
+def _docker_host_addresses(client: Any) -> list[urls.IPAddress]:
+    """Addresses of the Docker host the builder knows: every network's gateway on the engine, and
+    the addresses of this machine's name."""
+    found: list[urls.IPAddress] = []
+    try:
+        networks = client.networks.list()
+    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+        logger.warning("level 4: could not list the engine's networks for their gateways: {}", exc)
+        networks = []
+    texts = [str(config.get("Gateway") or "") for network in networks
+             for config in ((network.attrs.get("IPAM") or {}).get("Config") or []) if config]
+    try:
+        texts += socket.gethostbyname_ex(socket.gethostname())[2]
+    except OSError:
+        pass
+    for text in texts:
+        address = urls.address_of(text.split("/")[0]) if text else None
+        if address is not None and address not in found:
+            found.append(address)
+    return found
+
+
+def _address_on(container: Any, network: str) -> str | None:
+    """The container's address on the network (None when it has none: stopped, or not attached)."""
+    if container is None:
+        return None
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        return None
+    if container.status != "running":
+        return None
+    attached = ((container.attrs.get("NetworkSettings") or {}).get("Networks") or {}).get(network) or {}
+    for key in ("IPAddress", "GlobalIPv6Address"):
+        text = str(attached.get(key) or "")
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            continue
+    return None
+
+
+def _probe_image(sandbox: Sandbox, container: Any) -> tuple[str, str]:
+    """SANDBOX_BASE_IMAGE (the operator's image, with python3); the automation's own image only when
+    it is missing (then the automation could answer for the probe: the log says so)."""
+    base = sandbox.settings.sandbox_base_image
+    try:
+        sandbox.client.images.get(base)
+        return base, ""
+    except (docker.errors.ImageNotFound, docker.errors.APIError):
+        own = str((getattr(container, "attrs", None) or {}).get("Image") or "")
+        if not own:
+            return base, ""
+        return own, f" (probe made in the automation's own image: {base} is missing)"
 
 
 def _http_request(check: dict[str, Any], state: RunState) -> CheckResult:
@@ -311,13 +397,6 @@ def _seconds_since(timestamp: str) -> float | None:
     started = datetime.fromisoformat(match.group(1)).replace(tzinfo=timezone.utc)
     fraction = float(f"0.{match.group(2)}") if match.group(2) else 0.0
     return (datetime.now(timezone.utc) - started).total_seconds() - fraction
-
-
-def _without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def _flat(text: str) -> str:

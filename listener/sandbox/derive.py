@@ -4,7 +4,6 @@ structured output (a JSON schema), validate them, and return the note for the Le
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from loguru import logger
@@ -14,11 +13,11 @@ from listener.ollama import OllamaClient
 from listener.outcome import StepFailure
 from listener.records import Automation
 from listener.sandbox.checks import KINDS, MAX_WAIT_S, validate_spec
+from listener.sandbox.urls import AUTOMATION_HOST, Target, parse, refusal
 
 SPEC_CHARS = 4000
 CODE_CHARS = 12000
 LOG_CHARS = 2000
-_LOCAL_URL = re.compile(r"^https?://(localhost|127\.|0\.0\.0\.0|\[::1\]|\[::\])", re.IGNORECASE)
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -53,7 +52,7 @@ Use only these kinds, with exactly these fields:
 - {{"kind": "file_exists", "path": "/tmp/result.json", "min_bytes": 1}}: a file the code writes, by absolute path (under /tmp or its working directory {workdir})
 - {{"kind": "sql_rows", "query": "SELECT ... FROM ... WHERE ...", "min_rows": 1}}: rows the code writes to its database (one read-only SELECT)
 - {{"kind": "http_request", "method": "POST", "path": "/report"}}: the code sends that request to the URL in the environment variable SANDBOX_HTTP_URL plus the path
-- {{"kind": "http_status", "url": "http://host:port/path", "status": 200}}: a URL on another server, reachable from outside the sandbox, that the code creates or changes (never localhost)
+- {{"kind": "http_status", "url": "http://{automation}:8080/health", "status": 200}}: a URL answered after the run, requested from the sandbox network: a service the code starts (its container is reachable as {automation}), or a server on that network the code creates or changes (never localhost or the builder's own machine)
 - {{"kind": "container_running", "after_s": 5}}: only for a long-running service that must keep running
 Choose one to three checks that prove this automation did its job, using the paths, queries and URLs the code really uses.
 Answer with a JSON object {{"checks": [...]}} and nothing else.
@@ -70,7 +69,7 @@ The code ({files}):
 def build_prompt(automation: Automation, files: GeneratedFiles, workdir: str = "/app") -> str:
     code = "\n\n".join(f"=== FILE: {name} ===\n{text}" for name, text in files.as_dict().items())
     return PROMPT.format(
-        name=automation.label, type=automation.type or "script", workdir=workdir,
+        name=automation.label, type=automation.type or "script", workdir=workdir, automation=AUTOMATION_HOST,
         spec=(automation.task_description or "")[:SPEC_CHARS],
         files=", ".join(files.as_dict()), code=code[:CODE_CHARS],
     )
@@ -88,9 +87,12 @@ def derive_checks(ollama: OllamaClient, automation: Automation, files: Generated
         checks = validate_spec(answer)
     except StepFailure as failure:
         raise _unusable(failure.message.removeprefix("acceptance check unusable: "), generation.text) from None
-    local = [c["url"] for c in checks if c["kind"] == "http_status" and _LOCAL_URL.match(c["url"])]
-    if local:
-        raise _unusable(f"http_status on {local[0]} would call the builder itself, not the sandbox", generation.text)
+    for index, check in enumerate(checks, start=1):
+        if check["kind"] == "http_status" and (why := refusal(check["url"])) is not None:
+            logger.warning("automation {}: model-derived check {} (http_status {}) refused: {}",
+                           automation.id, index, _shown(check["url"]), why)
+            raise _unusable(f"check {index} (http_status {_shown(check['url'])}) is refused: {why}; a model-derived "
+                            "check never reaches the listener's host", generation.text)
     spec = {"checks": checks}
     note = ("acceptance checks derived by the model because acceptance_check is NULL: "
             + "; ".join(_describe(check) for check in checks))
@@ -103,6 +105,12 @@ def _unusable(reason: str, text: str) -> StepFailure:
                        message=f"acceptance_check is NULL and the checks the model derived are unusable: {reason}")
 
 
+def _shown(url: str) -> str:
+    """The URL without credentials (as the checks show it)."""
+    target = parse(url)
+    return target.shown if isinstance(target, Target) else url
+
+
 def _describe(check: dict[str, Any]) -> str:
     kind = check["kind"]
     if kind == "file_exists":
@@ -110,7 +118,7 @@ def _describe(check: dict[str, Any]) -> str:
     if kind == "sql_rows":
         return f"sql_rows ≥ {check['min_rows']} row(s) from {' '.join(check['query'].split())[:120]}"
     if kind == "http_status":
-        return f"http_status {check['url']} → {check['status']}"
+        return f"http_status {_shown(check['url'])} → {check['status']}"
     if kind == "http_request":
         return f"http_request {check['method']} SANDBOX_HTTP_URL{check['path']}"
     return f"container_running after {check['after_s']:g} s"

@@ -121,20 +121,23 @@ def _level_2(ctx: AttemptContext, sandbox: Sandbox, context: Path, files: Genera
         _fail(ctx, level, f"Level 2 (deployment): {exc}")
     log = f"image {built.tag} ({built.image_id[:19]}) built\ncheck: {what}\n{run.describe()}\n{run.logs}"
     if run.exit_code != 0:
-        reason = _missing_modules(run.logs) or f"{run.describe()}{_last_line(run.logs)}"
-        _fail(ctx, level, f"Level 2 (deployment) failed: {reason}", log=log)
+        reason = _missing_modules(run.logs, modules if automation.type != "claude_agent" else []) or run.describe()
+        _fail(ctx, level, f"Level 2 (deployment) failed: {reason}", log=log, detail=_last_line(run.logs))
     ctx.record(level.result(True, log))
     return built.image_id  # runs use the id: exactly the image that was built, whatever the tag says later
 
 
-def _missing_modules(logs: str) -> str | None:
+def _missing_modules(logs: str, asked: list[str]) -> str | None:
+    """The import check's answer, limited to the modules the builder asked about (the answer
+    comes from inside the image: only names the builder already knows may reach a message)."""
     for line in logs.splitlines():
         try:
             missing = json.loads(line).get("missing")
         except (ValueError, AttributeError):
             continue
-        if missing:
-            return f"modules not found in the image: {', '.join(missing)}"
+        known = [name for name in asked if isinstance(missing, list) and name in missing]
+        if known:
+            return f"modules not found in the image: {', '.join(known)}"
     return None
 
 
@@ -177,7 +180,7 @@ def _levels_3_and_4(ctx: AttemptContext, sandbox: Sandbox, image: str, files: Ge
                 outcome = run.describe() if run.exit_code is not None or not service_s else f"still running after {service_s:g} s (a service)"
                 log = f"{how}\n{outcome}\n{run.logs}"
                 if not _smoke_passed(run, service_s):
-                    _fail(ctx, level, f"Level 3 (smoke) failed: {run.describe()}{_last_line(run.logs)}", log=log)
+                    _fail(ctx, level, f"Level 3 (smoke) failed: {run.describe()}", log=log, detail=_last_line(run.logs))
                 ctx.record(level.result(True, log))
 
                 level = Level(4, time.monotonic())
@@ -185,11 +188,13 @@ def _levels_3_and_4(ctx: AttemptContext, sandbox: Sandbox, image: str, files: Ge
                 if isinstance(spec, StepFailure):
                     _fail(ctx, level, spec.message, log=f"{note}\n{spec.message}")
                 results = evaluate(spec, RunState(container=container, recorder=recorder, run_token=token,
-                                                  sandbox_database_url=settings.sandbox_database_url))
+                                                  sandbox_database_url=settings.sandbox_database_url,
+                                                  sandbox=sandbox, derived=ctx.automation.acceptance_check is None))
                 log = f"{note}\n{summarize(results)}"
                 failed = [r for r in results if not r.passed]
                 if failed:
-                    _fail(ctx, level, f"Level 4 (assertion) failed: {failed[0].kind}: {failed[0].detail}", log=log)
+                    _fail(ctx, level, f"Level 4 (assertion) failed: {len(failed)} of {len(results)} check(s) did not "
+                                      f"hold, first {failed[0].kind}", log=log, detail=f"{failed[0].kind}: {failed[0].detail}")
                 ctx.record(level.result(True, log))
         except EngineError as exc:
             _fail(ctx, level, f"Level {level.number}: {exc}")
@@ -220,10 +225,13 @@ def _smoke_passed(run: RunResult, service_s: float | None) -> bool:
 
 def _last_line(logs: str) -> str:
     lines = [line for line in logs.strip().splitlines() if line.strip()]
-    return f": {lines[-1][:300]}" if lines else ""
+    return f"last output line: {lines[-1][:300]}" if lines else ""
 
 
-def _fail(ctx: AttemptContext, level: Level, message: str, *, log: str = "", kind: str = "level") -> NoReturn:
-    ctx.record(level.result(False, f"{message}\n{log}" if log else message))
+def _fail(ctx: AttemptContext, level: Level, message: str, *, log: str = "", kind: str = "level",
+          detail: str = "") -> NoReturn:
+    """`message` is the builder's sentence (agent_builds.error, ntfy); `detail` (sandbox output)
+    and `log` go only to the stored log."""
+    ctx.record(level.result(False, "\n".join(part for part in (message, detail, log) if part)))
     raise StepFailure(level=level.number, step=f"level{level.number}", message=message.splitlines()[0],
-                      log=log, kind=kind, recorded=True)
+                      log=log, kind=kind, recorded=True, detail=detail)

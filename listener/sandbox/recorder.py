@@ -3,7 +3,8 @@ under a run's token and remembers it, so Level 4 can check that the automation c
 
 URLs are `http://<gateway>:<port>/<run_token>/<path...>`; the token is fresh and unguessable per
 run, so concurrent runs cannot see (or fake) each other's requests. Unknown tokens get 404, bodies
-over MAX_BODY get 413.
+over MAX_BODY get 413. It is a BoundedHTTPServer (listener/httpserver.py): a request has
+REQUEST_TIMEOUT_S in all, at most RECORDER_LIMITS.max_connections are served at once (503 beyond).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import secrets
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -19,11 +19,14 @@ from urllib.parse import urlsplit
 import docker.errors
 from loguru import logger
 
+from listener.httpserver import BackgroundServer, BoundedHandler, Limits
+
 MAX_BODY = 1 << 20  # larger bodies are refused with 413
 DRAIN_LIMIT = 8 << 20  # a refused body up to this size is read and dropped, so the client sees the 413
 MAX_RECORDS = 1000  # per run; later requests are answered but not kept
 EXCERPT_BYTES = 500
 KEPT_HEADERS = ("content-type", "content-length", "user-agent", "transfer-encoding")
+RECORDER_LIMITS = Limits(max_connections=64)  # sandboxes of concurrent builds share it
 
 
 @dataclass(frozen=True)
@@ -48,33 +51,32 @@ class _BadRequest(Exception):
 
 
 class Recorder:
-    """A small threaded HTTP server (daemon thread); use it as a context manager."""
+    """A small bounded HTTP server (daemon thread); use it as a context manager."""
 
-    def __init__(self, host: str = "0.0.0.0", port: int = 0) -> None:
+    def __init__(self, host: str = "0.0.0.0", port: int = 0, limits: Limits = RECORDER_LIMITS) -> None:
         self._lock = threading.Lock()
         self._runs: dict[str, list[Recorded]] = {}
-        self._server = ThreadingHTTPServer((host, port), _handler_class(self._record))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        # Meant to be reached from sandbox networks: no warning about who can reach it.
+        self._http = BackgroundServer((host, port), _handler_class(self._record), "recorder", limits,
+                                      warn_reach=False, poll_interval=0.1)
+        self._server = self._http.server
+        self._started = False
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return self._http.port
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                            name="recorder", daemon=True)
-            self._thread.start()
-            logger.info("recording endpoint listening on {}:{}", self._server.server_address[0], self.port)
+        if not self._started:
+            self._http.start()
+            self._started = True
+            logger.info("recording endpoint listening on {}", self._http.address)
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=10)
-            self._thread = None
-        self._server.server_close()
-        logger.info("recording endpoint on port {} stopped", self.port)
+        self._http.stop()
+        if self._started:
+            self._started = False
+            logger.info("recording endpoint on port {} stopped", self.port)
 
     def __enter__(self) -> "Recorder":
         self.start()
@@ -125,10 +127,8 @@ class Recorder:
 RecordFn = Callable[[str, str, dict[str, str], "bytes | None", int], int]
 
 
-def _handler_class(record: RecordFn) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        timeout = 30  # seconds of silence before a connection is dropped
-
+def _handler_class(record: RecordFn) -> type[BoundedHandler]:
+    class Handler(BoundedHandler):
         def __getattr__(self, name: str) -> Any:
             if name.startswith("do_"):  # any method: GET, POST, PUT, PROPFIND, ...
                 return self._handle
@@ -193,9 +193,6 @@ def _handler_class(record: RecordFn) -> type[BaseHTTPRequestHandler]:
                 if not chunk:
                     return
                 length -= len(chunk)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-            return
 
     return Handler
 

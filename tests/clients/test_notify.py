@@ -158,13 +158,14 @@ def test_build_started_pattern() -> None:
 
 def test_overseer_failed_pattern() -> None:
     n = overseer_failed(AUTOMATION, "The code hardcodes a password.")
-    assert n.message == "[Agent Builder] FAIL — Overseer rejected Nightly backup: The code hardcodes a password."
+    assert n.message == ("[Agent Builder] FAIL — Overseer rejected Nightly backup: The code hardcodes a password.\n"
+                         "`agent-builder show 7` has the rest")
     assert n.priority == 4
 
 
 def test_level_failed_pattern() -> None:
     n = level_failed(AUTOMATION, 3, "exit code 1")
-    assert n.message == "[Agent Builder] FAIL — Nightly backup failed Level 3: exit code 1"
+    assert n.message == "[Agent Builder] FAIL — Nightly backup failed Level 3: exit code 1\n`agent-builder show 7` has the rest"
     assert n.priority == 4
 
 
@@ -182,7 +183,7 @@ def test_ready_for_approval_has_step_7_title_and_body_and_the_ready_line() -> No
 
 def test_unhandled_error_pattern() -> None:
     n = unhandled_error(AUTOMATION, "KeyError: 'x'")
-    assert n.message == "[Agent Builder] ERROR — Nightly backup: KeyError: 'x'"
+    assert n.message == "[Agent Builder] ERROR — Nightly backup: KeyError: 'x'\n`agent-builder show 7` has the rest"
     assert n.priority == 4
 
 
@@ -208,6 +209,21 @@ def test_a_missing_name_never_shows_as_none() -> None:
 @pytest.mark.parametrize("build", [lambda a, t: overseer_failed(a, t), lambda a, t: level_failed(a, 2, t), unhandled_error])
 def test_error_text_is_bounded(build: object) -> None:
     n = build(AUTOMATION, "Traceback\n" + "x" * 5000)  # type: ignore[operator]
-    assert len(n.message) < 600
-    assert "\n" not in n.message
-    assert n.message.endswith("…")
+    first, hint = n.message.split("\n")  # the reason on one line, then the pointer to `show`
+    assert len(first) < 600 and first.endswith("…")
+    assert hint == "`agent-builder show 7` has the rest"
+
+
+def test_what_is_published_or_logged_is_redacted(fake_ntfy: FakeNtfy, log_lines: list[str]) -> None:
+    from listener.redact import Redactor, Secret
+
+    redactor = Redactor(fixed=(Secret("secret-9a8b7c6d", "test"),))
+    action = {"action": "http", "label": "Approve secret-9a8b7c6d", "url": "https://builder.example/decide/t", "method": "POST"}
+    note = Notification("title secret-9a8b7c6d", "a \x1b[2J secret-9a8b7c6d", actions=(action,))
+    assert notifier(fake_ntfy.url, redactor=redactor).send(note) is True
+    [body] = fake_ntfy.published
+    assert body["title"] == "title [redacted]" and body["message"] == "a \\x1b[2J [redacted]"
+    assert body["actions"] == [{**action, "label": "Approve [redacted]"}]
+    assert notifier(None, redactor=redactor).send(note) is False
+    assert not any("secret-9a8b7c6d" in line for line in log_lines)
+    assert any("title [redacted] | a \\x1b[2J [redacted]" in line for line in log_lines)

@@ -171,3 +171,18 @@ def test_a_token_near_the_end_of_its_lease_is_replaced_by_a_fresh_login(approle_
         time.sleep(0.8)
         assert client.read_kv("agent-builder") == {"ntfy_token": "tk_1"}
         assert len(vault.requests_to("POST", "/v1/auth/approle/login")) == 2
+
+
+def test_every_credential_and_token_the_client_obtains_is_known_to_the_redactor(fake_vault: FakeVault,
+                                                                               approle_dir: Path) -> None:
+    from listener.redact import Redactor
+
+    redactor = Redactor()
+    vault = VaultClient(fake_vault.url, approle_dir, timeout_s=5, redactor=redactor)
+    assert vault.read_kv("agent-builder")["ntfy_token"] == "tk_fromvault123"
+    [token] = fake_vault.issued_tokens
+    text = f"{token} {ROLE_ID} {SECRET_ID} tk_fromvault123 x"
+    assert redactor.redact(text) == "[redacted] [redacted] [redacted] [redacted] x"  # 'x' is too short to be one
+    fake_vault.revoke_tokens()
+    vault.read_kv("agent-builder")  # a fresh login: its token is registered as well
+    assert all(redactor.redact(t) == "[redacted]" for t in fake_vault.issued_tokens | {token})

@@ -265,7 +265,7 @@ def approve_next(db_url, operator, docker_client, base_image, tmp_path, cleanup,
 
 
 def test_a_crash_looping_new_version_is_caught_every_time(db_url, operator, docker_client, base_image, tmp_path,
-                                                          cleanup, start) -> None:
+                                                          cleanup, start, ntfy) -> None:
     listener = start(PROD_VERIFY_S="2")
     automation_id, old = deploy_first(db_url, operator, docker_client, base_image, tmp_path, cleanup, listener)
     first_start = old.attrs["State"]["StartedAt"]
@@ -290,6 +290,8 @@ def test_a_crash_looping_new_version_is_caught_every_time(db_url, operator, dock
     finally:
         events = watched.close()
     assert [e["Action"] for e in events if e["Action"] in ("kill", "stop", "die", "restart", "rename", "pause")] == []
+    errors = [m["message"] for m in ntfy.published if f"ERROR — {NAME}" in m["message"]]
+    assert errors and all("keeps running" in m and "crash after" not in m for m in errors)  # the reason, not the output
     assert listener.stop() == 0
 
 

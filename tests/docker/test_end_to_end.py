@@ -59,15 +59,16 @@ def pipeline_env(db_url: str, fake_ollama, ntfy_url: str, base_image: str, tmp_p
         OLLAMA_URL=fake_ollama.url,
         NTFY_URL=ntfy_url,
         PATH=f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}",
-        FAKE_CLAUDE_MODE="json-pass",
-        FAKE_CLAUDE_LOG=str(tmp_path / "claude.jsonl"),
+        # the overseer's environment is reduced to PATH, HOME, ANTHROPIC_*/CLAUDE_*: the fake's settings
+        # go through env(1) on the command line, its login is the API key
+        CLAUDE_CMD=f"env FAKE_CLAUDE_MODE=json-pass FAKE_CLAUDE_LOG={tmp_path / 'claude.jsonl'} claude -p",
+        ANTHROPIC_API_KEY="sk-ant-test-key",
         SANDBOX_BASE_IMAGE=base_image,
         SANDBOX_NETWORK="agent-builder-test-e2e",
         SANDBOX_TIMEOUT_S="60",
         VAULT_APPROLE_DIR=str(tmp_path / "approle"),
         AGENT_BUILDER_HOME=str(tmp_path / "home"),
     )
-    env.pop("CLAUDE_CMD", None)
     return env
 
 
@@ -100,7 +101,7 @@ def test_an_idea_marked_ready_with_psql_ends_awaiting_approval(db_url, docker_cl
             assert query(db_url, "SELECT builder_status FROM automation_ideas WHERE id = %s",
                          (automation_id,))[0]["builder_status"] == "awaiting_approval"
             calls = [json.loads(line) for line in claude_log.read_text().splitlines()]
-            reviews = [call for call in calls if call["argv"] != ["--version"]]  # `check` at start asks --version: free
+            reviews = calls  # the fake logs reviews only: --version, --help and auth status are free
             assert len(reviews) == 1 and "shutil.disk_usage" in reviews[0]["stdin"]
             build = query(db_url, "SELECT image_id, overseer_verdict, overseer_cost_usd FROM agent_builds WHERE automation_id = %s",
                           (automation_id,))[0]

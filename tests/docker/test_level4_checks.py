@@ -2,11 +2,19 @@
 a user-defined bridge network, the recording endpoint reached through its gateway), the real test
 PostgreSQL and real HTTP servers. For every kind: a passing and a failing case.
 
-Every container and network made here carries LABELS and is removed in a `finally`.
+http_status is made from a probe container on the sandbox network: it reaches a service container
+there, never the listener's loopback, and a model-derived URL at the listener's host is refused.
+Full level runs show that a refused or failing check leaves no trace of what it tried to read.
+(sql_rows alone, without Docker: tests/integration/test_sql_rows.py.)
+
+Every container and network made here carries LABELS (or the test installation's labels) and is
+removed in a `finally`.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -15,9 +23,15 @@ from typing import Any, Iterator
 import psycopg
 import pytest
 
+from listener.config import Settings
 from listener.sandbox.checks import CheckResult, RunState, evaluate, summarize, validate_spec
+from listener.sandbox.engine import Limits, Sandbox
+from listener.sandbox.naming import installation_filter
+from listener.sandbox.probe import ProbeRequest, run_probe
 from listener.sandbox.recorder import Recorder, gateway_address
-from tests.fakes.http_fake import FakeHTTPServer, Reply, closed_port_url
+from listener.sandbox.urls import parse
+from tests.fakes.http_fake import FakeHTTPServer, Reply
+from tests.helpers import remove_installation_objects
 
 LABELS = {"io.agent-builder.test": "level4-checks"}
 
@@ -137,82 +151,6 @@ def test_a_container_that_is_gone_fails_instead_of_raising(docker_client, base_i
     assert result.detail.startswith("the check could not run: NotFound")
 
 
-# -- sql_rows ------------------------------------------------------------------------------------
-
-@pytest.fixture
-def probe_db(db_url: str, operator: psycopg.Connection[Any]) -> str:
-    operator.execute("CREATE TABLE level4_probe (id serial PRIMARY KEY, note text NOT NULL)")
-    operator.execute("INSERT INTO level4_probe (note) VALUES ('disk report 50%')")
-    return db_url
-
-
-def test_sql_rows_counts_real_rows(probe_db: str) -> None:
-    state = _state(sandbox_database_url=probe_db)
-    result = _check({"kind": "sql_rows", "query": "SELECT * FROM level4_probe WHERE note LIKE '%50%';"}, state)
-    assert result == CheckResult("sql_rows", True, "the query returned 1 row(s), at least 1 expected")
-    result = _check({"kind": "sql_rows", "query": "SELECT * FROM level4_probe", "min_rows": 2}, state)
-    assert not result.passed
-    assert "returned 1 row(s), at least 2 expected" in result.detail
-
-
-def test_sql_rows_fails_on_an_empty_result_and_on_errors(probe_db: str) -> None:
-    state = _state(sandbox_database_url=probe_db)
-    assert not _check({"kind": "sql_rows", "query": "SELECT * FROM level4_probe WHERE id < 0"}, state).passed
-    result = _check({"kind": "sql_rows", "query": "SELECT * FROM no_such_table"}, state)
-    assert not result.passed
-    assert result.detail.startswith("the query failed:") and "no_such_table" in result.detail
-
-
-def test_sql_rows_is_read_only_and_bounded(probe_db: str, operator: psycopg.Connection[Any]) -> None:
-    state = _state(sandbox_database_url=probe_db)
-    result = _check({"kind": "sql_rows", "query": "WITH gone AS (DELETE FROM level4_probe RETURNING *) SELECT * FROM gone"}, state)
-    assert not result.passed
-    assert "read-only transaction" in result.detail
-    assert operator.execute("SELECT count(*) FROM level4_probe").fetchone()["count"] == 1
-    timeout = _check({"kind": "sql_rows", "query": "SELECT 1 WHERE current_setting('statement_timeout') = '10s'"}, state)
-    assert timeout.passed, timeout.detail
-
-
-def test_sql_rows_without_a_database_fails(probe_db: str) -> None:
-    result = _check({"kind": "sql_rows", "query": "SELECT 1"}, _state())
-    assert result == CheckResult("sql_rows", False, "SANDBOX_DATABASE_URL is not set: the query cannot run")
-
-
-# -- http_status ---------------------------------------------------------------------------------
-
-@pytest.fixture
-def web() -> Iterator[FakeHTTPServer]:
-    with FakeHTTPServer() as server:
-        yield server
-
-
-def test_http_status_compares_the_real_status(web: FakeHTTPServer) -> None:
-    web.script("GET", "/health", Reply(200, {"ok": True}))
-    assert _check({"kind": "http_status", "url": f"{web.url}/health"}, _state()).passed
-    result = _check({"kind": "http_status", "url": f"{web.url}/missing"}, _state())
-    assert result == CheckResult("http_status", False, f"{web.url}/missing answered 404, 200 expected")
-    assert [r.path for r in web.requests] == ["/health", "/missing"]
-
-
-def test_http_status_does_not_follow_redirects(web: FakeHTTPServer) -> None:
-    web.script("GET", "/moved", Reply(302, headers={"Location": "/health"}), Reply(302, headers={"Location": "/health"}))
-    assert not _check({"kind": "http_status", "url": f"{web.url}/moved"}, _state()).passed
-    assert _check({"kind": "http_status", "url": f"{web.url}/moved", "status": 302}, _state()).passed
-
-
-def test_http_status_on_a_closed_port_fails_with_the_reason() -> None:
-    url = closed_port_url() + "/health"
-    result = _check({"kind": "http_status", "url": url}, _state())
-    assert not result.passed
-    assert result.detail.startswith(f"{url}: ConnectError")
-
-
-def test_http_status_never_logs_credentials(web: FakeHTTPServer) -> None:
-    url = web.url.replace("http://", "http://admin:hunter2@") + "/x"
-    result = _check({"kind": "http_status", "url": url}, _state())
-    assert "hunter2" not in result.detail and "***@127.0.0.1" in result.detail
-
-
 # -- http_request --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -310,3 +248,310 @@ def test_a_container_that_exits_during_the_wait_fails(docker_client, base_image)
         result = _check({"kind": "container_running", "after_s": 4}, _state(container))
         assert not result.passed
         assert "exited (exit code 0)" in result.detail
+
+
+# -- http_status: from the sandbox network -------------------------------------------------------
+
+SERVICE = (
+    "import http.server, os\n"
+    "os.makedirs('/tmp/www/sub', exist_ok=True)\n"
+    "os.chdir('/tmp/www')\n"
+    "open('index.html', 'w').write('ok')\n"
+    "server = http.server.ThreadingHTTPServer(('', 8000), http.server.SimpleHTTPRequestHandler)\n"
+    "print('ready', flush=True)\n"
+    "server.serve_forever()\n"
+)
+
+
+@pytest.fixture(scope="module")
+def probe_installation(docker_client) -> Iterator[str]:  # noqa: ANN001
+    """The installation identity of this module's probes; nothing of it is left afterwards."""
+    ident = f"l4{uuid.uuid4().hex[:10]}"
+    yield ident
+    left = docker_client.containers.list(all=True, filters=installation_filter(ident))
+    remove_installation_objects(docker_client, ident)
+    assert not left, f"probe containers left behind: {[c.name for c in left]}"
+
+
+def _sandbox(client: Any, base_image: str, network: str, installation: str) -> Sandbox:
+    settings = Settings.from_env({"SANDBOX_BASE_IMAGE": base_image, "SANDBOX_NETWORK": network,
+                                  "VAULT_APPROLE_DIR": "/nonexistent/approle"})
+    return Sandbox(client=client, settings=settings, limits=Limits(timeout_s=60), installation=installation,
+                   automation_id=1, build_id=1, network=network)
+
+
+@pytest.fixture(scope="module")
+def sandbox(docker_client, base_image, bridge, probe_installation) -> Sandbox:  # noqa: ANN001
+    return _sandbox(docker_client, base_image, bridge, probe_installation)
+
+
+@pytest.fixture(scope="module")
+def service(docker_client, base_image, bridge) -> Iterator[Any]:  # noqa: ANN001
+    """A service container on the sandbox network, as a long-running automation leaves it."""
+    with _container(docker_client, base_image, SERVICE, wait=False, network=bridge) as container:
+        for line in container.logs(stream=True, follow=True):  # blocks until the server is bound
+            if b"ready" in line:
+                break
+        container.reload()
+        yield container
+
+
+def _http(url: str, state: RunState, status: int = 200) -> CheckResult:
+    return _check({"kind": "http_status", "url": url, "status": status}, state)
+
+
+def _client_addresses(container: Any) -> list[str]:
+    """The client address of every request the http.server service logged."""
+    lines = container.logs(stdout=False, stderr=True).decode(errors="replace").splitlines()
+    return [line.split(" ", 1)[0] for line in lines if '"GET ' in line]
+
+
+def test_http_status_from_the_sandbox_network_reaches_the_service(sandbox, service, docker_client, bridge) -> None:  # noqa: ANN001
+    before = len(_client_addresses(service))
+    result = _http("http://automation:8000/", _state(service, sandbox=sandbox))
+    assert result == CheckResult("http_status", True, "http://automation:8000/ answered 200, 200 expected")
+    clients = _client_addresses(service)[before:]
+    assert len(clients) == 1
+    config = docker_client.networks.get(bridge).attrs["IPAM"]["Config"][0]
+    client = ipaddress.ip_address(clients[0])
+    assert client in ipaddress.ip_network(config["Subnet"])  # from a container on the network...
+    assert str(client) != config["Gateway"].split("/")[0]  # ...not from the host through the gateway
+    assert str(client) != service.attrs["NetworkSettings"]["Networks"][bridge]["IPAddress"]
+
+
+def test_http_status_reaches_the_service_by_its_container_name(sandbox, service) -> None:  # noqa: ANN001
+    url = f"http://{service.name}:8000/index.html"
+    assert _http(url, _state(service, sandbox=sandbox)).passed
+
+
+def test_http_status_compares_the_real_status_and_follows_no_redirect(sandbox, service) -> None:  # noqa: ANN001
+    state = _state(service, sandbox=sandbox)
+    assert _http("http://automation:8000/missing", state) == CheckResult(
+        "http_status", False, "http://automation:8000/missing answered 404, 200 expected")
+    assert _http("http://automation:8000/sub", state, status=301).passed  # http.server redirects /sub to /sub/
+    assert not _http("http://automation:8000/sub", state).passed
+
+
+def test_http_status_failures_say_why(sandbox, service) -> None:  # noqa: ANN001
+    state = _state(service, sandbox=sandbox)
+    assert _http("http://automation:8001/", state) == CheckResult(
+        "http_status", False, "http://automation:8001/: connection refused")
+    assert _http("http://ab-no-such-host-xyz:8000/", state) == CheckResult(
+        "http_status", False, "http://ab-no-such-host-xyz:8000/: ab-no-such-host-xyz does not resolve on the sandbox network")
+
+
+def test_an_operator_check_at_127_0_0_1_never_reaches_the_listeners_host(sandbox, service) -> None:  # noqa: ANN001
+    """From the probe, 127.0.0.1 is the probe itself: a server on the listener's loopback sees nothing."""
+    with FakeHTTPServer() as web:
+        web.script("GET", "/", Reply(200, {"ok": True}))
+        result = _http(f"http://127.0.0.1:{web.port}/", _state(service, sandbox=sandbox))
+        assert result == CheckResult("http_status", False, f"http://127.0.0.1:{web.port}/: connection refused")
+        assert web.requests == []
+
+
+def test_the_gateway_is_reached_by_an_operator_check_and_refused_for_a_derived_one(sandbox, service, docker_client, bridge) -> None:  # noqa: ANN001
+    """The recorder listens on all interfaces, like a careless host service: an operator may point a
+    check at it (their choice, made from the sandbox network); a model-derived check may not."""
+    gateway = gateway_address(docker_client, bridge)
+    assert gateway
+    with Recorder() as recorder:
+        token = recorder.open_run()
+        url = f"{recorder.url_for(token, gateway)}/probe"
+        operator = _http(url, _state(service, sandbox=sandbox))
+        assert operator.passed, operator.detail
+        assert [r.path for r in recorder.requests_for(token)] == ["/probe"]
+        derived = _http(url, _state(service, sandbox=sandbox, derived=True))
+        assert not derived.passed
+        assert derived.detail == (f"{url}: refused, a model-derived check never reaches the listener's host: "
+                                  f"{gateway} is an address of the Docker host (a network gateway)")
+        assert len(recorder.requests_for(token)) == 1
+
+
+@pytest.mark.parametrize(("host", "reason"), [
+    ("0", "the unspecified address"), ("2130706433", "a loopback address"), ("0x7f000001", "a loopback address"),
+    ("017700000001", "a loopback address"), ("127.1", "a loopback address"), ("[::ffff:127.0.0.1]", "IPv6 form of 127.0.0.1"),
+    ("[::1]", "the loopback address"), ("user@127.0.0.1", "a loopback address"), ("localhost.", "names the listener's machine"),
+    ("api.localhost", "names the listener's machine"), ("[fe80::1%25eth0]", "a link-local address"),
+    ("169.254.169.254", "link-local address (cloud metadata"), ("host.docker.internal", "the Docker host"),
+])
+def test_a_derived_check_at_any_spelling_of_the_host_is_refused_without_a_request(sandbox, service, host: str, reason: str) -> None:  # noqa: ANN001
+    result = _http(f"http://{host}:8000/", _state(service, sandbox=sandbox, derived=True))
+    assert not result.passed
+    assert "refused, a model-derived check never reaches the listener's host: " in result.detail and reason in result.detail
+
+
+def test_the_probe_refuses_a_name_that_resolves_into_a_forbidden_network(sandbox, service, bridge) -> None:  # noqa: ANN001
+    """A derived check's host name is resolved inside the sandbox network; an answer in a forbidden
+    network (here: the service's own address) stops the probe before it connects."""
+    address = service.attrs["NetworkSettings"]["Networks"][bridge]["IPAddress"]
+    target = parse(f"http://{service.name}:8000/")
+    assert not isinstance(target, str)
+    before = len(_client_addresses(service))
+    answer = run_probe(sandbox, sandbox.settings.sandbox_base_image, ProbeRequest(
+        target=target, connect=service.name, forbidden=(f"{address}/32",), timeout_s=5))
+    assert answer.status is None and answer.problem is not None
+    assert answer.problem.startswith(f"refused: {service.name} resolves to {address}")
+    assert len(_client_addresses(service)) == before
+
+
+def test_the_probe_is_confined_like_a_sandbox_run(sandbox, service, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+                                                 probe_installation: str, bridge: str) -> None:
+    seen: list[dict[str, Any]] = []
+    original = sandbox.container
+
+    @contextmanager
+    def watched(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        with original(*args, **kwargs) as container:
+            yield container
+            container.reload()
+            seen.append(container.attrs)
+
+    monkeypatch.setattr(sandbox, "container", watched)
+    assert _http("http://automation:8000/", _state(service, sandbox=sandbox)).passed
+    [attrs] = seen
+    assert attrs["Config"]["User"] == "65534:65534"
+    assert attrs["Config"]["Image"] == sandbox.settings.sandbox_base_image
+    assert attrs["HostConfig"]["CapDrop"] == ["ALL"]
+    assert "no-new-privileges:true" in attrs["HostConfig"]["SecurityOpt"]
+    assert attrs["HostConfig"]["NetworkMode"] == bridge
+    assert attrs["HostConfig"]["PidsLimit"] == sandbox.limits.pids
+    assert attrs["Config"]["Labels"]["io.agent-builder.installation"] == probe_installation
+
+
+def test_with_no_network_http_status_fails_with_the_reason(docker_client, base_image, probe_installation) -> None:  # noqa: ANN001
+    none = _sandbox(docker_client, base_image, "none", probe_installation)
+    result = _http("http://automation:8000/", _state(None, sandbox=none))
+    assert result == CheckResult("http_status", False, "http://automation:8000/: SANDBOX_NETWORK=none: the sandbox has "
+                                                       "no network, so no URL can be reached from it")
+
+
+def test_without_a_sandbox_http_status_is_not_made_from_the_listener() -> None:
+    result = _http("http://example.org/", _state())
+    assert not result.passed and "never from the listener's host" in result.detail
+
+
+def test_the_automation_alias_needs_a_running_container(sandbox, exited) -> None:  # noqa: ANN001
+    result = _http("http://automation:8000/", _state(exited, sandbox=sandbox))
+    assert not result.passed and "the automation's container has no address on" in result.detail
+
+
+def test_http_status_never_shows_credentials(sandbox, service) -> None:  # noqa: ANN001
+    result = _http("http://admin:hunter2@automation:8000/", _state(service, sandbox=sandbox))
+    assert result.passed and "hunter2" not in result.detail and "***@automation:8000" in result.detail
+
+
+# -- full level runs: what a failing check leaves behind ---------------------------------------
+
+SERVICE_SCRIPT = (
+    "import http.server\n"
+    "server = http.server.ThreadingHTTPServer(('', 8000), http.server.SimpleHTTPRequestHandler)\n"
+    "print('serving on 8000', flush=True)\n"
+    "server.serve_forever()\n"
+)
+
+
+@pytest.fixture
+def levels(db_url, builder_conn, queries, base_image, bridge, fake_ollama, tmp_path, docker_client):  # noqa: ANN001, ANN201
+    """run(script, check, **env) -> (Ending, [(level, status, log)]): the listener's own attempt code
+    (claim, AttemptContext, Levels 2-4, finish) on the test database and the real engine."""
+    from listener.claims import AttemptStore
+    from listener.context import AttemptContext
+    from listener.extract import GeneratedFiles
+    from listener.finish import run_attempt
+    from listener.notify import Notifier
+    from listener.sandbox.levels import run_sandbox_levels
+    from psycopg.types.json import Jsonb
+    from tests.helpers import insert_idea, installation
+
+    def run(script: str, check: Any, **env: str) -> tuple[Any, list[tuple[int, str, str]]]:
+        settings = Settings.from_env({
+            "DATABASE_URL": db_url, "SANDBOX_BASE_IMAGE": base_image, "SANDBOX_AGENT_IMAGE": base_image,
+            "SANDBOX_NETWORK": bridge, "SANDBOX_TIMEOUT_S": "30", "VAULT_APPROLE_DIR": str(tmp_path / "no-approle"),
+            "OLLAMA_URL": fake_ollama.url, "AGENT_BUILDER_HOME": str(tmp_path), **env})
+        automation_id = insert_idea(builder_conn)
+        if check is not None:
+            builder_conn.execute("UPDATE automation_ideas SET acceptance_check = %s WHERE id = %s", (Jsonb(check), automation_id))
+        store = AttemptStore(builder_conn, queries, "level4-test")
+        claim = store.claim_build(automation_id)
+        ctx = AttemptContext(claim=claim, store=store, settings=settings, notifier=Notifier(None, "t"),
+                             stop=threading.Event())
+
+        def handler(context: AttemptContext) -> None:
+            context.start_generation()
+            run_sandbox_levels(context, GeneratedFiles(main_name="script.py", main=script, dockerfile=None))
+
+        ending = run_attempt(ctx, handler)
+        rows = builder_conn.execute("SELECT test_level, status, execution_log FROM agent_test_results"
+                                    " WHERE automation_id = %s ORDER BY id", (automation_id,)).fetchall()
+        return ending, [(r["test_level"], r["status"], r["execution_log"]) for r in rows]
+
+    try:
+        yield run
+    finally:
+        remove_installation_objects(docker_client, installation(db_url))
+
+
+def test_a_service_passes_http_status_from_the_sandbox_network(levels) -> None:  # noqa: ANN001
+    ending, rows = levels(SERVICE_SCRIPT, {"checks": [
+        {"kind": "container_running", "after_s": 1},
+        {"kind": "http_status", "url": "http://automation:8000/", "status": 200},
+    ]})
+    assert [(level, status) for level, status, _ in rows] == [(2, "pass"), (3, "pass"), (4, "pass")], rows
+    assert "PASS http_status: http://automation:8000/ answered 200, 200 expected" in rows[2][2]
+
+
+def test_a_derived_check_at_the_listeners_host_is_refused_in_the_level_4_log(levels, fake_ollama) -> None:  # noqa: ANN001
+    fake_ollama.script("POST", "/api/generate", Reply(200, {
+        "model": "llama3.1:8b", "done": True, "done_reason": "stop", "prompt_eval_count": 10,
+        "response": '{"checks": [{"kind": "http_status", "url": "http://0x7f000001:8787/metrics", "status": 200}]}'}))
+    ending, rows = levels("print('done')\n", None)
+    assert [(level, status) for level, status, _ in rows] == [(2, "pass"), (3, "pass"), (4, "fail")], rows
+    log = rows[2][2]
+    assert "check 1 (http_status http://0x7f000001:8787/metrics) is refused: 0x7f000001 is 127.0.0.1, a loopback address" in log
+
+
+@pytest.fixture
+def sandbox_reader(db_url: str) -> Iterator[tuple[str, str, str]]:
+    """(reader URL, secret path, secret content): a read-only role of the test database, and a file
+    on the database server that only the owner's view can read."""
+    from tests.sandbox_db import login_role, server_secret_file
+
+    with psycopg.connect(db_url, autocommit=True) as admin, server_secret_file(admin) as (path, content):
+        admin.execute(f"CREATE FUNCTION level4_owner_read() RETURNS text SECURITY DEFINER LANGUAGE sql"
+                      f" AS $$ SELECT pg_read_file('{path}') $$")
+        admin.execute("CREATE VIEW level4_leak AS SELECT level4_owner_read() AS f")
+        with login_role(db_url, tables=("level4_leak",)) as url:
+            yield url, path, content
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("SELECT CAST(f AS int) FROM level4_leak", "the query failed: SQLSTATE 22P02 (invalid_text_representation)"),
+    ("SELECT cast(pg_read_file('{path}') as int)", "calls pg_read_file(): pg_* functions are never allowed"),
+    ("WITH x AS (SELECT \"pg_read_file\"('{path}') AS f) SELECT * FROM x", "calls pg_read_file()"),
+    ("SELECT count(*) FROM (SELECT pg_catalog.pg_read_file('{path}')) AS s", "schema-qualified function calls are refused"),
+    ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ({pids})", "calls pg_terminate_backend()"),
+])
+def test_a_sql_check_that_tries_to_read_or_kill_leaves_no_trace(levels, sandbox_reader, db_url, builder_conn,  # noqa: ANN001
+                                                              log_lines: list[str], query: str, expected: str) -> None:
+    from listener.db import connect
+    from tests.sandbox_db import dump_tables
+
+    url, path, content = sandbox_reader
+    others = [connect(db_url, actor=f"builder:level4-{i}") for i in range(2)]
+    try:
+        pids = [builder_conn.info.backend_pid, *(conn.info.backend_pid for conn in others)]
+        text = query.format(path=path, pids=", ".join(map(str, pids)))
+        ending, rows = levels("print('nothing to see')\n", {"checks": [{"kind": "sql_rows", "query": text}]},
+                              SANDBOX_DATABASE_URL=url)
+        assert [(level, status) for level, status, _ in rows] == [(2, "pass"), (3, "pass"), (4, "fail")], rows
+        assert expected in rows[2][2]
+        with psycopg.connect(db_url) as admin:
+            alive = {row[0] for row in admin.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,))}
+            assert alive == set(pids)  # the listener's connections are alive...
+            for conn in (builder_conn, *others):
+                assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}  # ...and usable
+            assert content not in dump_tables(admin)  # not in any table (results, builds, history)
+        assert content not in "\n".join(log_lines)  # not in any log line or notification
+    finally:
+        for conn in others:
+            conn.close()

@@ -20,9 +20,9 @@ from listener.extract import GeneratedFiles
 from listener.finish import Ending, run_attempt
 from listener.notify import Notifier
 from listener.sandbox.levels import imported_modules, run_sandbox_levels
-from listener.sandbox.naming import LABEL_ROLE
+from listener.sandbox.naming import installation_filter
 from tests.fakes.http_fake import Reply
-from tests.helpers import builder_status, insert_idea
+from tests.helpers import builder_status, insert_idea, installation
 
 FAKE_CLAUDE = Path(__file__).resolve().parents[1] / "fakes" / "claude"
 TEST_NETWORK = "agent-builder-test-sandbox"
@@ -82,10 +82,13 @@ def sandbox_network(docker_client) -> str:
 
 
 @pytest.fixture
-def no_leftovers(docker_client):
-    """Every sandbox container a test starts is removed by the engine code itself."""
+def no_leftovers(docker_client, db_url):
+    """Every sandbox container a test starts is removed by the engine code itself (only this test's
+    installation is looked at: other runs may share the engine)."""
+    own = installation_filter(installation(db_url), role="sandbox-run")
+
     def sandbox_runs() -> set[str]:
-        return {c.id for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL_ROLE}=sandbox-run"})}
+        return {c.id for c in docker_client.containers.list(all=True, filters=own)}
 
     before = sandbox_runs()
     yield

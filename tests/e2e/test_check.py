@@ -6,22 +6,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.listeners import base_env, run_cli
-from tests.fakes.http_fake import closed_port_url
+from listener.config import Settings
+from listener.dependencies import Check, check_ntfy
+from tests.e2e.listeners import base_env, query, run_cli
+from tests.fakes.http_fake import Reply, closed_port_url
+from tests.fakes.ntfy_server import FakeNtfy
+from tests.helpers import insert_idea
 
 FAKE_CLAUDE = Path(__file__).resolve().parents[1] / "fakes" / "claude"
+STABLE_IMAGE = "agent-builder-test-base:latest"  # built by .ci/docker-up, never removed by the tests
 
 
 def lines(output: str) -> dict[str, str]:
     found = {}
     for line in output.splitlines():
         parts = line.split(None, 2)
-        if len(parts) >= 2 and parts[0] in ("ok", "FAIL"):
+        if len(parts) >= 2 and parts[0] in ("ok", "warn", "FAIL"):
             found[parts[1]] = line
     return found
 
 
-def test_check_with_healthy_dependencies(db_url, fake_ollama, fake_vault, fake_ntfy, approle_dir) -> None:
+def healthy_env(db_url: str, fake_ollama, fake_vault, ntfy_url: str, approle_dir, **extra: str) -> dict[str, str]:
     import docker
 
     try:
@@ -31,21 +36,41 @@ def test_check_with_healthy_dependencies(db_url, fake_ollama, fake_vault, fake_n
         pytest.skip("no Docker engine reachable: the healthy set includes Docker")
     if not images:
         pytest.skip("no image on the Docker engine")
-    done = run_cli(base_env(db_url, OLLAMA_URL=fake_ollama.url, VAULT_ADDR=fake_vault.url, VAULT_APPROLE_DIR=str(approle_dir),
-                            NTFY_URL=fake_ntfy.url, CLAUDE_CMD=f"{FAKE_CLAUDE} -p", SANDBOX_BASE_IMAGE=images[0],
-                            SANDBOX_AGENT_IMAGE=images[0]), "check")
+    if STABLE_IMAGE in images:  # other runs on the same engine add and remove their own images meanwhile
+        images.insert(0, STABLE_IMAGE)
+    return base_env(db_url, OLLAMA_URL=fake_ollama.url, VAULT_ADDR=fake_vault.url, VAULT_APPROLE_DIR=str(approle_dir),
+                    NTFY_URL=ntfy_url, CLAUDE_CMD=f"{FAKE_CLAUDE} -p", SANDBOX_BASE_IMAGE=images[0],
+                    SANDBOX_AGENT_IMAGE=images[0], **{"ANTHROPIC_API_KEY": "sk-ant-test-key", **extra})
+
+
+def test_check_with_healthy_dependencies(db_url, fake_ollama, fake_vault, fake_ntfy, approle_dir) -> None:
+    done = run_cli(healthy_env(db_url, fake_ollama, fake_vault, fake_ntfy.url, approle_dir), "check")
     assert done.returncode == 0, done.stdout + done.stderr
     found = lines(done.stdout)
-    assert set(found) == {"database", "ollama", "claude", "vault", "ntfy", "docker"}
+    assert set(found) == {"database", "sandbox-db", "ollama", "claude", "vault", "ntfy", "docker"}
     assert all(line.startswith("ok") for line in found.values()), done.stdout
     assert fake_ntfy.published == []  # checking publishes nothing
+    assert "review flags ok" in found["claude"] and "logged in (api_key from ANTHROPIC_API_KEY)" in found["claude"]
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"ANTHROPIC_API_KEY": ""}, "overseer not logged in: claude auth status reports loggedIn: false"),
+    ({"ANTHROPIC_API_KEY": "sk-ant-test-key", "FAKE_CLAUDE_HELP": "no-tools"}, "lacks --tools"),
+])
+def test_check_reports_the_overseers_login_and_flags(db_url, tmp_path, env, expected) -> None:
+    settings = " ".join(f"{k}={v}" for k, v in env.items() if k.startswith("FAKE_"))
+    done = run_cli(base_env(db_url, CLAUDE_CMD=f"env {settings} {FAKE_CLAUDE} -p".replace("env  ", ""),
+                            **{k: v for k, v in env.items() if not k.startswith("FAKE_")}), "check")
+    assert done.returncode == 1
+    claude = lines(done.stdout)["claude"]
+    assert claude.startswith("FAIL") and expected in claude, done.stdout
 
 
 def test_check_with_broken_dependencies_says_how_to_fix_each(empty_db_url, fake_ollama, tmp_path) -> None:
     done = run_cli(base_env(empty_db_url, OLLAMA_URL=fake_ollama.url, OLLAMA_MODEL="llama9:404b",
                             VAULT_ADDR=closed_port_url(), VAULT_APPROLE_DIR=str(tmp_path / "missing"),
                             NTFY_URL=closed_port_url(), CLAUDE_CMD="no-such-claude -p",
-                            DOCKER_HOST="tcp://127.0.0.1:1"), "check")
+                            DOCKER_HOST="tcp://127.0.0.1:1", SANDBOX_DATABASE_URL=empty_db_url), "check")
     assert done.returncode == 1
     found = lines(done.stdout)
     assert all(line.startswith("FAIL") for line in found.values()), done.stdout
@@ -55,6 +80,7 @@ def test_check_with_broken_dependencies_says_how_to_fix_each(empty_db_url, fake_
     assert "role-id is missing" in done.stdout
     assert "unreachable" in found["ntfy"]
     assert "no Docker engine" in found["docker"]
+    assert "is a superuser" in found["sandbox-db"]
 
 
 def test_listen_refuses_to_start_on_a_broken_database(empty_db_url) -> None:
@@ -83,3 +109,98 @@ def test_invalid_settings_are_named_with_what_is_wrong(db_url, variable, value, 
     done = run_cli(base_env(db_url, **{variable: value}), "config")
     assert done.returncode == 1
     assert message in done.stderr
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("APPROVAL_ADDR", "nonsense", "APPROVAL_ADDR='nonsense': must be host:port"),
+    ("WEB_ADDR", "[::1]", "WEB_ADDR='[::1]': an IPv6 address goes in brackets followed by the port"),
+    ("METRICS_ADDR", "1.2.3.4:99999", "METRICS_ADDR='1.2.3.4:99999': port '99999' must be a number from 0 to 65535"),
+])
+def test_config_refuses_bad_addresses(db_url, variable, value, message) -> None:
+    done = run_cli(base_env(db_url, **{variable: value}), "config")
+    assert done.returncode == 1
+    assert message in done.stderr
+
+
+def test_config_refuses_web_addr_and_approval_addr_that_disagree(db_url) -> None:
+    done = run_cli(base_env(db_url, WEB_ADDR="127.0.0.1:8787", APPROVAL_ADDR="0.0.0.0:8787"), "config")
+    assert done.returncode == 1
+    assert "WEB_ADDR='127.0.0.1:8787' and APPROVAL_ADDR='0.0.0.0:8787' disagree" in done.stderr
+    same = run_cli(base_env(db_url, WEB_ADDR="127.0.0.1:8787", APPROVAL_ADDR="127.0.0.1:8787"), "config")
+    assert same.returncode == 0 and "APPROVAL_ADDR=127.0.0.1:8787" in same.stdout
+    default = run_cli(base_env(db_url), "config")
+    assert "APPROVAL_ADDR=127.0.0.1:8787" in default.stdout and "METRICS_ADDR=\n" in default.stdout + "\n"
+
+
+@pytest.mark.parametrize("env", [
+    {"APPROVAL_ADDR": "nonsense"},
+    {"METRICS_ADDR": "1.2.3.4:99999"},
+    {"WEB_ADDR": "127.0.0.1:8787", "APPROVAL_ADDR": "127.0.0.1:9999"},
+])
+def test_listen_refuses_bad_addresses_before_it_starts_anything(db_url, env) -> None:
+    automation_id = insert_idea_in(db_url)
+    done = run_cli(base_env(db_url, APPROVAL_SECRET="a-long-approval-secret", APPROVAL_BASE_URL="https://ab.lan", **env),
+                   "listen", timeout=60)
+    assert done.returncode == 1
+    variable = next(iter(env))
+    assert f"{variable}=" in done.stderr and "invalid configuration" in done.stderr
+    assert "started" not in done.stdout + done.stderr and "check " not in done.stdout + done.stderr
+    assert query(db_url, "SELECT builder_status FROM automation_ideas WHERE id = %s", (automation_id,)) == [
+        {"builder_status": "not_started"}]  # no worker claimed it
+    assert query(db_url, "SELECT count(*) AS n FROM agent_builds") == [{"n": 0}]
+
+
+def insert_idea_in(db_url: str) -> int:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
+        return insert_idea(conn)
+
+
+ONE_TAP = {"APPROVAL_SECRET": "a-long-approval-secret", "APPROVAL_BASE_URL": "https://ab.lan"}
+
+
+def test_check_warns_when_one_tap_is_on_and_the_topic_is_readable_without_a_token(
+        db_url, fake_ollama, fake_vault, fake_ntfy, approle_dir) -> None:
+    without = run_cli(healthy_env(db_url, fake_ollama, fake_vault, fake_ntfy.url, approle_dir), "check")
+    with_one_tap = run_cli(healthy_env(db_url, fake_ollama, fake_vault, fake_ntfy.url, approle_dir, **ONE_TAP), "check")
+    assert without.returncode == 0, without.stdout
+    assert with_one_tap.returncode == without.returncode, with_one_tap.stdout  # a warning, not a failure
+    assert lines(without.stdout)["ntfy"].startswith("ok")
+    ntfy_line = lines(with_one_tap.stdout)["ntfy"]
+    assert ntfy_line.startswith("warn") and "anyone who can read the topic can approve" in ntfy_line
+    assert "protect the topic with an access token (ntfy ACL" in with_one_tap.stdout and "turn one-tap off" in with_one_tap.stdout
+    assert all(line.startswith("ok") for name, line in lines(with_one_tap.stdout).items() if name != "ntfy")
+    polls = fake_ntfy.requests_to("GET", "/agent-builder/json")
+    assert len(polls) == 1 and polls[0].query == {"poll": ["1"]} and "authorization" not in polls[0].headers
+    assert fake_ntfy.published == []
+
+
+def test_check_says_ok_when_the_topic_needs_a_token(db_url, fake_ollama, fake_vault, approle_dir) -> None:
+    with FakeNtfy(required_token="tk_topic_reader") as ntfy:
+        done = run_cli(healthy_env(db_url, fake_ollama, fake_vault, ntfy.url, approle_dir, NTFY_TOKEN="tk_topic_reader",
+                                   **ONE_TAP), "check")
+        polls = ntfy.requests_to("GET", "/agent-builder/json")
+    assert done.returncode == 0, done.stdout
+    line = lines(done.stdout)["ntfy"]
+    assert line.startswith("ok") and "cannot be read without a token (an anonymous read answered 403)" in line
+    assert len(polls) == 1 and "authorization" not in polls[0].headers  # asked anonymously, the token kept back
+
+
+def test_the_topic_check_in_detail(fake_ntfy) -> None:
+    def check(url: str, **env: str) -> Check:
+        return check_ntfy(Settings.from_env({"NTFY_URL": url, "NTFY_TOPIC": "ab topic/1", **env}))
+
+    off = check(fake_ntfy.url)
+    assert off.ok and not off.warning and fake_ntfy.requests_to("GET", "/ab%20topic%2F1/json") == []  # one-tap off: not asked
+    readable = check(fake_ntfy.url, **ONE_TAP)
+    assert readable.ok and readable.warning and "anyone who can read the topic can approve" in readable.detail
+    assert len(fake_ntfy.requests_to("GET", "/ab%20topic%2F1/json")) == 1
+    fake_ntfy.script("GET", "/ab%20topic%2F1/json", Reply(401, {"code": 40101, "http": 401, "error": "unauthorized"}),
+                     Reply(429, {"code": 42901, "http": 429, "error": "limit reached"}))
+    assert check(fake_ntfy.url, **ONE_TAP).warning is False
+    unclear = check(fake_ntfy.url, **ONE_TAP)
+    assert unclear.ok and unclear.warning and "answered 429" in unclear.detail
+    down = check(closed_port_url(), **ONE_TAP)
+    assert not down.ok and "unreachable" in down.detail  # the health check fails first, as before

@@ -70,3 +70,29 @@ def test_status_and_show_on_a_populated_database(db_url, operator, builder_conn,
     assert shown["automation"]["name"] == "Cert expiry"
     assert [r["test_level"] for r in shown["results"]] == [0]
     assert shown["history"][-1]["new_status"] == "failed"
+
+
+def test_show_and_status_redact_and_escape_what_older_rows_hold(db_url, operator, approle_dir) -> None:
+    """Rows written before redaction (or by hand) may hold a secret-id and terminal escapes: the
+    commands print neither."""
+    from tests.conftest import ROLE_ID, SECRET_ID
+
+    automation_id = insert_idea(operator, name=f"Old \x1b[2J{ROLE_ID}")
+    force_status(operator, automation_id, "failed")
+    operator.execute("INSERT INTO agent_builds (automation_id, worker, step, finished_at, outcome, error, overseer_verdict,"
+                     " overseer_reason) VALUES (%s, 'w', 'level3', now(), 'failed', %s, 'FAIL', %s)",
+                     (automation_id, f"Level 3 failed: {SECRET_ID}", f"it prints {SECRET_ID}\u202e"))
+    operator.execute("INSERT INTO agent_test_results (automation_id, test_level, status, execution_log)"
+                     " VALUES (%s, 3, 'fail', %s)", (automation_id, f"\x1b[31mred\x1b[0m {SECRET_ID} {ROLE_ID}"))
+    env = base_env(db_url, VAULT_APPROLE_DIR=str(approle_dir))
+    outputs = [run_cli(env, *args) for args in (("status",), ("status", "--json"), ("show", str(automation_id)),
+                                                ("show", str(automation_id), "--json"))]
+    for done in outputs:
+        assert done.returncode == 0, done.stderr
+        assert SECRET_ID not in done.stdout and ROLE_ID not in done.stdout, done.stdout
+        assert "\x1b" not in done.stdout and "\u202e" not in done.stdout
+        assert "[redacted]" in done.stdout
+    show = outputs[2].stdout
+    assert "level 3 FAIL" in show and "\\x1b[31mred\\x1b[0m [redacted] [redacted]" in show
+    assert "Old \\x1b[2J[redacted]" in show and "it prints [redacted]\\u202e" in show
+    assert json.loads(outputs[3].stdout)["results"][0]["execution_log"] == "\\x1b[31mred\\x1b[0m [redacted] [redacted]"

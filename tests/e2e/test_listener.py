@@ -262,8 +262,12 @@ def test_metrics_and_health_endpoint(db_url, operator, start) -> None:
     insert_idea(operator, status="idea")
     wait_until(lambda: status_of(db_url, automation_id) == "awaiting_approval", 10, "the build", listener)
     assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    assert 'agent_builder_attempts_total{kind="build",outcome="succeeded"} 1' in text
+    # the worker counts the attempt just after it committed the status the wait above saw
+    def counted() -> str | None:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        return text if 'agent_builder_attempts_total{kind="build",outcome="succeeded"} 1' in text else None
+
+    text = wait_until(counted, 5, "the attempt in the metrics", listener)
     assert 'agent_builder_step_seconds_count{step="generate"} 1' in text
     assert 'agent_builder_queue_depth{queue="buildable"} 0' in text
     assert "agent_builder_listener_reconnects_total 0" in text and "agent_builder_up 1" in text
@@ -297,3 +301,30 @@ def test_json_logs_carry_the_automation_id_on_every_attempt_line(db_url, operato
     records = [json.loads(line)["record"] for line in done.stderr.splitlines() if line.strip()]
     attempt_lines = [r for r in records if "step" in r["message"] or "attempt" in r["message"]]
     assert attempt_lines and all(r["extra"].get("automation_id") == automation_id for r in attempt_lines)
+
+
+def test_the_web_and_metrics_servers_of_a_listener_bind_loopback_unless_told(db_url, start) -> None:
+    import re
+
+    import httpx
+
+    one_tap = {"APPROVAL_SECRET": "a-long-approval-secret", "APPROVAL_BASE_URL": "https://ab.lan"}
+    listener = start(WEB_ADDR=":0", METRICS_ADDR=":0", **one_tap)  # bare ports: the host stays 127.0.0.1
+    listener.wait_for_log("one-tap approval endpoint on")
+    listener.wait_for_log("metrics on")
+    log = listener.log()
+    approval = re.search(r"one-tap approval endpoint on (\S+):(\d+) ", log)
+    metrics = re.search(r"metrics on http://(\S+):(\d+)/metrics", log)
+    assert approval and metrics, log[-3000:]
+    assert approval.group(1) == "127.0.0.1" and metrics.group(1) == "127.0.0.1"
+    assert httpx.get(f"http://127.0.0.1:{metrics.group(2)}/healthz", timeout=5).status_code in (200, 503)
+    assert httpx.post(f"http://127.0.0.1:{approval.group(2)}/decide/garbage", timeout=5).status_code == 403
+    assert "listens on" not in log  # nothing to warn about
+    # one-tap on and the fake topic readable by anyone: the start-up checks warn, and it starts anyway
+    assert re.search(r"WARNING.*check ntfy: .*anyone who can read the topic can approve \(fix: protect the topic", log)
+    assert listener.stop() == 0
+
+    exposed = start(WEB_ADDR="0.0.0.0:0", **one_tap)
+    exposed.wait_for_log("one-tap approval endpoint on 0.0.0.0:")
+    assert re.search(r"WARNING.*the approvals endpoint listens on 0\.0\.0\.0:\d+, every interface", exposed.log())
+    assert exposed.stop() == 0

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
+from dataclasses import replace
 
 import httpx
+import psycopg
 import pytest
 
 from listener.approvals import ApprovalServer, Link, LinkError, approval_actions, sign, verify
 from listener.config import Settings
+from listener.httpserver import Limits
+from tests.endpoint_probes import (close_all, connect_idle, connection_threads, request, status_of,
+                                   wait_closed_by_server, wait_for)
 from tests.helpers import builder_status, insert_idea
 
 SECRET = "s3cret-for-tests-only-0123456789"
@@ -94,3 +101,84 @@ def test_a_link_for_a_row_no_longer_awaiting_is_refused_by_the_state_machine(end
 def test_verify_rejects_an_unknown_action() -> None:
     with pytest.raises(LinkError, match="unknown action"):
         verify(SECRET, sign(SECRET, Link("deploy", 1, 1, int(time.time()) + 60, "n")))
+
+
+# -- the endpoint's bounds and address ---------------------------------------------------------------
+
+def bounded(db_url: str, queries, limits: Limits, **env: str) -> ApprovalServer:
+    settings = Settings.from_env({"APPROVAL_SECRET": SECRET, "APPROVAL_BASE_URL": "http://phone.example/ab",
+                                  "APPROVAL_ADDR": "127.0.0.1:0", **env})
+    server = ApprovalServer(settings, db_url, queries, limits=limits)
+    server.start()
+    return server
+
+
+def test_300_idle_connections_hold_no_thread_a_tap_still_approves_and_they_are_dropped(
+        db_url, queries, operator, builder_conn) -> None:
+    server = bounded(db_url, queries, Limits(request_timeout_s=2.0, max_connections=32, max_pending=512))
+    idle = connect_idle(server.port, 300)
+    try:
+        automation_id, build_id = awaiting(operator, builder_conn, queries)
+        tap = httpx.post(f"http://127.0.0.1:{server.port}/decide/{link('approve', automation_id, build_id)}", timeout=5)
+        assert tap.status_code == 200, tap.text
+        assert builder_status(operator, automation_id) == "approved"
+        wait_for(lambda: server.http.server.handler_threads() == 0 and connection_threads("approvals") == 0, 2,
+                 "the tap's thread to exit")  # the idle connections never had a thread
+        assert len(wait_closed_by_server(idle, bound_s=2.0 + 5)) == 300
+    finally:
+        close_all(idle)
+        server.stop()
+
+
+def test_over_the_cap_a_tap_gets_503_at_once_and_is_served_again_afterwards(
+        db_url, queries, operator, builder_conn) -> None:
+    """Taps wait for one another (one database connection) and for the row: while an operator holds
+    the row, four taps hold the four handler threads; the fifth is answered 503 without waiting."""
+    server = bounded(db_url, queries, Limits(request_timeout_s=15.0, max_connections=4))
+    base = f"http://127.0.0.1:{server.port}"
+    automation_id, build_id = awaiting(operator, builder_conn, queries)
+    answers: list[int] = []
+    taps = [threading.Thread(target=lambda token=token: answers.append(httpx.post(f"{base}/decide/{token}", timeout=20).status_code))
+            for token in [link("approve", automation_id, build_id)] + ["garbage"] * 3]
+    idle: list[socket.socket] = []
+    try:
+        with psycopg.connect(db_url) as holder:
+            holder.execute("SELECT id FROM automation_ideas WHERE id = %s FOR UPDATE", (automation_id,))
+            taps[0].start()
+            wait_for(lambda: server.http.server.handler_threads() == 1, 5, "the first tap in its handler")
+            for tap in taps[1:]:
+                tap.start()
+            wait_for(lambda: server.http.server.handler_threads() == 4, 5, "four taps in their handlers")
+            idle += connect_idle(server.port, 300)
+            started = time.monotonic()
+            refused = request(server.port, b"POST /decide/garbage HTTP/1.0\r\nContent-Length: 0\r\n\r\n", bound_s=3)
+            assert time.monotonic() - started < 1.5
+            assert status_of(refused) == 503 and b"Connection: close" in refused
+            assert connection_threads("approvals") == 4
+            holder.rollback()
+        for tap in taps:
+            tap.join(20)
+        assert sorted(answers) == [200, 403, 403, 403]
+        assert builder_status(operator, automation_id) == "approved"
+        wait_for(lambda: server.http.server.handler_threads() == 0, 5, "the handlers to end")
+        assert httpx.post(f"{base}/decide/garbage", timeout=5).status_code == 403
+    finally:
+        close_all(idle)
+        server.stop()
+
+
+def test_the_endpoint_listens_on_127_0_0_1_by_default(db_url, queries) -> None:
+    settings = Settings.from_env({"APPROVAL_SECRET": SECRET, "APPROVAL_BASE_URL": "http://phone.example/ab"})
+    assert settings.approval_addr == "127.0.0.1:8787"
+    host = settings.approval_addr.rsplit(":", 1)[0]
+    server = ApprovalServer(replace(settings, approval_addr=f"{host}:0"), db_url, queries)  # the default host, a free port
+    try:
+        assert server.http.server.socket.getsockname()[0] == "127.0.0.1"
+    finally:
+        server.stop()
+    for env in ({"WEB_ADDR": ":0"}, {"APPROVAL_ADDR": ":0"}):  # a bare port is loopback too
+        server = bounded(db_url, queries, Limits(), **env)
+        try:
+            assert server.http.server.socket.getsockname()[0] == "127.0.0.1"
+        finally:
+            server.stop()

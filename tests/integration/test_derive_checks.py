@@ -55,7 +55,9 @@ def test_valid_structured_answer_becomes_the_spec(fake_ollama: FakeOllama) -> No
         ('{"checks": []}', "empty"),
         ('{"checks": [{"kind": "stdout_contains", "text": "ok"}]}', "unknown kind 'stdout_contains'"),
         ('{"checks": [{"kind": "file_exists", "path": "disk.json"}]}', 'needs an absolute "path"'),
-        ('{"checks": [{"kind": "http_status", "url": "http://localhost:8080/"}]}', "would call the builder itself"),
+        ('{"checks": [{"kind": "http_status", "url": "http://localhost:8080/"}]}', "localhost names the listener's machine"),
+        ('{"checks": [{"kind": "sql_rows", "query": "SELECT pg_read_file(\u0027/etc/hostname\u0027)"}]}',
+         "pg_* functions are never allowed"),
     ],
 )
 def test_unusable_answers_fail_level_4_clearly(fake_ollama: FakeOllama, answer: str, reason: str) -> None:
@@ -68,3 +70,53 @@ def test_unusable_answers_fail_level_4_clearly(fake_ollama: FakeOllama, answer: 
     assert reason in failure.message
     assert failure.log == answer
     assert "format" in fake_ollama.requests_to("POST", "/api/generate")[0].json
+
+
+LOOPBACK_SPELLINGS = [
+    ("http://0:8080/", "0.0.0.0, the unspecified address"),
+    ("http://2130706433/", "127.0.0.1, a loopback address"),
+    ("http://0x7f000001/", "127.0.0.1, a loopback address"),
+    ("http://017700000001/", "127.0.0.1, a loopback address"),
+    ("http://127.1/", "127.0.0.1, a loopback address"),
+    ("http://127.0.0.1:8787/decide/x", "127.0.0.1 is a loopback address"),
+    ("http://[::ffff:127.0.0.1]/", "an IPv6 form of 127.0.0.1"),
+    ("http://[::1]/", "the loopback address"),
+    ("http://[::]/", "the unspecified address"),
+    ("http://[::1%25lo]/", "the loopback address"),
+    ("http://[fe80::1%25eth0]:8080/", "a link-local address"),
+    ("http://user@127.0.0.1/", "127.0.0.1 is a loopback address"),
+    ("http://user:secret@localhost:11434/api/tags", "localhost names the listener's machine"),
+    ("http://localhost./", "localhost names the listener's machine"),
+    ("http://ntfy.localhost/agent-builder/json", "ntfy.localhost names the listener's machine"),
+    ("http://host.docker.internal:8788/", "host.docker.internal names the listener's machine, the Docker host"),
+    ("http://169.254.169.254/latest/meta-data/iam/", "169.254.169.254 is a link-local address (cloud metadata"),
+    ("http://[::ffff:a9fe:a9fe]/latest/", "an IPv6 form of 169.254.169.254"),
+    ("http://metadata.google.internal/computeMetadata/v1/", "cloud metadata service"),
+]
+
+
+@pytest.mark.parametrize(("url", "reason"), LOOPBACK_SPELLINGS)
+def test_a_derived_http_status_at_the_listeners_host_is_refused_with_the_reason(
+        fake_ollama: FakeOllama, log_lines: list[str], url: str, reason: str) -> None:
+    answer = json.dumps({"checks": [{"kind": "file_exists", "path": "/tmp/disk.json"},
+                                    {"kind": "http_status", "url": url, "status": 200}]})
+    fake_ollama.queue_texts(answer)
+    with pytest.raises(StepFailure) as caught:
+        derive_checks(_client(fake_ollama), AUTOMATION, FILES)
+    message = caught.value.message
+    assert message.startswith("acceptance_check is NULL and the checks the model derived are unusable: "
+                              "check 2 (http_status ")
+    assert "is refused: " in message and reason in message
+    assert message.endswith("a model-derived check never reaches the listener's host")
+    assert "secret" not in message  # credentials are never shown
+    assert any("model-derived check 2" in line and "refused" in line for line in log_lines)
+
+
+def test_a_derived_service_check_names_the_automations_container(fake_ollama: FakeOllama) -> None:
+    fake_ollama.queue_texts(json.dumps({"checks": [{"kind": "container_running", "after_s": 3},
+                                                   {"kind": "http_status", "url": "http://automation:8080/health"}]}))
+    spec, note = derive_checks(_client(fake_ollama), AUTOMATION, FILES)
+    assert spec["checks"][1] == {"kind": "http_status", "url": "http://automation:8080/health", "status": 200}
+    assert "http_status http://automation:8080/health → 200" in note
+    prompt = fake_ollama.requests_to("POST", "/api/generate")[0].json["prompt"]
+    assert "reachable as automation" in prompt and "requested from the sandbox network" in prompt

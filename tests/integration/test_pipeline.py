@@ -7,6 +7,7 @@ sandbox step that records that it was reached and what it was handed.
 
 from __future__ import annotations
 
+import os
 import shlex
 import threading
 from pathlib import Path
@@ -21,6 +22,7 @@ from listener.extract import GeneratedFiles
 from listener.finish import Ending, run_attempt
 from listener.service import make_notifier
 from listener.ollama import OllamaClient
+from listener.overseer import Overseer
 from listener.pipeline import Pipeline
 from tests.fakes.http_fake import Reply, closed_port_url
 from tests.helpers import builder_status, insert_idea
@@ -66,20 +68,24 @@ def env(fake_ollama, fake_ntfy, claude_cmd, tmp_path: Path) -> dict[str, str]:
         "CLAUDE_TIMEOUT_S": "20",
         "OLLAMA_NUM_CTX": "4096",
         "AGENT_BUILDER_HOME": str(tmp_path),
+        "HOME": str(tmp_path),
+        "ANTHROPIC_API_KEY": "sk-ant-test-key",  # the fake claude is logged in with it
     }
 
 
 @pytest.fixture
 def build(db_url: str, builder_conn, queries, env) -> Callable[..., tuple[Ending, AttemptContext, SandboxRecorder]]:
     def run(**overrides: str) -> tuple[Ending, AttemptContext, SandboxRecorder]:
-        settings = Settings.from_env({**env, "DATABASE_URL": db_url, **overrides})
+        environ = {"PATH": os.environ["PATH"], **env, "DATABASE_URL": db_url, **overrides}  # the listener's
+        settings = Settings.from_env(environ)
         store = AttemptStore(builder_conn, queries, "test-worker")
         claim = store.claim_next_build()
         assert claim is not None
         notifier = make_notifier(settings)
         ctx = AttemptContext(claim=claim, store=store, settings=settings, notifier=notifier, stop=threading.Event())
         sandbox = SandboxRecorder()
-        pipeline = Pipeline(ollama=OllamaClient.from_settings(settings), sandbox=sandbox)
+        pipeline = Pipeline(ollama=OllamaClient.from_settings(settings), sandbox=sandbox,
+                            overseer=Overseer.from_settings(settings, environ))
         ending = run_attempt(ctx, pipeline.run)
         return ending, ctx, sandbox
 
@@ -225,7 +231,8 @@ def test_overseer_fail_stops_the_build_with_its_reason(build, operator, fake_oll
     row = attempt(operator, automation_id)
     assert row["overseer_verdict"] == "FAIL" and "hardcodes a password" in row["overseer_reason"]
     assert messages(fake_ntfy)[-1] == ("[Agent Builder] FAIL — Overseer rejected Cert watcher: "
-                                       "The code hardcodes a password instead of reading it from Vault.")
+                                       "The code hardcodes a password instead of reading it from Vault.\n"
+                                       f"`agent-builder show {automation_id}` has the rest")
     assert len(claude_calls()) == 1
 
 
@@ -260,7 +267,7 @@ def test_a_reviewer_echoing_the_code_does_not_pass_it(build, operator, fake_olla
     that is the code itself (even code that starts with PASS) is not a verdict."""
     automation_id = insert_idea(operator)
     fake_ollama.queue_texts("=== FILE: script.py ===\nPASS = True\nprint('PASS')\n")
-    ending, _, sandbox = build(CLAUDE_CMD=shlex.join(["sh", "-c", "cat", "claude"]))
+    ending, _, sandbox = build(CLAUDE_CMD=shlex.join(claude_cmd("echo-stdin")))
     assert ending is Ending.FAILED and sandbox.calls == []
     assert attempt(operator, automation_id)["overseer_verdict"] == "FAIL"
 
@@ -335,3 +342,65 @@ def test_no_secret_reaches_a_log_a_result_a_notification_or_the_database(
     assert "vault login ok" in logs
     for secret in secrets:
         assert secret not in logs and secret not in stored and secret not in published
+
+
+# -- the overseer: free checks first, and what the review is recorded with --------------------------
+
+def test_the_review_is_recorded_with_tokens_model_and_cost(build, operator, fake_ollama, claude_calls) -> None:
+    automation_id = insert_idea(operator)
+    fake_ollama.queue_texts(GOOD_SCRIPT)
+    assert build()[0] is Ending.SUCCEEDED
+    row = attempt(operator, automation_id)
+    assert (row["overseer_input_tokens"], row["overseer_output_tokens"], row["overseer_model"]) == (301, 19, "claude-fake-1")
+    [call] = claude_calls()
+    argv = call["argv"]
+    assert argv[-2] == "--" and argv[-1] == call["prompt"] and "--tools" in argv
+    nonce = call["prompt"].split("<<<AGENT_BUILDER_CODE_BEGIN ")[1].split(">>>")[0]
+    assert call["stdin"].startswith(f"<<<AGENT_BUILDER_CODE_BEGIN {nonce}>>>\n")
+    assert call["stdin"].rstrip().endswith(f"<<<AGENT_BUILDER_CODE_END {nonce}>>>")
+
+
+def alerts(operator) -> list[dict[str, Any]]:
+    return operator.execute("SELECT name, detail, raised_at, cleared_at FROM agent_builder_alerts ORDER BY name").fetchall()
+
+
+def test_not_logged_in_releases_before_step_3_and_notifies_once_per_outage(build, operator, fake_ollama, claude_calls,
+                                                                            fake_ntfy) -> None:
+    first = insert_idea(operator, name="First", priority=1)
+    second = insert_idea(operator, name="Second", priority=2)
+    logged_out = {"ANTHROPIC_API_KEY": "", "RELEASE_BACKOFF_BASE_S": "0"}
+
+    for _ in range(3):  # the same outage, seen by three attempts (one listener or several)
+        ending, ctx, sandbox = build(**logged_out)
+        assert ending is Ending.RELEASED and ctx.status == "queued" and sandbox.calls == []
+    assert builder_status(operator, first) == "not_started" and builder_status(operator, second) == "not_started"
+    assert fake_ollama.requests_to("POST", "/api/generate") == []  # no generation spent
+    assert claude_calls() == []  # and no review
+    assert results(operator, first) == [] and results(operator, second) == []
+    [published] = fake_ntfy.published
+    assert published["title"] == "Overseer not logged in"
+    assert published["message"].startswith("[Agent Builder] PAUSED — overseer not logged in:")
+    assert "ANTHROPIC_API_KEY" in published["message"]
+    released = operator.execute("SELECT step, outcome, error FROM agent_builds WHERE outcome = 'released'").fetchall()
+    assert len(released) == 3 and {r["step"] for r in released} == {"overseer-login"}
+    assert all("overseer not logged in" in r["error"] for r in released)
+    [alert] = alerts(operator)
+    assert alert["name"] == "overseer" and alert["cleared_at"] is None
+
+    fake_ollama.queue_texts(GOOD_SCRIPT)
+    assert build()[0] is Ending.SUCCEEDED  # logged in again: the outage is over
+    assert alerts(operator)[0]["cleared_at"] is not None
+    published_before = len(fake_ntfy.published)
+
+    assert build(**logged_out)[0] is Ending.RELEASED  # a new outage is notified again
+    assert [m["title"] for m in fake_ntfy.published[published_before:]] == ["Overseer not logged in"]
+
+
+def test_a_cli_without_the_no_tools_flag_releases_before_step_3(build, operator, fake_ollama, claude_cmd, claude_calls,
+                                                                 fake_ntfy) -> None:
+    automation_id = insert_idea(operator)
+    ending, ctx, _ = build(CLAUDE_CMD=shlex.join(claude_cmd("json-pass", FAKE_CLAUDE_HELP="no-tools")))
+    assert ending is Ending.RELEASED and builder_status(operator, automation_id) == "not_started"
+    assert fake_ollama.requests_to("POST", "/api/generate") == [] and claude_calls() == []
+    [published] = fake_ntfy.published
+    assert published["title"] == "Overseer unavailable" and "lacks --tools" in published["message"]

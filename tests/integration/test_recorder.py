@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from listener.httpserver import Limits
 from listener.sandbox.recorder import MAX_BODY, Recorder
+from tests.endpoint_probes import (close_all, connect_idle, connection_threads, request, status_of,
+                                   wait_closed_by_server, wait_for)
 
 
 @pytest.fixture
@@ -133,3 +138,47 @@ def test_binds_all_interfaces_by_default() -> None:
         assert server._server.server_address[0] == "0.0.0.0"
         token = server.open_run()
         assert httpx.get(f"{server.url_for(token, '127.0.0.1')}/x").status_code == 200
+
+
+# -- bounds: a sandbox (or anything that reaches the endpoint) cannot hold the listener's threads ----
+
+def test_300_idle_connections_hold_no_thread_while_requests_are_recorded() -> None:
+    limits = Limits(request_timeout_s=2.0, max_connections=64, max_pending=512)
+    with Recorder(host="127.0.0.1", limits=limits) as server:
+        token = server.open_run()
+        idle = connect_idle(server.port, 300)
+        try:
+            assert httpx.post(f"{_base(server, token)}/hook", content=b"x", timeout=2).status_code == 200
+            assert [r.path for r in server.requests_for(token)] == ["/hook"]
+            wait_for(lambda: server._server.handler_threads() == 0 and connection_threads("recorder") == 0, 2,
+                     "the request's thread to exit")  # the idle connections never had a thread
+            assert len(wait_closed_by_server(idle, bound_s=2.0 + 5)) == 300
+        finally:
+            close_all(idle)
+
+
+def test_over_the_cap_a_request_gets_503_at_once_and_recording_resumes() -> None:
+    with Recorder(host="127.0.0.1", limits=Limits(request_timeout_s=15.0, max_connections=4)) as server:
+        token = server.open_run()
+        path = urlsplit(_base(server, token)).path
+        slow = connect_idle(server.port, 4)
+        idle: list[socket.socket] = []
+        try:
+            for sock in slow:  # a complete head, then a body that never comes: each holds a handler
+                sock.sendall(f"POST {path}/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n".encode())
+            wait_for(lambda: server._server.handler_threads() == 4, 5, "4 slow bodies in their handlers")
+            idle += connect_idle(server.port, 300)
+            started = time.monotonic()
+            refused = request(server.port, f"POST {path}/late HTTP/1.0\r\nContent-Length: 0\r\n\r\n".encode(), bound_s=3)
+            assert time.monotonic() - started < 1.5
+            assert status_of(refused) == 503 and b"Connection: close" in refused
+            assert connection_threads("recorder") == 4
+            assert "/late" not in [r.path for r in server.requests_for(token)]
+        finally:
+            close_all(slow)
+        try:
+            wait_for(lambda: server._server.handler_threads() == 0, 5, "the slow handlers to end")
+            assert httpx.post(f"{_base(server, token)}/again", timeout=5).status_code == 200
+            assert "/again" in [r.path for r in server.requests_for(token)]
+        finally:
+            close_all(idle)

@@ -1,0 +1,67 @@
+"""What a review leaves behind: tokens, model and cost on the attempt, in `show` and in /metrics;
+and the alert that makes an outage notify once (migration 0007), against a real PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from listener.alerts import OVERSEER, Alerts
+from listener.inspect import render_show, show_report
+from listener.metrics import Metrics, MetricsServer
+from tests.helpers import insert_idea
+
+
+def add_review(operator, automation_id: int, *, tokens_in: int | None, tokens_out: int | None, model: str | None,
+               cost: float | None, verdict: str = "PASS") -> None:
+    operator.execute(
+        "INSERT INTO agent_builds (automation_id, worker, step, finished_at, outcome, overseer_verdict, overseer_reason,"
+        " overseer_cost_usd, overseer_called_at, overseer_input_tokens, overseer_output_tokens, overseer_model)"
+        " VALUES (%s, 'host:1', 'overseer', now(), 'failed', %s, 'reason', %s, now(), %s, %s, %s)",
+        (automation_id, verdict, cost, tokens_in, tokens_out, model))
+
+
+def test_show_prints_the_reviews_tokens_model_and_cost(operator, builder_conn, queries) -> None:
+    automation_id = insert_idea(operator)
+    add_review(operator, automation_id, tokens_in=301, tokens_out=19, model="claude-opus-5-5", cost=0.001584)
+    add_review(operator, automation_id, tokens_in=None, tokens_out=None, model=None, cost=None, verdict="FAIL")
+    report = show_report(builder_conn, queries, automation_id)
+    assert report is not None
+    text = render_show(report)
+    assert "overseer usage: $0.0016, 301 tokens in / 19 out, model claude-opus-5-5" in text
+    assert "overseer usage: cost n/a, tokens n/a, model n/a" in text
+    first = report["attempts"][0]
+    assert (first["overseer_input_tokens"], first["overseer_output_tokens"], first["overseer_model"]) == (
+        301, 19, "claude-opus-5-5")
+
+
+def test_metrics_count_the_overseers_tokens(db_url, operator, queries) -> None:
+    first, second = insert_idea(operator), insert_idea(operator)
+    add_review(operator, first, tokens_in=301, tokens_out=19, model="m", cost=0.0016)
+    add_review(operator, second, tokens_in=1200, tokens_out=40, model="m", cost=0.01)
+    server = MetricsServer("127.0.0.1:0", Metrics(), db_url, queries, listening=lambda: True, reconnects=lambda: 0)
+    server.start()
+    try:
+        text = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10).text
+    finally:
+        server.stop()
+    assert "agent_builder_overseer_calls_total 2" in text
+    assert "agent_builder_overseer_input_tokens_total 1501" in text
+    assert "agent_builder_overseer_output_tokens_total 59" in text
+    assert "# TYPE agent_builder_overseer_input_tokens_total counter" in text
+
+
+def test_an_alert_opens_once_per_outage(builder_conn, queries, db_url) -> None:
+    from listener.db import connect
+
+    alerts = Alerts(builder_conn, queries)
+    assert alerts.clear(OVERSEER) is False  # nothing open
+    assert alerts.raise_(OVERSEER, "overseer not logged in") is True
+    with connect(db_url, actor="builder:other") as other:  # another listener sees the same outage
+        assert Alerts(other, queries).raise_(OVERSEER, "overseer not logged in (again)") is False
+    assert alerts.raise_(OVERSEER, "still not logged in") is False
+    row: dict[str, Any] = builder_conn.execute("SELECT detail, cleared_at FROM agent_builder_alerts").fetchone()
+    assert row == {"detail": "still not logged in", "cleared_at": None}
+    assert alerts.clear(OVERSEER) is True and alerts.clear(OVERSEER) is False
+    assert alerts.raise_(OVERSEER, "logged out again") is True  # a new outage
