@@ -57,6 +57,10 @@ class Settings:
     sandbox_timeout_s: float
     sandbox_database_url: str | None
     sandbox_agent_image: str
+    sandbox_base_images: tuple[str, ...]
+    sandbox_build_timeout_s: float
+    sandbox_pip_index_url: str | None
+    sandbox_pip_find_links: Path | None
     sandbox_memory: str
     sandbox_cpus: float
     sandbox_pids: int
@@ -183,6 +187,28 @@ class _Reader:
             return None
         return value
 
+    def images(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list of image references (no spaces inside one, none empty)."""
+        value = self.raw(name)
+        if value is None:
+            return ()
+        items = tuple(item.strip() for item in value.split(","))
+        bad = [item for item in items if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*", item)]
+        if bad:
+            self.problems.append(f"{name}={value!r}: must be image references separated by commas, not {bad[0]!r}")
+            return ()
+        return items
+
+    def directory(self, name: str) -> Path | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            self.problems.append(f"{name}={value!r}: must be an absolute path (a local directory of wheels)")
+            return None
+        return path
+
     def url(self, name: str, default: str | None) -> str | None:
         value = self.raw(name) or default
         if value is None:
@@ -292,6 +318,10 @@ class _Reader:
             sandbox_timeout_s=self.number("SANDBOX_TIMEOUT_S", 300.0, float, 1),
             sandbox_database_url=sandbox_database_url,
             sandbox_agent_image=self.text("SANDBOX_AGENT_IMAGE", "agent-builder-claude:latest"),
+            sandbox_base_images=self.images("SANDBOX_BASE_IMAGES"),
+            sandbox_build_timeout_s=self.number("SANDBOX_BUILD_TIMEOUT_S", 300.0, float, 1),
+            sandbox_pip_index_url=self.url("SANDBOX_PIP_INDEX_URL", None),
+            sandbox_pip_find_links=self.directory("SANDBOX_PIP_FIND_LINKS"),
             sandbox_memory=self.memory("SANDBOX_MEMORY", "512m"),
             sandbox_cpus=self.number("SANDBOX_CPUS", 1.0, float, 0.05),
             sandbox_pids=self.number("SANDBOX_PIDS", 256, int, 16),

@@ -164,7 +164,8 @@ def check_docker(settings: Settings) -> Check:
         return Check("docker", False, f"no Docker engine: {' '.join(str(exc).split())[:200]}",
                      "start Docker, or set DOCKER_HOST; see README 'Security model'")
     missing = []
-    for image in (settings.sandbox_base_image, settings.sandbox_agent_image):
+    images = list(dict.fromkeys([settings.sandbox_base_image, settings.sandbox_agent_image, *settings.sandbox_base_images]))
+    for image in images:
         try:
             client.images.get(image)
         except docker.errors.ImageNotFound:
@@ -174,7 +175,7 @@ def check_docker(settings: Settings) -> Check:
     if missing:
         return Check("docker", False, f"engine {version}; image(s) missing: {', '.join(missing)}",
                      "docker pull them, or build docker/claude-agent.Dockerfile as agent-builder-claude:latest")
-    return Check("docker", True, f"engine {version}; images {settings.sandbox_base_image}, {settings.sandbox_agent_image}")
+    return Check("docker", True, f"engine {version}; images {', '.join(images)}")
 
 
 ALL_CHECKS: tuple[Callable[[Settings], Check], ...] = (

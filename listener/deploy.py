@@ -92,7 +92,8 @@ def _verify_artifact(source: Source) -> None:
     main_name = "agent.sh" if "agent.sh" in source.files else "script.py"
     if main_name not in source.files:
         _fail("the tested build recorded no files")
-    files = GeneratedFiles(main_name=main_name, main=source.files[main_name], dockerfile=source.files.get("Dockerfile"))
+    files = GeneratedFiles(main_name=main_name, main=source.files[main_name], dockerfile=source.files.get("Dockerfile"),
+                           requirements=source.files.get("requirements.txt"))
     if source.artifact_sha256 and artifact_digest(files) != source.artifact_sha256:
         _fail("the recorded files do not match the sha256 that was tested")
 

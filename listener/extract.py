@@ -54,16 +54,20 @@ _FILE_HEADER = re.compile(
 
 @dataclass(frozen=True)
 class GeneratedFiles:
-    """The files of one build: the main program and, for scripts, an optional Dockerfile."""
+    """The files of one build: the main program and, for scripts, an optional Dockerfile and an
+    optional requirements.txt (third-party packages, installed from wheels)."""
 
     main_name: str  # 'script.py' or 'agent.sh'
     main: str
     dockerfile: str | None = None
+    requirements: str | None = None
 
     def as_dict(self) -> dict[str, str]:
         files = {self.main_name: self.main}
         if self.dockerfile is not None:
             files["Dockerfile"] = self.dockerfile
+        if self.requirements is not None:
+            files["requirements.txt"] = self.requirements
         return files
 
 
@@ -79,7 +83,7 @@ def extract(output: str, automation_type: str) -> GeneratedFiles:
     want = "bash" if automation_type == "claude_agent" else "python"
     if not text.strip():
         raise _failure("the model's answer is empty", output)
-    main, dockerfile = _from_markers(text, want)
+    main, dockerfile, requirements = _from_markers(text, want)
     if main is None:
         main, dockerfile_found = _from_fences(text, want)
         dockerfile = dockerfile or dockerfile_found
@@ -91,7 +95,8 @@ def extract(output: str, automation_type: str) -> GeneratedFiles:
         raise _failure(f"no {language} found in the model's answer (only prose or other code)", output)
     if want == "bash":
         return GeneratedFiles("agent.sh", _with_shebang(_tidy(main)), None)
-    return GeneratedFiles("script.py", _tidy(main), _tidy(dockerfile) if dockerfile else None)
+    return GeneratedFiles("script.py", _tidy(main), _tidy(dockerfile) if dockerfile else None,
+                          _tidy(requirements) if requirements else None)
 
 
 def _failure(message: str, output: str) -> StepFailure:
@@ -116,25 +121,35 @@ def _with_shebang(script: str) -> str:
 # --- markers -----------------------------------------------------------------------------------
 
 
-def _from_markers(text: str, want: str) -> tuple[str | None, str | None]:
+def _from_markers(text: str, want: str) -> tuple[str | None, str | None, str | None]:
+    """(main, Dockerfile, requirements.txt) from `=== FILE: name ===` sections."""
     matches = list(_MARKER.finditer(text))
     if not matches:
-        return None, None
+        return None, None, None
     main: str | None = None
     dockerfile: str | None = None
+    requirements: str | None = None
     for i, match in enumerate(matches):
         name = match.group(1).strip().lower()
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
         section = text[match.end() : end]
         if name.startswith("dockerfile") or name == "containerfile":
             dockerfile = dockerfile or _section_code(section, "dockerfile")
+        elif want == "python" and name == "requirements.txt":
+            requirements = requirements or _requirements_section(section)
         elif want == "python" and name.endswith(".py"):
             if main is None or name == "script.py":
                 main = _section_code(section, "python")
         elif want == "bash" and (name.endswith(".sh") or name.endswith(".bash")):
             if main is None or name == "agent.sh":
                 main = _section_code(section, "bash")
-    return main, dockerfile
+    return main, dockerfile, requirements
+
+
+def _requirements_section(section: str) -> str | None:
+    """A requirements.txt section: its lines without fences and surrounding prose."""
+    lines = [line for line in section.split("\n") if not _FENCE_OPEN.match(line)]
+    return _trim_prose("\n".join(lines)) or None
 
 
 def _section_code(section: str, want: str) -> str | None:

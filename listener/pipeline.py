@@ -53,7 +53,7 @@ class Pipeline:
         if reason is not None:
             raise StepFailure(level=0, step="prompt", kind="invalid",
                               message=f"cannot be built as it stands: {reason}. Fix the row, then set builder_status = 'not_started'.")
-        prompt = build_prompt(automation)
+        prompt = build_prompt(automation, ctx.settings.sandbox_base_image)
         check_fits(prompt, ctx.settings.ollama_num_ctx)
         ctx.save(prompt=prompt)
         self._check_overseer_budget(ctx, before_step_3=True)
@@ -192,6 +192,8 @@ def structure_log(files: GeneratedFiles) -> str:
     checks = ["python: ast.parse + compile ok" if files.main_name.endswith(".py") else "bash -n ok"]
     if files.dockerfile:
         checks.append("Dockerfile: directives ok")
+    if files.requirements is not None:
+        checks.append("requirements.txt: names and versions only")
     checks.append("secret scan: nothing hardcoded")
     return "; ".join(checks)
 

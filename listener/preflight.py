@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from listener.extract import DOCKER_INSTRUCTIONS, GeneratedFiles
+from listener.sandbox.wheels import requirement_problems
 
 BASH_TIMEOUT_S = 10.0
 
@@ -367,8 +368,8 @@ def scan_reviewer_injection(files: Mapping[str, str]) -> list[Problem]:
 
 
 def run_preflight(files: GeneratedFiles, automation_type: str) -> list[Problem]:
-    """The checks that apply to these files: syntax of the main file, the Dockerfile if any,
-    and secrets across all files."""
+    """The checks that apply to these files: syntax of the main file, the Dockerfile and the
+    requirements if any, and secrets across all files."""
     problems: list[Problem] = []
     if files.main_name.endswith(".sh") or automation_type == "claude_agent":
         problems += check_bash(files.main, files.main_name)
@@ -376,6 +377,8 @@ def run_preflight(files: GeneratedFiles, automation_type: str) -> list[Problem]:
         problems += check_python(files.main, files.main_name)
     if files.dockerfile is not None:
         problems += check_dockerfile(files.dockerfile)
+    if files.requirements is not None:
+        problems += [Problem("requirements", message) for message in requirement_problems(files.requirements)]
     problems += scan_secrets(files.as_dict())
     problems += scan_reviewer_injection(files.as_dict())
     return problems

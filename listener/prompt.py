@@ -33,7 +33,9 @@ FILE_MARKER_TEMPLATE = "=== FILE: {name} ==="
 _FILES_SCRIPT = """\
 - Start each file with a marker line of its own, exactly like this: === FILE: script.py ===
 - Write the complete Python script after the line === FILE: script.py ===
-- Only when the script needs packages beyond the Python standard library, add the line === FILE: Dockerfile === followed by a Dockerfile that installs them, does COPY script.py and runs it with python3 (for example CMD ["python3", "script.py"])."""
+- Only when the script needs packages beyond the Python standard library, add the line === FILE: requirements.txt === followed by those packages, one per line: a package name, optionally with ==version (for example requests==2.32.3), nothing else. They are installed from wheels (binary packages) before the script runs; a package that exists only as source code cannot be used.
+- A Dockerfile is optional: without one the builder makes the image. If you add one, after the line === FILE: Dockerfile ===, it starts with FROM {base_image}, does COPY script.py and runs it with python3 (for example CMD ["python3", "script.py"]).
+- Builds have no network: Dockerfile RUN steps run without network access and cannot download or install anything (no pip install, no apt-get). Declare Python packages in requirements.txt instead."""
 
 _FILES_AGENT = """\
 - Start the file with a marker line of its own, exactly like this: === FILE: agent.sh ===
@@ -188,8 +190,9 @@ def _text_or(value: str | None, fallback: str) -> str:
     return value.strip()
 
 
-def build_prompt(automation: Automation) -> str:
-    """The generation prompt: the playbook's Step 2 text, then our sandbox section."""
+def build_prompt(automation: Automation, base_image: str | None = None) -> str:
+    """The generation prompt: the playbook's Step 2 text, then our sandbox section (which names
+    `base_image`, SANDBOX_BASE_IMAGE, as the only FROM a Dockerfile may have)."""
     playbook = _fill(
         PLAYBOOK_PROMPT,
         {
@@ -199,12 +202,13 @@ def build_prompt(automation: Automation) -> str:
             "task_description": _text_or(automation.task_description, "(no specification given)"),
         },
     )
+    script = _FILES_SCRIPT.replace("{base_image}", base_image or "the sandbox base image")
     if automation.type == "script":
-        files = _FILES_SCRIPT
+        files = script
     elif automation.type == "claude_agent":
         files = _FILES_AGENT
     else:
-        files = "For a script:\n" + _FILES_SCRIPT + "\nFor a claude_agent:\n" + _FILES_AGENT
+        files = "For a script:\n" + script + "\nFor a claude_agent:\n" + _FILES_AGENT
     environment = _SANDBOX_ENVIRONMENT.format(approle=DEFAULT_APPROLE_DIR)
     return f"{playbook}\n\nSandbox rules (how your answer is used):\n{files}\n{environment}\n"
 

@@ -22,6 +22,7 @@ from loguru import logger
 
 from listener.config import DEFAULT_APPROLE_DIR, Settings
 from listener.sandbox.naming import LABEL_ROLE, installation_filter, labels
+from listener.sandbox.wheels import PythonTarget
 
 SANDBOX_USER = "65534:65534"  # nobody:nogroup
 
@@ -79,6 +80,7 @@ class Sandbox:
     build_id: int
     network: str | None = None  # resolved by ensure_network()
     created: list[Any] = field(default_factory=list)
+    python_targets: dict[str, PythonTarget] = field(default_factory=dict)  # base image id -> its Python
 
     @classmethod
     def connect(cls, settings: Settings, installation: str, automation_id: int, build_id: int) -> "Sandbox":
@@ -107,19 +109,11 @@ class Sandbox:
 
     # -- images --------------------------------------------------------------------------------
     def build(self, context: Path, tag: str) -> BuiltImage:
-        try:
-            image, chunks = self.client.images.build(
-                path=str(context), tag=tag, rm=True, forcerm=True, pull=False,
-                labels=labels(self.installation, self.automation_id, self.build_id, "sandbox-image"),
-            )
-        except docker.errors.BuildError as exc:
-            log = _build_log(exc.build_log)
-            raise EngineError(f"the image does not build: {exc.msg}\n{log[-4000:]}") from None
-        except docker.errors.APIError as exc:
-            raise EngineError(f"the Docker engine refused the build: {exc.explanation or exc}") from None
-        except requests.exceptions.RequestException as exc:
-            raise EngineError(f"the image build did not finish: {exc}") from None
-        return BuiltImage(tag=tag, image_id=image.id, log=_build_log(chunks))
+        """The image of a build context (its Dockerfile interpreted, never given to `docker build`),
+        assembled as confined as a run: listener/sandbox/image.py."""
+        from listener.sandbox.image import ImageBuilder
+
+        return ImageBuilder.for_sandbox(self).build(context, tag)
 
     def remove_image(self, reference: str) -> None:
         try:
@@ -264,18 +258,9 @@ def read_logs(container: Any, cap: int) -> tuple[str, bool]:
     return text, truncated
 
 
-def _build_log(chunks: Any) -> str:
-    lines = []
-    for chunk in chunks or []:
-        if isinstance(chunk, dict):
-            text = chunk.get("stream") or chunk.get("error") or ""
-            lines.append(str(text))
-    return "".join(lines)
-
-
 def remove_attempt_containers(installation: str, build_id: int) -> int:
-    """After an attempt died: remove the containers it left (its sandbox runs, and an unverified
-    production candidate `…-next`). Best effort: without an engine there is nothing to remove."""
+    """After an attempt died: remove the containers it left (its sandbox runs and image-build steps,
+    and an unverified production candidate `…-next`). Best effort: without an engine there is nothing to remove."""
     try:
         client = docker.from_env(timeout=30)
         containers = client.containers.list(all=True, filters=installation_filter(installation, build=int(build_id)))
@@ -284,7 +269,7 @@ def remove_attempt_containers(installation: str, build_id: int) -> int:
     removed = 0
     for container in containers:
         role = container.labels.get(LABEL_ROLE)
-        if role == "sandbox-run" or (role == "production" and container.name.endswith("-next")):
+        if role in ("sandbox-run", "sandbox-build") or (role == "production" and container.name.endswith("-next")):
             try:
                 container.remove(force=True)
                 removed += 1

@@ -18,6 +18,7 @@ from listener.ollama import OllamaClient
 from listener.outcome import LevelResult, StepFailure
 from listener.sandbox.checks import RunState, evaluate, summarize, validate_spec
 from listener.sandbox.derive import derive_checks
+from listener.sandbox.dockerfile import REQUIREMENTS_FILE
 from listener.sandbox.engine import EngineError, RunResult, Sandbox
 from listener.sandbox.naming import build_tag
 from listener.sandbox.recorder import Recorder, gateway_address
@@ -73,16 +74,20 @@ def run_sandbox_levels(ctx: AttemptContext, files: GeneratedFiles) -> None:
 # -- the build context -----------------------------------------------------------------------------
 
 def write_context(directory: Path, files: GeneratedFiles, automation_type: str, base_image: str, agent_image: str) -> None:
-    """The files and the Dockerfile the sandbox image is built from."""
-    (directory / files.main_name).write_text(files.main, encoding="utf-8")
+    """The files and the Dockerfile the sandbox image is built from (listener/sandbox/image.py
+    interprets the Dockerfile; the files go in owned by root, agent.sh executable)."""
+    main = directory / files.main_name
+    main.write_text(files.main, encoding="utf-8")
     if automation_type == "claude_agent":
-        dockerfile = (f"FROM {agent_image}\nUSER root\nCOPY agent.sh {APP_DIR}/agent.sh\n"
-                      f"RUN chmod 0755 {APP_DIR}/agent.sh && chown -R 65534:65534 {APP_DIR}\nWORKDIR {APP_DIR}\n")
+        main.chmod(0o755)
+        dockerfile = f"FROM {agent_image}\nWORKDIR {APP_DIR}\nCOPY agent.sh {APP_DIR}/agent.sh\n"
     elif files.dockerfile:
         dockerfile = files.dockerfile
     else:
-        dockerfile = (f"FROM {base_image}\nUSER root\nWORKDIR {APP_DIR}\nCOPY script.py {APP_DIR}/script.py\n"
-                      f"RUN chown -R 65534:65534 {APP_DIR}\nCMD [\"python3\", \"{APP_DIR}/script.py\"]\n")
+        dockerfile = (f"FROM {base_image}\nWORKDIR {APP_DIR}\nCOPY script.py {APP_DIR}/script.py\n"
+                      f"CMD [\"python3\", \"{APP_DIR}/script.py\"]\n")
+    if files.requirements is not None:
+        (directory / REQUIREMENTS_FILE).write_text(files.requirements, encoding="utf-8")
     (directory / "Dockerfile").write_text(dockerfile, encoding="utf-8")
 
 
@@ -107,7 +112,7 @@ def _level_2(ctx: AttemptContext, sandbox: Sandbox, context: Path, files: Genera
     try:
         built = sandbox.build(context, tag)
     except EngineError as exc:
-        _fail(ctx, level, f"Level 2 (deployment): {exc}")
+        _fail(ctx, level, f"Level 2 (deployment): {exc}", log=getattr(exc, "log", ""), detail=getattr(exc, "detail", ""))
     ctx.save(image_id=built.image_id)
     if automation.type == "claude_agent":
         entrypoint, command, what = ["bash", "-c", AGENT_CHECK], None, "agent.sh parses and the claude CLI is present"
@@ -119,7 +124,7 @@ def _level_2(ctx: AttemptContext, sandbox: Sandbox, context: Path, files: Genera
             run = sandbox.run_to_end(container, timeout_s=min(60.0, sandbox.limits.timeout_s))
     except EngineError as exc:
         _fail(ctx, level, f"Level 2 (deployment): {exc}")
-    log = f"image {built.tag} ({built.image_id[:19]}) built\ncheck: {what}\n{run.describe()}\n{run.logs}"
+    log = f"{built.log}\ncheck: {what}\n{run.describe()}\n{run.logs}"
     if run.exit_code != 0:
         reason = _missing_modules(run.logs, modules if automation.type != "claude_agent" else []) or run.describe()
         _fail(ctx, level, f"Level 2 (deployment) failed: {reason}", log=log, detail=_last_line(run.logs))
@@ -137,7 +142,8 @@ def _missing_modules(logs: str, asked: list[str]) -> str | None:
             continue
         known = [name for name in asked if isinstance(missing, list) and name in missing]
         if known:
-            return f"modules not found in the image: {', '.join(known)}"
+            return (f"modules not found in the image: {', '.join(known)} (third-party packages are declared "
+                    f"in {REQUIREMENTS_FILE})")
     return None
 
 

@@ -16,6 +16,7 @@ from tests.e2e.listeners import ListenerProcess, base_env, query, wait_until
 from tests.fakes.ntfy_server import FakeNtfy
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
+E2E_NETWORK = f"agent-builder-test-e2e-{os.getpid()}"  # one per test process: parallel runs share the engine
 
 MODEL_ANSWER = """Here is the automation you asked for:
 
@@ -64,7 +65,7 @@ def pipeline_env(db_url: str, fake_ollama, ntfy_url: str, base_image: str, tmp_p
         CLAUDE_CMD=f"env FAKE_CLAUDE_MODE=json-pass FAKE_CLAUDE_LOG={tmp_path / 'claude.jsonl'} claude -p",
         ANTHROPIC_API_KEY="sk-ant-test-key",
         SANDBOX_BASE_IMAGE=base_image,
-        SANDBOX_NETWORK="agent-builder-test-e2e",
+        SANDBOX_NETWORK=E2E_NETWORK,
         SANDBOX_TIMEOUT_S="60",
         VAULT_APPROLE_DIR=str(tmp_path / "approle"),
         AGENT_BUILDER_HOME=str(tmp_path / "home"),
@@ -111,7 +112,7 @@ def test_an_idea_marked_ready_with_psql_ends_awaiting_approval(db_url, docker_cl
                        "the READY notification", listener)
         finally:
             assert listener.stop() == 0
-    for network in docker_client.networks.list(names=["agent-builder-test-e2e"]):
+    for network in docker_client.networks.list(names=[E2E_NETWORK]):
         network.remove()
 
 
@@ -149,5 +150,5 @@ def test_a_listener_killed_during_the_sandbox_run_leaves_no_container(db_url, op
             wait_until(lambda: not sandbox_runs(automation_id), 20, "the leftover sandbox container to go", survivor)
         finally:
             assert survivor.stop() == 0
-    for network in docker_client.networks.list(names=["agent-builder-test-e2e"]):
+    for network in docker_client.networks.list(names=[E2E_NETWORK]):
         network.remove()

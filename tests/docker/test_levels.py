@@ -6,6 +6,7 @@ a real Docker engine; only Ollama (used when the checks are derived) is a fake H
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +26,7 @@ from tests.fakes.http_fake import Reply
 from tests.helpers import builder_status, insert_idea, installation
 
 FAKE_CLAUDE = Path(__file__).resolve().parents[1] / "fakes" / "claude"
-TEST_NETWORK = "agent-builder-test-sandbox"
+TEST_NETWORK = f"agent-builder-test-sandbox-{os.getpid()}"  # one per test process: parallel runs share the engine
 
 WRITES_FILE = """import json, os, shutil
 usage = shutil.disk_usage('/')

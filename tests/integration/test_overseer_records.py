@@ -9,6 +9,7 @@ import httpx
 
 from listener.alerts import OVERSEER, Alerts
 from listener.inspect import render_show, show_report
+from listener.redact import Redactor
 from listener.metrics import Metrics, MetricsServer
 from tests.helpers import insert_idea
 
@@ -26,7 +27,7 @@ def test_show_prints_the_reviews_tokens_model_and_cost(operator, builder_conn, q
     automation_id = insert_idea(operator)
     add_review(operator, automation_id, tokens_in=301, tokens_out=19, model="claude-opus-5-5", cost=0.001584)
     add_review(operator, automation_id, tokens_in=None, tokens_out=None, model=None, cost=None, verdict="FAIL")
-    report = show_report(builder_conn, queries, automation_id)
+    report = show_report(builder_conn, queries, automation_id, Redactor())
     assert report is not None
     text = render_show(report)
     assert "overseer usage: $0.0016, 301 tokens in / 19 out, model claude-opus-5-5" in text

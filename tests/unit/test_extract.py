@@ -97,3 +97,19 @@ def test_failure_keeps_an_excerpt_of_the_answer_in_the_log() -> None:
     assert "no Python script" in caught.value.message
     assert "I cannot write this" in caught.value.log
     assert "more characters" in caught.value.log
+
+
+def test_a_requirements_section_is_kept_for_scripts() -> None:
+    output = ("=== FILE: script.py ===\nimport requests\nprint(requests.__version__)\n"
+              "=== FILE: requirements.txt ===\nrequests==2.32.3\nhvac\n")
+    files = extract(output, "script")
+    assert files.requirements == "requests==2.32.3\nhvac\n"
+    assert "requests==" not in files.main
+    assert files.as_dict() == {"script.py": files.main, "requirements.txt": "requests==2.32.3\nhvac\n"}
+
+
+def test_a_requirements_section_in_a_fence_and_for_an_agent() -> None:
+    fenced = f"=== FILE: script.py ===\nprint(1)\n=== FILE: requirements.txt ===\n{FENCE}text\npyyaml\n{FENCE}\n"
+    assert extract(fenced, "script").requirements == "pyyaml\n"
+    agent = "=== FILE: agent.sh ===\necho hi\n=== FILE: requirements.txt ===\nrequests\n"
+    assert extract(agent, "claude_agent").requirements is None

@@ -372,3 +372,10 @@ def test_a_phrase_split_over_comment_lines_is_found_on_its_first_line() -> None:
 ])
 def test_ordinary_code_is_not_flagged_as_injection(line: str) -> None:
     assert scan_reviewer_injection({"script.py": line}) == []
+
+
+def test_run_preflight_checks_the_requirements() -> None:
+    problems = run_preflight(GeneratedFiles("script.py", CLEAN_PYTHON, None, "requests\n-e git+https://x/y\n"), "script")
+    assert [p.check for p in problems] == ["requirements"]
+    assert "line 2" in problems[0].message and "pip options" in problems[0].message
+    assert run_preflight(GeneratedFiles("script.py", CLEAN_PYTHON, None, "requests==2.32.3\n"), "script") == []

@@ -107,6 +107,10 @@ def test_script_prompt_explains_markers_dockerfile_and_sandbox() -> None:
     assert "=== FILE: Dockerfile ===" in sandbox
     assert "COPY script.py" in sandbox and "python3" in sandbox
     assert "agent.sh" not in sandbox
+    assert "=== FILE: requirements.txt ===" in sandbox and "wheels" in sandbox
+    assert "Builds have no network" in sandbox and "RUN steps run without network access" in sandbox
+    assert "FROM the sandbox base image" in sandbox
+    assert "FROM python:3.11-slim" in build_prompt(automation(type="script"), "python:3.11-slim")
     for needle in (
         "VAULT_ADDR",
         "SANDBOX_HTTP_URL",
