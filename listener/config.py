@@ -15,6 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 from listener.httpserver import join_address, split_address
 
 DEFAULT_APPROLE_DIR = "/opt/appdata/docker/docker-compose/vault/approle"
+# The default sandbox network is one per installation (two databases on one engine never share it);
+# an explicit SANDBOX_NETWORK is used as written ({installation} is the only placeholder).
+DEFAULT_SANDBOX_NETWORK = "agent-builder-sandbox-{installation}"
 DEFAULT_WEB_ADDR = "127.0.0.1:8787"
 SECRET_FIELDS = frozenset({"ntfy_token", "approval_secret", "builder_signing_key"})
 URL_FIELDS_WITH_PASSWORDS = frozenset({"database_url", "operator_database_url", "sandbox_database_url"})
@@ -68,6 +71,8 @@ class Settings:
     sandbox_runtime: str | None
     sandbox_keep_images: int
     sandbox_http_port: int
+    sandbox_tmp_size: str
+    sandbox_hold_s: float
     builder_concurrency: int
     poll_interval_s: float
     rescue_interval_s: float
@@ -84,6 +89,10 @@ class Settings:
     prod_agents_dir: Path
     prod_run_mode: str
     prod_verify_s: float
+    prod_stop_timeout_s: int
+    prod_log_max_size: str
+    prod_log_max_files: int
+    prod_runtime: str | None
     approval_base_url: str | None
     approval_secret: str | None
     approval_addr: str
@@ -113,6 +122,15 @@ class Settings:
                 text = str(value)
             out[f.name.upper()] = text
         return out
+
+
+def size_bytes(size: str) -> int:
+    """'512m' -> 536870912 (the forms `memory` accepts: digits and an optional b, k, m or g)."""
+    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    text = size.strip().lower()
+    if text and text[-1] in units:
+        return int(text[:-1]) * units[text[-1]]
+    return int(text)
 
 
 def redact_url(url: str) -> str:
@@ -167,6 +185,30 @@ class _Reader:
         if not re.fullmatch(r"[0-9]+[bkmg]?", value):
             self.problems.append(f"{name}={value!r}: must be a size like 512m or 2g")
             return default
+        return value
+
+    def tmp_size(self, name: str, default: str) -> str:
+        """A size like SANDBOX_MEMORY, at least 1m: a tmpfs of size 0 would have no limit at all."""
+        value = self.memory(name, default)
+        if size_bytes(value) < 1 << 20:
+            self.problems.append(f"{name}={value!r}: must be at least 1m")
+            return default
+        return value
+
+    def log_size(self, name: str, default: str) -> str:
+        """A json-file log size (`max-size`): a positive number of bytes, or with k, m or g."""
+        value = (self.raw(name) or default).lower()
+        if not re.fullmatch(r"[1-9][0-9]*[kmg]?", value):
+            self.problems.append(f"{name}={value!r}: must be a positive size like 10m, 512k or 1g")
+            return default
+        return value
+
+    def runtime(self, name: str) -> str | None:
+        """A Docker runtime name (runc, runsc, io.containerd.runc.v2), or None for the engine's default."""
+        value = self.raw(name)
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", value):
+            self.problems.append(f"{name}={value!r}: must be a Docker runtime name like runc or runsc")
+            return None
         return value
 
     def images(self, name: str) -> tuple[str, ...]:
@@ -245,9 +287,11 @@ class _Reader:
             claude_cmd = ("claude", "-p")
         if not claude_cmd:
             self.problems.append("CLAUDE_CMD: is empty")
-        network = self.text("SANDBOX_NETWORK", "agent-builder-sandbox")
+        network = self.text("SANDBOX_NETWORK", DEFAULT_SANDBOX_NETWORK)
         if network == "host":
             self.problems.append("SANDBOX_NETWORK='host': sandboxes never share the host network; use a bridge network or 'none'")
+        elif any(brace in network.replace("{installation}", "") for brace in "{}"):
+            self.problems.append(f"SANDBOX_NETWORK={network!r}: the only placeholder allowed is {{installation}}")
         log_format = self.text("LOG_FORMAT", "text").lower()
         if log_format not in ("text", "json"):
             self.problems.append(f"LOG_FORMAT={log_format!r}: must be 'text' or 'json'")
@@ -318,6 +362,8 @@ class _Reader:
             sandbox_runtime=self.raw("SANDBOX_RUNTIME"),
             sandbox_keep_images=self.number("SANDBOX_KEEP_IMAGES", 3, int, 1),
             sandbox_http_port=self.number("SANDBOX_HTTP_PORT", 0, int, 0),
+            sandbox_tmp_size=self.tmp_size("SANDBOX_TMP_SIZE", "256m"),
+            sandbox_hold_s=self.number("SANDBOX_HOLD_S", 60.0, float, 1),
             builder_concurrency=self.number("BUILDER_CONCURRENCY", 1, int, 1),
             poll_interval_s=self.number("POLL_INTERVAL_S", 30.0, float, 0.05),
             rescue_interval_s=self.number("RESCUE_INTERVAL_S", 2.0, float, 0.05),
@@ -334,6 +380,10 @@ class _Reader:
             prod_agents_dir=Path(self.text("PROD_AGENTS_DIR", str(home / "agents"))).expanduser(),
             prod_run_mode=self.choice("PROD_RUN_MODE", "auto", ("auto", "service", "job")),
             prod_verify_s=self.number("PROD_VERIFY_S", 5.0, float, 0.5),
+            prod_stop_timeout_s=self.number("PROD_STOP_TIMEOUT_S", 10, int, 0),
+            prod_log_max_size=self.log_size("PROD_LOG_MAX_SIZE", "10m"),
+            prod_log_max_files=self.number("PROD_LOG_MAX_FILES", 3, int, 1),
+            prod_runtime=self.runtime("PROD_RUNTIME") or self.raw("SANDBOX_RUNTIME"),
             approval_base_url=approval_base,
             approval_secret=approval_secret,
             approval_addr=self.web_addr(),

@@ -14,6 +14,7 @@ from listener.config import DEFAULT_APPROLE_DIR
 from listener.extract import GeneratedFiles
 from listener.outcome import StepFailure
 from listener.records import AUTOMATION_TYPES, Automation
+from listener.sandbox.keeper import SANDBOX_WORKDIR
 
 # Playbook Step 2, word for word.
 PLAYBOOK_PROMPT = """\
@@ -45,7 +46,7 @@ _FILES_AGENT = """\
 _SANDBOX_ENVIRONMENT = """\
 - The environment variable VAULT_ADDR holds the Vault address. Log in with AppRole using the files {approle}/role-id and {approle}/secret-id (read-only).
 - The environment variable SANDBOX_HTTP_URL is an HTTP endpoint the code may call (for example POST JSON) to report or record its results.
-- The code runs as a non-root user. The working directory and /tmp are writable.
+- The code runs as a non-root user on a read-only filesystem: only /tmp and its working directory {workdir} are writable (small, and empty at the start). Its own files stay read-only where the Dockerfile put them.
 - The marker lines are the only lines in your answer that are not code."""
 
 # The overseer prompt of playbook Step 4, word for word. `{task_description[:200]}` is filled
@@ -209,7 +210,7 @@ def build_prompt(automation: Automation, base_image: str | None = None) -> str:
         files = _FILES_AGENT
     else:
         files = "For a script:\n" + script + "\nFor a claude_agent:\n" + _FILES_AGENT
-    environment = _SANDBOX_ENVIRONMENT.format(approle=DEFAULT_APPROLE_DIR)
+    environment = _SANDBOX_ENVIRONMENT.format(approle=DEFAULT_APPROLE_DIR, workdir=SANDBOX_WORKDIR)
     return f"{playbook}\n\nSandbox rules (how your answer is used):\n{files}\n{environment}\n"
 
 

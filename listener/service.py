@@ -28,6 +28,7 @@ from listener.records import Automation
 from listener.redact import Redactor
 from listener.rescue import Rescuer
 from listener.sandbox.engine import remove_attempt_containers
+from listener.sandbox.sweep import SweepLoop, sweep_once
 from listener.vault import VaultClient
 from listener.workers import Handlers, WakeSignal, WorkerPool
 
@@ -178,8 +179,10 @@ def run_listener(settings: Settings, redactor: Redactor | None = None) -> int:
                                        listening=listen.connected.is_set, reconnects=lambda: listen.reconnects)
         metrics_server.start()
     rescue = RescueLoop(settings, dsn, queries, worker, notifier, stop_background, redactor)
+    sweep = SweepLoop(settings, dsn, queries, worker, stop_background)  # at start, then every RESCUE_INTERVAL_S
     threading.Thread(target=listen.run, name="listen", daemon=True).start()
     threading.Thread(target=rescue.run, name="rescue", daemon=True).start()
+    threading.Thread(target=sweep.run, name="sweep", daemon=True).start()
     pool.start()
     approvals = None
     if settings.approval_secret and settings.approval_base_url:
@@ -226,6 +229,7 @@ def run_build_once(settings: Settings, automation_id: int | None, redactor: Reda
     _install_stop_signals(stop)
     with connect(settings.database_url, actor=f"builder:{worker}", application="agent-builder build-once") as conn:
         Rescuer(conn, queries, settings, notifier, on_rescued=_remove_leftovers, redactor=redactor).sweep()
+        sweep_once(settings, conn, queries)
         store = AttemptStore(conn, queries, worker, redactor)
         claim = store.claim_next_build() if automation_id is None else store.claim_build(automation_id)
         if claim is None:

@@ -13,6 +13,7 @@ from listener.ollama import OllamaClient
 from listener.outcome import StepFailure
 from listener.records import Automation
 from listener.sandbox.checks import KINDS, MAX_WAIT_S, validate_spec
+from listener.sandbox.keeper import SANDBOX_WORKDIR
 from listener.sandbox.urls import AUTOMATION_HOST, Target, parse, refusal
 
 SPEC_CHARS = 4000
@@ -66,7 +67,7 @@ The code ({files}):
 """
 
 
-def build_prompt(automation: Automation, files: GeneratedFiles, workdir: str = "/app") -> str:
+def build_prompt(automation: Automation, files: GeneratedFiles, workdir: str = SANDBOX_WORKDIR) -> str:
     code = "\n\n".join(f"=== FILE: {name} ===\n{text}" for name, text in files.as_dict().items())
     return PROMPT.format(
         name=automation.label, type=automation.type or "script", workdir=workdir, automation=AUTOMATION_HOST,

@@ -8,6 +8,7 @@ import ast
 import json
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -20,10 +21,12 @@ from listener.sandbox.checks import RunState, evaluate, summarize, validate_spec
 from listener.sandbox.derive import derive_checks
 from listener.sandbox.dockerfile import REQUIREMENTS_FILE
 from listener.sandbox.engine import EngineError, RunResult, Sandbox
+from listener.sandbox.keeper import SANDBOX_WORKDIR
 from listener.sandbox.naming import build_tag
 from listener.sandbox.recorder import Recorder, gateway_address
 
 APP_DIR = "/app"
+NO_RECORDER_URL = "http://127.0.0.1:9/no-recording-endpoint"  # SANDBOX_NETWORK=none: nothing to call
 IMPORT_CHECK = (
     "import importlib.util, json, sys\n"
     "missing = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]\n"
@@ -172,21 +175,31 @@ def _levels_3_and_4(ctx: AttemptContext, sandbox: Sandbox, image: str, files: Ge
     level = Level(3, time.monotonic())
     ctx.step("level3")
     service_s = _service_seconds(spec)
-    with Recorder(port=settings.sandbox_http_port) as recorder:
-        token = recorder.open_run()
-        gateway = gateway_address(sandbox.client, sandbox.network or "none")
+    # The recording endpoint listens on the sandbox network's gateway only (not 0.0.0.0); with
+    # SANDBOX_NETWORK=none there is no endpoint and SANDBOX_HTTP_URL leads nowhere.
+    gateway = gateway_address(sandbox.client, sandbox.network or "none")
+    try:
+        recorder = Recorder.bound_to(gateway, settings.sandbox_http_port) if gateway else None
+    except OSError as exc:
+        _fail(ctx, level, f"Level 3 (smoke): the recording endpoint could not listen on {gateway}:"
+                          f"{settings.sandbox_http_port} (SANDBOX_HTTP_PORT): {exc.strerror or exc}", kind="error")
+    with recorder if recorder is not None else nullcontext():
+        token = recorder.open_run() if recorder is not None else ""
         environment = {"AGENT_BUILDER_SANDBOX": "1", "DRY_RUN": "1",
-                       "SANDBOX_HTTP_URL": recorder.url_for(token, gateway or "127.0.0.1")}
+                       "SANDBOX_HTTP_URL": recorder.url_for(token, gateway or "") if recorder is not None else NO_RECORDER_URL}
         if settings.vault_addr:
             environment["VAULT_ADDR"] = settings.vault_addr
         entrypoint, command, how = _smoke_command(ctx.automation.type or "", files)
+        # A service keeps running through Level 4: its keeper's deadline leaves SANDBOX_TIMEOUT_S for the checks.
+        limit_s = service_s + settings.sandbox_timeout_s if service_s else None
         try:
-            with sandbox.container(image, command, environment, entrypoint=entrypoint) as container:
+            with sandbox.container(image, command, environment, entrypoint=entrypoint, limit_s=limit_s) as container:
                 run = sandbox.run_for(container, service_s) if service_s else sandbox.run_to_end(container)
                 outcome = run.describe() if run.exit_code is not None or not service_s else f"still running after {service_s:g} s (a service)"
                 log = f"{how}\n{outcome}\n{run.logs}"
                 if not _smoke_passed(run, service_s):
-                    _fail(ctx, level, f"Level 3 (smoke) failed: {run.describe()}", log=log, detail=_last_line(run.logs))
+                    _fail(ctx, level, f"Level 3 (smoke) failed: {run.describe()}{_limit_hint(run, settings.sandbox_tmp_size)}",
+                          log=log, detail=_last_line(run.logs))
                 ctx.record(level.result(True, log))
 
                 level = Level(4, time.monotonic())
@@ -205,7 +218,19 @@ def _levels_3_and_4(ctx: AttemptContext, sandbox: Sandbox, image: str, files: Ge
         except EngineError as exc:
             _fail(ctx, level, f"Level {level.number}: {exc}")
         finally:
-            recorder.close_run(token)
+            if recorder is not None:
+                recorder.close_run(token)
+
+
+def _limit_hint(run: RunResult, tmp_size: str) -> str:
+    """Why a write failed, when the automation hit a sandbox limit (its own message says only ENOSPC/EROFS)."""
+    if run.exit_code in (None, 0):
+        return ""
+    if "No space left on device" in run.logs:
+        return f" (the sandbox limit: /tmp and {SANDBOX_WORKDIR} hold at most SANDBOX_TMP_SIZE={tmp_size} each)"
+    if "Read-only file system" in run.logs:
+        return f" (the sandbox's root filesystem is read-only: write under /tmp or the working directory {SANDBOX_WORKDIR})"
+    return ""
 
 
 def _service_seconds(spec: list[dict[str, Any]] | StepFailure) -> float | None:
@@ -216,11 +241,13 @@ def _service_seconds(spec: list[dict[str, Any]] | StepFailure) -> float | None:
 
 
 def _smoke_command(automation_type: str, files: GeneratedFiles) -> tuple[list[str] | None, list[str] | None, str]:
+    """(entrypoint, command, what the log says): the image's own command for a script; agent.sh,
+    with --dry-run when it has one, for an agent. The keeper runs it in the working directory."""
     if automation_type == "claude_agent":
         if "--dry-run" in files.main:
-            return [f"{APP_DIR}/agent.sh"], ["--dry-run"], "ran agent.sh --dry-run"
-        return [f"{APP_DIR}/agent.sh"], [], "agent.sh has no --dry-run: ran it with DRY_RUN=1 and no input"
-    return None, None, "ran the image's command (DRY_RUN=1, AGENT_BUILDER_SANDBOX=1)"
+            return [f"{APP_DIR}/agent.sh"], ["--dry-run"], f"ran agent.sh --dry-run (in {SANDBOX_WORKDIR})"
+        return [f"{APP_DIR}/agent.sh"], [], f"agent.sh has no --dry-run: ran it with DRY_RUN=1 and no input (in {SANDBOX_WORKDIR})"
+    return None, None, f"ran the image's command in {SANDBOX_WORKDIR} (DRY_RUN=1, AGENT_BUILDER_SANDBOX=1)"
 
 
 def _smoke_passed(run: RunResult, service_s: float | None) -> bool:

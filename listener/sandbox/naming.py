@@ -11,6 +11,7 @@ LABEL_AUTOMATION = f"{LABEL_PREFIX}.automation-id"
 LABEL_BUILD = f"{LABEL_PREFIX}.build-id"
 LABEL_ROLE = f"{LABEL_PREFIX}.role"
 LABEL_INSTALLATION = f"{LABEL_PREFIX}.installation"
+LABEL_DEADLINE = f"{LABEL_PREFIX}.deadline"  # unix time by which a sandbox container is gone (sweeps remove it after)
 INSTALLATION_RE = re.compile(r"^[a-z0-9]{1,32}$")
 
 

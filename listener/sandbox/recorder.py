@@ -5,10 +5,13 @@ URLs are `http://<gateway>:<port>/<run_token>/<path...>`; the token is fresh and
 run, so concurrent runs cannot see (or fake) each other's requests. Unknown tokens get 404, bodies
 over MAX_BODY get 413. It is a BoundedHTTPServer (listener/httpserver.py): a request has
 REQUEST_TIMEOUT_S in all, at most RECORDER_LIMITS.max_connections are served at once (503 beyond).
+The builder binds it to the sandbox network's gateway (`bound_to`), the address the host has on
+that network, not to 0.0.0.0.
 """
 
 from __future__ import annotations
 
+import errno
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -61,6 +64,20 @@ class Recorder:
                                       warn_reach=False, poll_interval=0.1)
         self._server = self._http.server
         self._started = False
+
+    @classmethod
+    def bound_to(cls, gateway: str, port: int = 0) -> "Recorder":
+        """A recorder listening on the sandbox network's gateway only. When the gateway is not an
+        address of this host (the listener runs in a container whose port is published, or the
+        engine is remote), it listens on all of this host's (or container's) addresses and says so."""
+        try:
+            return cls(host=gateway, port=port)
+        except OSError as exc:
+            if exc.errno != errno.EADDRNOTAVAIL:
+                raise
+        logger.warning("the sandbox gateway {} is not an address of this host (a listener in a container, or a remote "
+                       "engine): the recording endpoint listens on 0.0.0.0:{} instead", gateway, port)
+        return cls(host="0.0.0.0", port=port)
 
     @property
     def port(self) -> int:

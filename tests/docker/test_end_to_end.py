@@ -8,15 +8,16 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.listeners import ListenerProcess, base_env, query, wait_until
 from tests.fakes.ntfy_server import FakeNtfy
+from tests.helpers import installation, remove_installation_objects
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
-E2E_NETWORK = f"agent-builder-test-e2e-{os.getpid()}"  # one per test process: parallel runs share the engine
 
 MODEL_ANSWER = """Here is the automation you asked for:
 
@@ -65,8 +66,7 @@ def pipeline_env(db_url: str, fake_ollama, ntfy_url: str, base_image: str, tmp_p
         CLAUDE_CMD=f"env FAKE_CLAUDE_MODE=json-pass FAKE_CLAUDE_LOG={tmp_path / 'claude.jsonl'} claude -p",
         ANTHROPIC_API_KEY="sk-ant-test-key",
         SANDBOX_BASE_IMAGE=base_image,
-        SANDBOX_NETWORK=E2E_NETWORK,
-        SANDBOX_TIMEOUT_S="60",
+        SANDBOX_TIMEOUT_S="60",  # the default SANDBOX_NETWORK: this test database's own internal network
         VAULT_APPROLE_DIR=str(tmp_path / "approle"),
         AGENT_BUILDER_HOME=str(tmp_path / "home"),
     )
@@ -112,20 +112,18 @@ def test_an_idea_marked_ready_with_psql_ends_awaiting_approval(db_url, docker_cl
                        "the READY notification", listener)
         finally:
             assert listener.stop() == 0
-    for network in docker_client.networks.list(names=[E2E_NETWORK]):
-        network.remove()
+    remove_installation_objects(docker_client, installation(db_url))
 
 
 def test_a_listener_killed_during_the_sandbox_run_leaves_no_container(db_url, operator, docker_client, base_image,
                                                                       fake_ollama, tmp_path: Path) -> None:
     from listener.sandbox.naming import installation_filter
-    from tests.helpers import installation
     from tests.helpers import insert_idea
 
     fake_ollama.response_text = "=== FILE: script.py ===\nimport time\nprint('working', flush=True)\ntime.sleep(300)\n"
 
     def sandbox_runs(automation_id: int) -> list:
-        return docker_client.containers.list(filters=installation_filter(installation(db_url), automation=automation_id,
+        return docker_client.containers.list(ignore_removed=True, filters=installation_filter(installation(db_url), automation=automation_id,
                                                                          role="sandbox-run"))
 
     with FakeNtfy() as ntfy:
@@ -150,5 +148,48 @@ def test_a_listener_killed_during_the_sandbox_run_leaves_no_container(db_url, op
             wait_until(lambda: not sandbox_runs(automation_id), 20, "the leftover sandbox container to go", survivor)
         finally:
             assert survivor.stop() == 0
-    for network in docker_client.networks.list(names=[E2E_NETWORK]):
-        network.remove()
+    remove_installation_objects(docker_client, installation(db_url))
+
+
+def test_a_listener_killed_during_a_run_that_never_ends_leaves_no_container_with_no_listener_alive(
+        db_url, operator, docker_client, base_image, fake_ollama, tmp_path: Path) -> None:
+    from listener.sandbox.naming import installation_filter
+    from tests.helpers import insert_idea
+
+    timeout_s, hold_s = 8, 2
+    fake_ollama.response_text = "=== FILE: script.py ===\nimport time\nprint('working', flush=True)\nwhile True:\n    time.sleep(1)\n"
+    identity = installation(db_url)
+
+    def ours(role: str, collection: str = "containers") -> list:
+        listing = getattr(docker_client, collection).list
+        selected = installation_filter(identity, role=role)
+        if collection == "containers":
+            return listing(all=True, filters=selected, ignore_removed=True)
+        return listing(filters=selected)
+
+    with FakeNtfy() as ntfy:
+        env = pipeline_env(db_url, fake_ollama, ntfy.url, base_image, tmp_path)
+        env.update(SANDBOX_TIMEOUT_S=str(timeout_s), SANDBOX_HOLD_S=str(hold_s))
+        doomed = ListenerProcess(env, tmp_path / "doomed.log")
+        try:
+            doomed.wait_listening()
+            automation_id = insert_idea(operator, name="Endless job", status="idea")
+            operator.execute("UPDATE automation_ideas SET acceptance_check = %s::jsonb, status = 'ready_to_build'"
+                             " WHERE id = %s", (json.dumps({"checks": [{"kind": "file_exists", "path": "/tmp/x"}]}),
+                                                automation_id))
+            running = wait_until(lambda: [c for c in ours("sandbox-run") if c.status == "running"
+                                          and c.labels.get("io.agent-builder.automation-id") == str(automation_id)
+                                          and "level3" == query(db_url, "SELECT step FROM agent_builds WHERE automation_id = %s",
+                                                                (automation_id,))[0]["step"]],
+                                 120, "the smoke run", doomed)
+        finally:
+            doomed.kill()
+        killed_at = time.monotonic()
+        assert doomed.proc.poll() is not None  # nobody is left to remove anything
+        container = running[0]
+        wait_until(lambda: not docker_client.api.containers(all=True, filters={"id": container.id}),
+                   timeout_s + hold_s + 15, "the sandbox container to end by itself")
+        assert time.monotonic() - killed_at < timeout_s + hold_s + 15
+        # Its tmpfs volumes go with it (the engine removes them just after the container).
+        wait_until(lambda: not ours("sandbox-scratch", "volumes"), 10, "the sandbox's tmpfs volumes to go")
+    remove_installation_objects(docker_client, identity)

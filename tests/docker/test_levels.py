@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -89,7 +90,7 @@ def no_leftovers(docker_client, db_url):
     own = installation_filter(installation(db_url), role="sandbox-run")
 
     def sandbox_runs() -> set[str]:
-        return {c.id for c in docker_client.containers.list(all=True, filters=own)}
+        return {c.id for c in docker_client.containers.list(all=True, filters=own, ignore_removed=True)}
 
     before = sandbox_runs()
     yield
@@ -247,7 +248,7 @@ def test_agent_whose_check_does_not_hold_fails_level_4(levels) -> None:
 @pytest.mark.parametrize(("code", "evidence"), [
     ("import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect('/var/run/docker.sock')\nprint('ESCAPED')\n",
      "FileNotFoundError"),
-    ("open('/etc/escaped-by-sandbox', 'w').write('x')\nprint('ESCAPED')\n", "PermissionError"),
+    ("open('/etc/escaped-by-sandbox', 'w').write('x')\nprint('ESCAPED')\n", "Read-only file system"),
     ("import os\nos.setuid(0)\nprint('ESCAPED')\n", "PermissionError"),
 ])
 def test_hostile_script_is_contained_and_reported(levels, code: str, evidence: str) -> None:
@@ -297,4 +298,61 @@ def test_a_sandbox_container_is_created_confined(docker_client, base_image, tmp_
         assert host["Binds"] == [f"{approle.resolve()}:/opt/appdata/docker/docker-compose/vault/approle:ro"]
         assert host["LogConfig"]["Config"]["max-size"] == str(1 << 20)
         assert "VAULT_ADDR=http://vault:8200" in container.attrs["Config"]["Env"]
+        assert host["ReadonlyRootfs"] is True and host["AutoRemove"] is True
+        assert container.attrs["Config"]["WorkingDir"] == "/work"
+        assert container.attrs["Config"]["Labels"]["io.agent-builder.deadline"].isdigit()
+        scratch = {m["Target"]: m["VolumeOptions"]["DriverConfig"]["Options"] for m in host["Mounts"]}
+        assert scratch["/tmp"]["o"].startswith("size=256m,") and scratch["/work"]["type"] == "tmpfs"
+        assert container.attrs["Config"]["Entrypoint"][:2] == ["/bin/sh", "-c"]
     assert docker_client.containers.list(all=True, filters={"id": container.id}) == []
+
+
+# -- size limits and the working directory ---------------------------------------------------------------
+
+FILLS = """import sys
+target = sys.argv[1] if len(sys.argv) > 1 else {target!r}
+written = 0
+chunk = b'x' * (1 << 20)
+try:
+    with open(target, 'wb') as handle:
+        for _ in range(1024):  # 1 GiB
+            handle.write(chunk)
+            handle.flush()
+            written += len(chunk)
+except OSError as exc:
+    print('wrote', written, 'bytes before', type(exc).__name__, exc.strerror, flush=True)
+    raise SystemExit(1)
+print('wrote', written, 'bytes: no limit', flush=True)
+"""
+
+
+@pytest.mark.parametrize(("target", "limit"), [
+    ("/tmp/fill", "SANDBOX_TMP_SIZE"),
+    ("fill", "SANDBOX_TMP_SIZE"),  # the working directory, /work
+    ("/var/tmp/fill", "read-only"),
+    ("/fill", "read-only"),
+])
+def test_a_1_gib_write_is_stopped_at_the_limit(levels, target: str, limit: str) -> None:
+    ending, rows = levels(script(FILLS.format(target=target)), check=file_check("/tmp/x"), SANDBOX_TMP_SIZE="16m")
+    assert levels_of(rows) == [(2, "pass"), (3, "fail")]
+    log = rows[1]["execution_log"]
+    written = int(log.split("wrote ", 1)[1].split()[0])
+    assert written <= 16 << 20, log
+    assert limit in log.splitlines()[0], log  # the reason names the limit that stopped it
+    if limit == "SANDBOX_TMP_SIZE":
+        assert "No space left on device" in log and written >= 8 << 20
+    else:
+        assert "Read-only file system" in log and written == 0
+
+
+def test_level_4_reads_files_in_tmp_and_the_working_directory_after_the_run(levels, base_image) -> None:
+    code = ("open('/tmp/a.json', 'w').write('{}')\n"
+            "open('b.txt', 'w').write('written in the working directory')\n"
+            "import os\nprint(os.getcwd(), os.environ['HOME'])\n")
+    dockerfile = (f"FROM {base_image}\nWORKDIR /app\nCOPY script.py .\n"
+                  'CMD ["python3", "script.py"]\n')  # a relative CMD, as models write them
+    ending, rows = levels(script(code, dockerfile), check={"checks": [
+        {"kind": "file_exists", "path": "/tmp/a.json", "min_bytes": 2},
+        {"kind": "file_exists", "path": "/work/b.txt", "min_bytes": 10}]})
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "pass")], rows[-1]["execution_log"]
+    assert "/work /work" in rows[1]["execution_log"]

@@ -120,3 +120,14 @@ def test_a_derived_service_check_names_the_automations_container(fake_ollama: Fa
     assert "http_status http://automation:8080/health → 200" in note
     prompt = fake_ollama.requests_to("POST", "/api/generate")[0].json["prompt"]
     assert "reachable as automation" in prompt and "requested from the sandbox network" in prompt
+
+
+def test_the_derivation_prompt_names_the_sandbox_working_directory() -> None:
+    from listener.extract import GeneratedFiles
+    from listener.records import Automation
+    from listener.sandbox.derive import build_prompt
+
+    automation = Automation(id=1, name="n", type="script", status="ready_to_build", priority=None,
+                            task_description="write a report", infrastructure_requirement=None, builder_status="building")
+    prompt = build_prompt(automation, GeneratedFiles(main_name="script.py", main="print(1)\n", dockerfile=None))
+    assert "under /tmp or its working directory /work" in prompt

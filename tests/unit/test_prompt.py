@@ -119,6 +119,7 @@ def test_script_prompt_explains_markers_dockerfile_and_sandbox() -> None:
         "read-only",
         "non-root",
         "/tmp",
+        "working directory /work",
     ):
         assert needle in sandbox, needle
 
