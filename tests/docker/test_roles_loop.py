@@ -14,7 +14,7 @@ from typing import Iterator
 import psycopg
 import pytest
 
-from listener.sandbox.naming import repository
+from listener.sandbox.naming import installation_filter, repository
 from listener.signing import verify
 from tests.docker.test_end_to_end import pipeline_env
 from tests.e2e.listeners import ListenerProcess, query, wait_until
@@ -124,4 +124,6 @@ def test_a_build_changed_after_it_was_signed_is_not_deployed(db_url, loop, docke
     log = query(db_url, "SELECT execution_log FROM agent_test_results WHERE automation_id = %s ORDER BY id DESC LIMIT 1",
                 (automation_id,))[0]["execution_log"]
     assert "does not verify with BUILDER_SIGNING_KEY" in log
-    assert not docker_client.containers.list(all=True, filters={"name": repository(automation_id, "Disk report")})
+    # nothing of this installation runs in production (other runs on the same engine may use the same names)
+    assert not docker_client.containers.list(all=True, filters=installation_filter(installation(db_url), automation=automation_id,
+                                                                                   role="production"))
