@@ -401,10 +401,13 @@ def _claude_called(check: dict[str, Any], state: RunState) -> CheckResult:
                                                    "claude stand-in cannot record its calls")
     calls = [r.call for r in state.recorder.requests_for(state.run_token) if r.path == RECORD_PATH and r.call is not None]
     matching = [call for call in calls if all(arg in call.argv for arg in needed)]
-    found = f"{len(matching)} call(s) of the claude stand-in{with_args} ({len(calls)} in all)"
-    if len(matching) >= wanted:
-        return CheckResult("claude_called", True, f"{found}, at least {wanted} expected")
-    return CheckResult("claude_called", False, f"{found}, at least {wanted} expected")
+    found = f"{len(matching)} call(s) of the claude stand-in{with_args} ({len(calls)} in all), at least {wanted} expected"
+    shown = (matching or calls)[:1]
+    for call in shown:  # the arguments and the names of the variables it saw: never their values
+        argv = ", ".join(repr(arg if len(arg) <= 80 else arg[:80] + "…") for arg in call.argv[:20])
+        found += (f"; {'first' if matching else 'a non-matching'} call: argv [{argv}], {len(call.stdin)} characters on "
+                  f"stdin, environment variable names: {', '.join(call.env_names[:60]) or '(none)'}")
+    return CheckResult("claude_called", len(matching) >= wanted, found)
 
 
 def _container_running(check: dict[str, Any], state: RunState) -> CheckResult:
