@@ -283,9 +283,10 @@ def _negative_control(ctx: AttemptContext, sandbox: Sandbox, image: str, checks:
             needs_container.append(index)
     if needs_container:
         try:
+            limit_s = min(CONTROL_LIMIT_S, sandbox.limits.timeout_s)  # the container lives limit + hold at most
             with sandbox.container(image, ["-c", "exit 0"], environment, entrypoint=["/bin/sh"],
-                                   limit_s=CONTROL_LIMIT_S) as container:
-                run = sandbox.run_to_end(container, timeout_s=CONTROL_LIMIT_S)
+                                   limit_s=limit_s) as container:
+                run = sandbox.run_to_end(container, timeout_s=limit_s)
                 if run.exit_code != 0:
                     raise EngineError(f"the control container did not start cleanly: {run.describe()}")
                 for index in needs_container:
@@ -328,8 +329,8 @@ def _level_4_verdict(ctx: AttemptContext, level: Level, spec: list[dict[str, Any
     if failed:
         index, first_failed = failed[0]
         _fail(ctx, level, f"Level 4 (assertion) failed: {len(failed)} of {len(results)} check(s) did not "
-                          f"hold, first {first_failed.kind} (check {index})", log=log,
-              detail=f"{first_failed.kind}: {first_failed.detail}")
+                          f"hold, first {first_failed.kind}", log=log,
+              detail=f"check {index} {first_failed.kind}: {first_failed.detail}")
     ctx.record(level.result(True, log))
 
 

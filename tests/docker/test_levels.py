@@ -264,7 +264,8 @@ def test_agent_that_never_calls_claude_fails_level_4(levels) -> None:
     ending, rows = levels(agent(AGENT_NEVER_CALLS), type="claude_agent", check=AGENT_CHECKS)
     assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "fail")]
     assert "FAIL check 1 claude_called: 0 call(s) of the claude stand-in with -p among its arguments (0 in all)" in rows[2]["execution_log"]
-    assert "first claude_called (check 1)" in rows[2]["execution_log"]
+    assert rows[2]["execution_log"].startswith("Level 4 (assertion) failed: 1 of 2 check(s) did not hold, first "
+                                               "claude_called\ncheck 1 claude_called: 0 call(s)")
 
 
 def test_claude_called_without_a_network_fails_with_the_reason(levels) -> None:
