@@ -89,6 +89,10 @@ class Settings:
     prod_agents_dir: Path
     prod_run_mode: str
     prod_verify_s: float
+    prod_stop_timeout_s: int
+    prod_log_max_size: str
+    prod_log_max_files: int
+    prod_runtime: str | None
     approval_base_url: str | None
     approval_secret: str | None
     approval_addr: str
@@ -187,6 +191,22 @@ class _Reader:
         if size_bytes(value) < 1 << 20:
             self.problems.append(f"{name}={value!r}: must be at least 1m")
             return default
+        return value
+
+    def log_size(self, name: str, default: str) -> str:
+        """A json-file log size (`max-size`): a positive number of bytes, or with k, m or g."""
+        value = (self.raw(name) or default).lower()
+        if not re.fullmatch(r"[1-9][0-9]*[kmg]?", value):
+            self.problems.append(f"{name}={value!r}: must be a positive size like 10m, 512k or 1g")
+            return default
+        return value
+
+    def runtime(self, name: str) -> str | None:
+        """A Docker runtime name (runc, runsc, io.containerd.runc.v2), or None for the engine's default."""
+        value = self.raw(name)
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", value):
+            self.problems.append(f"{name}={value!r}: must be a Docker runtime name like runc or runsc")
+            return None
         return value
 
     def images(self, name: str) -> tuple[str, ...]:
@@ -351,6 +371,10 @@ class _Reader:
             prod_agents_dir=Path(self.text("PROD_AGENTS_DIR", str(home / "agents"))).expanduser(),
             prod_run_mode=self.choice("PROD_RUN_MODE", "auto", ("auto", "service", "job")),
             prod_verify_s=self.number("PROD_VERIFY_S", 5.0, float, 0.5),
+            prod_stop_timeout_s=self.number("PROD_STOP_TIMEOUT_S", 10, int, 0),
+            prod_log_max_size=self.log_size("PROD_LOG_MAX_SIZE", "10m"),
+            prod_log_max_files=self.number("PROD_LOG_MAX_FILES", 3, int, 1),
+            prod_runtime=self.runtime("PROD_RUNTIME") or self.raw("SANDBOX_RUNTIME"),
             approval_base_url=approval_base,
             approval_secret=approval_secret,
             approval_addr=self.web_addr(),
