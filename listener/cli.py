@@ -51,13 +51,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-# The operator's changes, exactly the UPDATE a person would type in SQL.
+# The operator's changes, exactly the UPDATE a person would type in SQL, made through an operator
+# session (OPERATOR_DATABASE_URL, the embedded default's operator login, or DATABASE_URL when its
+# login is an operator).
 OPERATOR_COMMANDS = {
     "approve": "approve a tested build (awaiting_approval -> approved)",
     "reject": "reject a tested build (awaiting_approval -> rejected)",
     "retry": "build again (failed or rejected -> not_started)",
 }
 OPERATOR_STATUS = {"approve": "approved", "reject": "rejected", "retry": "not_started"}
+OPERATOR_FROM = {"approve": "'awaiting_approval'", "reject": "'awaiting_approval'", "retry": "'failed' or 'rejected'"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,17 +88,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"agent-builder: DATABASE_URL is not set and the embedded PostgreSQL did not start ({exc}); "
                   "set DATABASE_URL to a libpq URI, e.g. postgresql://user@host/db", file=sys.stderr)
             return EXIT_ERROR
-        settings = replace(settings, database_url=embedded.url)
+        # migrations run as the embedded server's superuser; everything else as the listener's own
+        # builder login, and the operator's moves as its operator login.
+        settings = replace(settings, database_url=embedded.admin_url if args.command == "migrate" else embedded.url,
+                           operator_database_url=settings.operator_database_url or embedded.operator_url)
         if args.command == "listen":
             print(welcome(embedded), flush=True)
     try:
-        return _dispatch(args, settings, redactor)
+        return _dispatch(args, settings, redactor, embedded=embedded is not None)
     finally:
         if embedded is not None:
             embedded.stop()
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor) -> int:
+def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor, *, embedded: bool = False) -> int:
     assert settings.database_url is not None
     if args.command == "check":
         from listener.dependencies import render, run_checks
@@ -104,7 +110,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor) 
         print(redactor.redact(render(results)))
         return EXIT_OK if all(check.ok for check in results) else EXIT_ERROR
     if args.command == "migrate":
-        return _migrate(settings.database_url, rollback=args.rollback)
+        return _migrate(settings.database_url, rollback=args.rollback, embedded=embedded)
     if args.command == "listen":
         from listener.service import run_listener
 
@@ -116,7 +122,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor) 
     if args.command in ("status", "show"):
         return _inspect(settings.database_url, args, redactor)
     if args.command in OPERATOR_STATUS:
-        return _operator_change(settings.database_url, args.command, args.automation_id)
+        return _operator_change(settings, args.command, args.automation_id)
     return EXIT_USAGE
 
 
@@ -138,29 +144,48 @@ def _inspect(database_url: str, args: argparse.Namespace, redactor: Redactor) ->
     return EXIT_OK
 
 
-def _operator_change(database_url: str, command: str, automation_id: int) -> int:
+def _operator_change(settings: Settings, command: str, automation_id: int) -> int:
     import getpass
 
     import psycopg
 
-    from listener.db import Queries, connect
+    from listener.db import OperatorSessionError, Queries, operator_connect
 
-    with connect(database_url, actor=f"cli:{getpass.getuser()}", application="agent-builder cli") as conn:
+    assert settings.database_url is not None
+    queries = Queries.load()
+    try:
+        conn = operator_connect(settings.operator_database_url, settings.database_url, queries,
+                                actor=f"cli:{getpass.getuser()}", application="agent-builder cli")
+    except OperatorSessionError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_ERROR
+    current = None
+    with conn:
         try:
-            row = conn.execute(Queries.load()["operator_set_status"],
+            row = conn.execute(queries["operator_set_status"],
                                {"automation_id": automation_id, "new_status": OPERATOR_STATUS[command]}).fetchone()
         except psycopg.errors.CheckViolation as exc:
             print(exc.diag.message_primary or str(exc), file=sys.stderr)
             return EXIT_NOT_CLAIMABLE
+        except psycopg.errors.InsufficientPrivilege as exc:
+            print(exc.diag.message_primary or str(exc), file=sys.stderr)
+            return EXIT_ERROR
+        if row is None:
+            current = conn.execute(queries["automation_by_id"], {"automation_id": automation_id}).fetchone()
     if row is None:
-        print(f"agent-builder: there is no automation with id {automation_id}", file=sys.stderr)
+        if current is None:
+            print(f"agent-builder: there is no automation with id {automation_id}", file=sys.stderr)
+        else:
+            print(f"agent-builder: builder_status of automation {automation_id} cannot change from "
+                  f"{current['builder_status']!r} to {OPERATOR_STATUS[command]!r}: {command} is an operator's move, "
+                  f"allowed only from {OPERATOR_FROM[command]}", file=sys.stderr)
         return EXIT_NOT_CLAIMABLE
     print(f"automation {automation_id}: builder_status is now {row['builder_status']}")
     return EXIT_OK
 
 
-def _migrate(database_url: str, *, rollback: bool) -> int:
-    from listener.migrate import migrate
+def _migrate(database_url: str, *, rollback: bool, embedded: bool = False) -> int:
+    from listener.migrate import migrate, role_setup
 
     try:
         report = migrate(database_url, rollback=rollback)
@@ -172,4 +197,6 @@ def _migrate(database_url: str, *, rollback: bool) -> int:
     else:
         print(f"applied: {', '.join(report.applied) or 'nothing (up to date)'}")
     print(f"schema now at: {report.current[-1] if report.current else 'empty'}")
+    if not rollback:
+        print(role_setup(database_url, embedded=embedded))
     return EXIT_OK

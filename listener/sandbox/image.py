@@ -29,7 +29,7 @@ from loguru import logger
 from listener.sandbox.dockerfile import (FINAL_USER, REQUIREMENTS_FILE, CopyStep, DockerfileError, ImageConfig,
                                          Plan, RunStep, parse, plan)
 from listener.sandbox.engine import BuiltImage, EngineError, Sandbox, read_logs
-from listener.sandbox.naming import labels
+from listener.sandbox.naming import LABEL_DEADLINE, labels
 from listener.sandbox.wheels import (PROBE, DependencyError, DependencyTimeout, Index, PythonTarget, Requirement,
                                      download, parse_requirements, unpack)
 
@@ -54,6 +54,9 @@ class BuildFailure(EngineError):
 
 class BuildTimeout(BuildFailure):
     pass
+
+
+STEP_SLACK_S = 30
 
 
 @dataclass
@@ -250,7 +253,10 @@ class ImageBuilder:
         options: dict[str, Any] = {
             "user": user, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"], "privileged": False,
             "mem_limit": limits.memory, "memswap_limit": limits.memory, "nano_cpus": int(limits.cpus * 1e9),
-            "pids_limit": limits.pids, "network_mode": "none", "labels": self.labels(),
+            "pids_limit": limits.pids, "network_mode": "none",
+            # the build's deadline on the container itself: every listener's sweep removes it once
+            # passed, even while the attempt still looks alive (STEP_SLACK_S for the kill and commit)
+            "labels": {**self.labels(), LABEL_DEADLINE: str(int(time.time() + self.deadline.remaining() + STEP_SLACK_S))},
             "log_config": LogConfig(type="json-file", config={"max-size": str(limits.log_bytes), "max-file": "1"}),
         }
         if self.sandbox.settings.sandbox_runtime:
