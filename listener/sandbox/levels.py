@@ -1,6 +1,11 @@
 """Playbook Steps 5–6: deploy into the Docker sandbox and run test levels 2–4 (Level 1, the
 structure checks, ran before the overseer). Each level writes its agent_test_results row; the
-first failure stops the build with a StepFailure the finish step maps to status and ntfy."""
+first failure stops the build with a StepFailure the finish step maps to status and ntfy.
+
+Level 3 runs the automation for real (an agent against the recording claude stand-in,
+listener/sandbox/standin.py, its --dry-run first as an extra step). Every Level 4 check is evaluated
+twice: before the run, against a fresh container of the same image that runs nothing (the negative
+control: a check that already holds proves nothing), and after it."""
 
 from __future__ import annotations
 
