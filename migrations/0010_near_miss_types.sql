@@ -1,8 +1,8 @@
--- agent-builder 0009: rows whose type is almost one the builder builds ('Script', 'bash',
+-- agent-builder 0010: rows whose type is almost one the builder builds ('Script', 'bash',
 -- ' script', 'claude-agent', NULL) are told about instead of waiting forever: the builder may move
 -- them not_started -> failed (listener/rescue.py, sql/fail_near_miss_types.sql), with a level 0
 -- result that names the allowed types and one notification.
--- depends: 0008_alerts_roles
+-- depends: 0009_listener_registry
 
 CREATE OR REPLACE FUNCTION agent_builder_builder_moves() RETURNS jsonb
 LANGUAGE sql IMMUTABLE AS $fn$
