@@ -10,7 +10,7 @@ from listener.migrate import migrate, pending_migrations
 from tests.helpers import insert_idea
 
 ALL = ("0001_automation_ideas", "0002_builder_tables", "0003_state_machine", "0004_approval_links", "0005_rejection_cleanup",
-       "0007_overseer_usage")
+       "0007_overseer_usage", "0009_listener_registry")
 
 
 def tables(url: str) -> set[str]:
