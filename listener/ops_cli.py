@@ -24,7 +24,7 @@ def add_ops_commands(commands: Any) -> None:
     add.add_argument("--spec-file", metavar="FILE", help="read the spec from FILE")
     add.add_argument("--type", dest="type_", metavar="TYPE", default="script", help="script (default) or claude_agent")
     add.add_argument("--infrastructure", metavar="TEXT", help="infrastructure_requirement, e.g. 'docker, vault'")
-    add.add_argument("--priority", metavar="N", help="a whole number (higher is built first)")
+    add.add_argument("--priority", metavar="N", help="a whole number (1 is built before 2; none comes last)")
     add.add_argument("--checks", metavar="JSON", help='acceptance checks: {"checks": [...]} or a list of checks')
     add.add_argument("--check-file", metavar="FILE", help="read the acceptance checks (JSON) from FILE")
     add.add_argument("--ready", action="store_true", help="mark it ready_to_build at once")
