@@ -14,7 +14,7 @@ from typing import Any
 from listener.db import Queries, connect
 from listener.redact import Redactor
 
-EXIT_OK, EXIT_ERROR = 0, 1
+EXIT_OK, EXIT_ERROR, EXIT_NOT_FOUND = 0, 1, 3
 
 
 def add_ops_commands(commands: Any) -> None:
@@ -38,9 +38,17 @@ def add_ops_commands(commands: Any) -> None:
     listeners.add_argument("--json", action="store_true", help="machine-readable output")
     commands.add_parser("healthcheck", help="exit 0 only while a listener of this host is live")
 
+    logs = commands.add_parser("logs", help="one automation's steps, results and verdicts; --follow as they happen")
+    logs.add_argument("automation_id", type=int, metavar="ID")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the row rests")
+
+    prune = commands.add_parser("prune", help="remove finished attempts and their results older than D (history stays)")
+    prune.add_argument("--older-than", required=True, metavar="D", help="a duration: 90s, 15m, 12h, 30d, 2w")
+
 
 def run_ops_command(args: argparse.Namespace, database_url: str, redactor: Redactor) -> int | None:
-    handlers = {"add": _add, "list": _list, "listeners": _listeners, "healthcheck": _healthcheck}
+    handlers = {"add": _add, "list": _list, "listeners": _listeners, "healthcheck": _healthcheck, "logs": _logs,
+                "prune": _prune}
     handler = handlers.get(args.command)
     return None if handler is None else handler(args, database_url, redactor)
 
@@ -109,4 +117,41 @@ def _healthcheck(args: argparse.Namespace, database_url: str, redactor: Redactor
         return EXIT_ERROR
     print(redactor.redact(f"healthy: {len(live)} live listener(s) on host {host}: "
                           + ", ".join(f"pid {item.pid} ({item.in_flight} in flight)" for item in live)))
+    return EXIT_OK
+
+
+def _logs(args: argparse.Namespace, database_url: str, redactor: Redactor) -> int:
+    import signal
+    import threading
+
+    from listener.ops_logs import follow
+
+    stop = threading.Event()
+
+    def handle(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    with connect(database_url, actor="cli", application="agent-builder logs") as conn:
+        found = follow(conn, Queries.load(), args.automation_id, redactor, keep_following=args.follow, stop=stop,
+                       out=sys.stdout)
+    if not found:
+        print(f"agent-builder: there is no automation with id {args.automation_id}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    return EXIT_OK
+
+
+def _prune(args: argparse.Namespace, database_url: str, redactor: Redactor) -> int:
+    from listener.ops_logs import InvalidDuration, parse_duration, prune
+
+    try:
+        older_than = parse_duration(args.older_than)
+    except InvalidDuration as exc:
+        print(f"agent-builder prune: --older-than {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    with connect(database_url, actor=f"cli:{getpass.getuser()}", application="agent-builder cli") as conn:
+        removed = prune(conn, Queries.load(), older_than)
+    print(f"pruned {removed['attempts']} finished attempt(s) and {removed['results']} test result(s) "
+          f"older than {args.older_than}; the status history is kept")
     return EXIT_OK

@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from tests.e2e.listeners import Listeners, base_env, query, run_cli, statuses, wait_until
 from tests.helpers import builder_status, force_status, insert_idea
 
-DB_COMMANDS = [("status",), ("show", "1"), ("list",), ("list", "--status", "failed"), ("listeners",),
+DB_COMMANDS = [("status",), ("show", "1"), ("list",), ("logs", "1"), ("prune", "--older-than", "30d"), ("list", "--status", "failed"), ("listeners",),
                ("healthcheck",), ("retry", "--all-failed"), ("retry", "1"), ("approve", "1"),
                ("add", "Disk report", "Write the disk usage of / to /tmp/disk.json")]
 
@@ -196,3 +196,95 @@ def test_the_registry_counts_builds_in_flight(db_url, operator, tmp_path: Path) 
         wait_until(lambda: [r["in_flight"] for r in live(db_url)] == [1], 15, "one build in flight", listener)
     finally:
         listeners.close()
+
+
+@pytest.mark.slow
+def test_add_ready_then_logs_follow_until_awaiting_approval(db_url, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.e2e.listeners import REPO
+
+    added = run_cli(base_env(db_url), "add", "Disk report", "Write the disk usage of / to /tmp/disk.json", "--ready")
+    assert added.returncode == 0, added.stderr
+    automation_id = int(added.stdout)
+    follower = subprocess.Popen([sys.executable, "-m", "listener", "logs", str(automation_id), "--follow"], cwd=REPO,
+                                env=base_env(db_url), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    listeners = Listeners(db_url, tmp_path)
+    try:
+        assert follower.poll() is None  # not_started and ready: it waits for the builder
+        listener = listeners.start()
+        out, err = follower.communicate(timeout=30)
+        assert follower.returncode == 0, err
+        assert statuses(db_url)[automation_id] == "awaiting_approval"
+        lines = out.splitlines()
+        at = {needle: next(i for i, line in enumerate(lines) if needle in line) for needle in (
+            "status (new) -> not_started", "status not_started -> queued", "claimed by", "step generate",
+            "status queued -> building", "succeeded", "status building -> awaiting_approval")}
+        # the claim and its move to queued are one transaction: either may print first
+        assert at["status (new) -> not_started"] < min(at["claimed by"], at["status not_started -> queued"])
+        assert max(at["claimed by"], at["status not_started -> queued"]) < at["status queued -> building"]
+        assert at["step generate"] < at["status building -> awaiting_approval"], out
+        assert at["succeeded"] < at["status building -> awaiting_approval"], out
+        assert f"build {query(db_url, 'SELECT max(id) AS id FROM agent_builds')[0]['id']} succeeded" in out
+        assert lines[-1] == f"automation {automation_id} rests at builder_status awaiting_approval"
+        assert listener.stop() == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+        listeners.close()
+
+
+def seed_attempt(operator, automation_id: int, *, days_ago: float, outcome: str | None, verdict: str | None = None,
+                 result: str | None = None) -> int:
+    finished = None if outcome is None else f"now() - interval '{days_ago} days'"
+    row = operator.execute(
+        "INSERT INTO agent_builds (automation_id, worker, step, claimed_at, step_at, finished_at, outcome,"
+        " overseer_verdict, overseer_reason, error)"
+        f" VALUES (%s, 'w:1', 'level2', now() - interval '{days_ago + 0.01} days', now() - interval '{days_ago} days',"
+        f" {finished or 'NULL'}, %s, %s, %s, %s) RETURNING id",
+        (automation_id, outcome, verdict, "looks fine" if verdict else None,
+         "Level 2 failed: exit 1" if outcome == "failed" else None)).fetchone()
+    build_id = int(row["id"])
+    if result is not None:
+        operator.execute("INSERT INTO agent_test_results (automation_id, build_id, test_level, status, execution_log,"
+                         f" created_at) VALUES (%s, %s, 2, %s, 'ran \x1b[31m', now() - interval '{days_ago} days')",
+                         (automation_id, build_id, result))
+    return build_id
+
+
+def test_logs_prints_steps_results_and_verdicts_escaped(db_url, operator) -> None:
+    automation_id = insert_idea(operator)
+    build = seed_attempt(operator, automation_id, days_ago=1, outcome="failed", verdict="PASS", result="fail")
+    done = run_cli(base_env(db_url), "logs", str(automation_id))
+    assert done.returncode == 0, done.stderr
+    assert f"build {build} claimed by w:1" in done.stdout
+    assert f"build {build} step level2" in done.stdout
+    assert f"build {build} overseer PASS: looks fine" in done.stdout
+    assert "level 2 FAIL (0 ms, build" in done.stdout and "ran \\x1b[31m" in done.stdout and "\x1b" not in done.stdout
+    assert f"build {build} failed: Level 2 failed: exit 1" in done.stdout
+    missing = run_cli(base_env(db_url), "logs", "424242", "--follow")
+    assert missing.returncode == 3 and "no automation with id 424242" in missing.stderr
+
+
+def test_prune_removes_old_finished_attempts_and_their_results_and_keeps_history(db_url, operator) -> None:
+    a, b, c = (insert_idea(operator) for _ in range(3))
+    for automation_id in (a, b, c):
+        force_status(operator, automation_id, "failed")
+    old_a = [seed_attempt(operator, a, days_ago=d, outcome="failed", result="fail") for d in (40, 35)]
+    recent_a = seed_attempt(operator, a, days_ago=1, outcome="failed", result="fail")
+    only_b = seed_attempt(operator, b, days_ago=50, outcome="failed", result="fail")  # the latest of b: kept
+    running_c = seed_attempt(operator, c, days_ago=60, outcome=None)
+    history = query(db_url, "SELECT count(*) AS n FROM builder_status_history")[0]["n"]
+
+    assert run_cli(base_env(db_url), "prune", "--older-than", "soon").returncode == 1
+    done = run_cli(base_env(db_url), "prune", "--older-than", "30d")
+    assert done.returncode == 0, done.stderr
+    assert "pruned 2 finished attempt(s) and 2 test result(s) older than 30d" in done.stdout
+    assert {r["id"] for r in query(db_url, "SELECT id FROM agent_builds")} == {recent_a, only_b, running_c}
+    assert {r["build_id"] for r in query(db_url, "SELECT build_id FROM agent_test_results")} == {recent_a, only_b}
+    assert not set(old_a) & {r["id"] for r in query(db_url, "SELECT id FROM agent_builds")}
+    assert query(db_url, "SELECT count(*) AS n FROM builder_status_history")[0]["n"] == history
+    again = run_cli(base_env(db_url), "prune", "--older-than", "30d")
+    assert "pruned 0 finished attempt(s) and 0 test result(s)" in again.stdout
