@@ -205,6 +205,9 @@ def _migrate(database_url: str, *, rollback: bool) -> int:
 
     try:
         report = migrate(database_url, rollback=rollback)
+    except psycopg.OperationalError as exc:
+        print(database_problem(exc, database_url).line, file=sys.stderr)
+        return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - any failure is reported and exits 1
         logger.error("migration failed: {}", exc)
         return EXIT_ERROR

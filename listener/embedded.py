@@ -41,8 +41,12 @@ def welcome(database: EmbeddedDatabase) -> str:
     return (
         f"agent-builder: no DATABASE_URL, so an embedded PostgreSQL runs with its data in {database.pgdata}\n"
         f"  connect:            psql \"{database.url}\"\n"
-        "  add an idea:        INSERT INTO automation_ideas (name, type, status, task_description)"
-        " VALUES ('Disk report', 'script', 'idea', 'Write the disk usage of / as JSON to /tmp/disk.json');\n"
-        "  mark it ready:      UPDATE automation_ideas SET status = 'ready_to_build' WHERE id = 1;\n"
+        "  add an idea:        agent-builder add 'Disk report' 'Write the disk usage of / as JSON to /tmp/disk.json'"
+        " --ready\n"
+        "  or in SQL:          INSERT INTO automation_ideas (name, type, status, task_description)"
+        " VALUES ('Disk report', 'script', 'idea', 'Write the disk usage of / as JSON to /tmp/disk.json') RETURNING id;\n"
+        "  mark it ready:      UPDATE automation_ideas SET status = 'ready_to_build' WHERE id = ID;"
+        "  (ID: the id the INSERT returned)\n"
+        "  follow the build:   agent-builder logs ID --follow\n"
         "  other commands:     run them with the same AGENT_BUILDER_HOME, or DATABASE_URL set to the URL above"
     )

@@ -53,6 +53,17 @@ def test_an_unreachable_database_is_one_line_with_the_fix(args) -> None:
     assert "hunter2secret" not in done.stderr
 
 
+def test_migrate_and_build_once_name_the_unreachable_database(empty_db_url) -> None:
+    url = f"postgresql://nobody:hunter2secret@127.0.0.1:{free_port()}/nothing"
+    assert_one_line(run_cli(base_env(url), "migrate"), "cannot reach the database 127.0.0.1:")
+    for env, needle in ((base_env(url), "cannot reach the database"),
+                        (base_env(empty_db_url), "fix: run: agent-builder migrate")):
+        done = run_cli(env, "build-once")
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert needle in done.stderr.strip().splitlines()[-1]
+        assert "hunter2secret" not in done.stderr
+
+
 def test_add_with_every_option_then_ready(db_url, tmp_path: Path) -> None:
     spec = tmp_path / "spec.txt"
     spec.write_text("Write the disk usage of / as JSON to /tmp/disk.json\n")
