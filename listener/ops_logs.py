@@ -121,8 +121,9 @@ def follow(conn: psycopg.Connection[dict[str, Any]], queries: Queries, automatio
             return False
         for line in lines:
             print(line, file=out, flush=True)
-        if not keep_following or is_resting(row) or stop.is_set():
-            if keep_following:
-                print(f"automation {automation_id} rests at builder_status {row['builder_status']}", file=out, flush=True)
+        if keep_following and is_resting(row):
+            print(f"automation {automation_id} rests at builder_status {row['builder_status']}", file=out, flush=True)
+            return True
+        if not keep_following or stop.is_set():
             return True
         stop.wait(FOLLOW_INTERVAL_S)
