@@ -1,6 +1,11 @@
 """One-tap approval: signed, expiring, single-use links on the READY notification, and the small
 HTTP endpoint that performs the same UPDATE an operator would (so the trigger, the state machine
-and the history apply unchanged, with the actor 'one-tap')."""
+and the history apply unchanged, with the actor 'one-tap').
+
+The listener's own login is a builder and never approves: the UPDATE goes through an operator
+session (OPERATOR_DATABASE_URL, the embedded default's operator login, or DATABASE_URL when its
+login is an operator), and the history records that login. Spending the link's nonce is a write to
+the builder's table approval_link_uses, made on the listener's own connection."""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import psycopg
 from loguru import logger
 
 from listener.config import Settings
-from listener.db import Queries, connect
+from listener.db import OperatorSessionError, Queries, connect, operator_connect
 from listener.httpserver import BackgroundServer, Limits, TextHandler
 from listener.redact import Redactor
 
@@ -97,28 +102,34 @@ class Decision:
     message: str
 
 
-def decide(conn: psycopg.Connection[dict[str, Any]], queries: Queries, secret: str, token: str,
-           remote_addr: str | None) -> Decision:
-    """Verify a link and perform its UPDATE; the nonce is spent in the same transaction."""
+def decide(builder: psycopg.Connection[dict[str, Any]], operator: psycopg.Connection[dict[str, Any]],
+           queries: Queries, secret: str, token: str, remote_addr: str | None) -> Decision:
+    """Verify a link, spend its nonce (builder session) and perform its UPDATE (operator session).
+
+    The operator's transaction runs inside the builder's: a refused or failed UPDATE leaves the
+    nonce unspent; the nonce is committed right after the decision (should that one commit fail,
+    the link can be tapped again, and the state machine refuses a second decision).
+    """
     try:
         link = verify(secret, token)
     except LinkError as exc:
         return Decision(403, f"forbidden: {exc}")
     try:
-        with conn.transaction():
-            spent = conn.execute(queries["use_approval_link"], {
+        with builder.transaction():
+            spent = builder.execute(queries["use_approval_link"], {
                 "nonce": link.nonce, "automation_id": link.automation_id, "build_id": link.build_id,
                 "action": link.action, "remote_addr": remote_addr}).fetchone()
             if spent is None:
                 return Decision(403, "forbidden: this link was already used")
-            row = conn.execute(queries["decide_by_link"], {
-                "automation_id": link.automation_id, "build_id": link.build_id,
-                "new_status": ACTIONS[link.action]}).fetchone()
-            if row is None:
-                raise _Refused("forbidden: the link is not for this automation's current build")
+            with operator.transaction():
+                row = operator.execute(queries["decide_by_link"], {
+                    "automation_id": link.automation_id, "build_id": link.build_id,
+                    "new_status": ACTIONS[link.action]}).fetchone()
+                if row is None:
+                    raise _Refused("forbidden: the link is not for this automation's current build")
     except _Refused as refused:
         return Decision(403, str(refused))
-    except psycopg.errors.CheckViolation as exc:
+    except (psycopg.errors.CheckViolation, psycopg.errors.InsufficientPrivilege) as exc:
         return Decision(403, f"forbidden: {exc.diag.message_primary}")
     logger.bind(automation_id=link.automation_id).info("one-tap {} of build {}", link.action, link.build_id)
     return Decision(200, f"automation {link.automation_id}: builder_status is now {row['builder_status']}")
@@ -148,7 +159,9 @@ class ApprovalServer:
         self.dsn = dsn
         self.queries = queries
         self.lock = threading.Lock()
-        self.conn: psycopg.Connection[dict[str, Any]] | None = None
+        self.conn: psycopg.Connection[dict[str, Any]] | None = None  # the listener's own (builder) session
+        self.operator: psycopg.Connection[dict[str, Any]] | None = None  # the session that decides
+        self._reported: str | None = None
         self.http = BackgroundServer(settings.approval_addr, self._handler(), "approvals", limits)
 
     @property
@@ -159,22 +172,44 @@ class ApprovalServer:
         self.http.start()
         logger.info("one-tap approval endpoint on {} (links point at {})", self.http.address,
                     self.settings.approval_base_url)
+        with self.lock:  # say at start, not at the first tap, when no operator session can be had
+            try:
+                self.operator = operator_connect(self.settings.operator_database_url, self.dsn, self.queries,
+                                                 actor="one-tap", application="agent-builder approvals (operator)")
+            except OperatorSessionError as exc:
+                self._reported = str(exc)
+                logger.error("one-tap approval cannot decide: {}", exc)
+            except psycopg.OperationalError:
+                pass  # the database is down: the first tap connects again
 
     def stop(self) -> None:
         self.http.stop()
-        if self.conn is not None:
-            self.conn.close()
+        self._close()
+
+    def _close(self) -> None:
+        for conn in (self.conn, self.operator):
+            if conn is not None:
+                conn.close()
+        self.conn = self.operator = None
 
     def _decide(self, token: str, remote: str | None) -> Decision:
-        with self.lock:  # one connection, one decision at a time: taps are rare
+        with self.lock:  # one pair of connections, one decision at a time: taps are rare
             for attempt in (1, 2):
                 try:
                     if self.conn is None or self.conn.closed:
                         self.conn = connect(self.dsn, actor="one-tap", application="agent-builder approvals")
+                    if self.operator is None or self.operator.closed:
+                        self.operator = operator_connect(self.settings.operator_database_url, self.dsn, self.queries,
+                                                         actor="one-tap", application="agent-builder approvals (operator)")
                     assert self.settings.approval_secret is not None
-                    return decide(self.conn, self.queries, self.settings.approval_secret, token, remote)
+                    return decide(self.conn, self.operator, self.queries, self.settings.approval_secret, token, remote)
+                except OperatorSessionError as exc:
+                    if self._reported != str(exc):
+                        self._reported = str(exc)
+                        logger.error("one-tap approval cannot decide: {}", exc)
+                    return Decision(503, f"one-tap approval is not set up: {exc}")
                 except psycopg.OperationalError as exc:
-                    self.conn = None
+                    self._close()
                     if attempt == 2:
                         logger.warning("approval endpoint cannot reach the database: {}", exc)
         return Decision(503, "the database is unreachable; try again")

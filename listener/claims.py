@@ -2,7 +2,9 @@
 
 Every attempt holds a session advisory lock on the connection that claimed it, for as long as it
 runs. The lock dies with the connection (a killed process, a lost host, a cut network), which is
-how the rescuer (listener.rescue) tells a dead attempt from a slow one.
+how the rescuer (listener.rescue) tells a dead attempt from a slow one. A claim whose lock another
+session already holds (anyone who can connect can take advisory locks) is undone by the database
+and tried again with the next attempt id: no attempt ever runs without its lock.
 
 Every text an attempt stores goes through the store's Redactor (listener.redact), here and only
 here: execution logs, errors, the overseer's reason and the acceptance checks are redacted and
@@ -18,10 +20,12 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from loguru import logger
 from psycopg.types.json import Jsonb
 
+from listener import signing
 from listener.db import Queries
-from listener.outcome import LevelResult, LostClaim
+from listener.outcome import LevelResult, LostClaim, StepFailure
 from listener.records import Automation, Claim
 from listener.redact import Redactor
 
@@ -34,6 +38,11 @@ ATTEMPT_FIELDS = frozenset({
 JSON_FIELDS = frozenset({"files", "acceptance_check"})
 CODE_FIELDS = frozenset({"prompt", "model_output"})  # secrets replaced, text otherwise as written
 TEXT_FIELDS = frozenset({"overseer_reason", "error"})  # secrets replaced, control characters escaped
+# What a build signature covers, besides the attempt id (listener.signing).
+SIGNED_FIELDS = ("image_id", "artifact_sha256")
+# A claim whose advisory lock is taken by someone else is undone and tried again with a new
+# attempt id, at most this many times in one call (a squatter holding a run of future ids).
+CLAIM_LOCK_TRIES = 20
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,7 @@ def installation_of(conn: psycopg.Connection[dict[str, Any]], queries: Queries) 
 
 
 class AttemptStore:
-    """The database side of attempts, on one connection owned by one worker."""
+    """The database side of attempts, on one autocommit connection owned by one worker."""
 
     def __init__(self, conn: psycopg.Connection[dict[str, Any]], queries: Queries, worker: str,
                  redactor: Redactor | None = None) -> None:
@@ -68,6 +77,10 @@ class AttemptStore:
         self.worker = worker
         self.redactor = redactor if redactor is not None else Redactor()
         self._installation: str | None = None
+        # What each running attempt of this store recorded as its artifact: signed from here, not
+        # from the database, so a value changed behind the builder's back is never signed.
+        self._artifacts: dict[int, dict[str, Any]] = {}
+        self._lock_holders_reported: set[str] = set()
 
     @property
     def installation(self) -> str:
@@ -87,10 +100,25 @@ class AttemptStore:
         return self._claim("claim_next_deploy", {"worker": self.worker, "automation_id": automation_id}, "deploy")
 
     def _claim(self, query: str, params: dict[str, Any], kind: str) -> Claim | None:
-        row = self.conn.execute(self.queries[query], params).fetchone()
-        if row is None:
-            return None
-        return Claim(automation=Automation.from_row(row), build_id=int(row["build_id"]), kind=kind, worker=self.worker)
+        for _ in range(CLAIM_LOCK_TRIES):
+            try:
+                row = self.conn.execute(self.queries[query], params).fetchone()
+            except psycopg.errors.LockNotAvailable as exc:
+                # The claim statement failed as a whole: no attempt row, the automation untouched.
+                self._report_lock_holder(exc)
+                continue
+            if row is None:
+                return None
+            return Claim(automation=Automation.from_row(row), build_id=int(row["build_id"]), kind=kind, worker=self.worker)
+        logger.error("{} claims in a row were undone because another session holds agent-builder's advisory lock keys; "
+                     "trying again at the next wake-up", CLAIM_LOCK_TRIES)
+        return None
+
+    def _report_lock_holder(self, exc: psycopg.errors.LockNotAvailable) -> None:
+        holder = exc.diag.message_detail or "unknown holder"
+        if holder not in self._lock_holders_reported:  # once per holder, not once per attempt id
+            self._lock_holders_reported.add(holder)
+            logger.warning("{}; trying the next attempt id ({})", exc.diag.message_primary, exc.diag.message_hint)
 
     def claim_rejected_cleanup(self) -> tuple[Automation, int, str | None] | None:
         """A rejected automation whose tested build still needs cleaning up: (automation, build, image)."""
@@ -124,6 +152,22 @@ class AttemptStore:
         params["build_id"] = claim.build_id
         if self.conn.execute(self.queries["save_attempt"], params).fetchone() is None:
             raise LostClaim(f"attempt {claim.build_id} was ended by someone else")
+        recorded = self._artifacts.setdefault(claim.build_id, {})
+        recorded.update({name: fields[name] for name in SIGNED_FIELDS if fields.get(name) is not None})
+
+    def sign(self, claim: Claim, key: str) -> None:
+        """Sign the build with BUILDER_SIGNING_KEY: its id, and the image id and sha256 this store
+        recorded for it. Refused (a level 0 failure) when the database no longer holds exactly those."""
+        recorded = self._artifacts.get(claim.build_id, {})
+        image_id, artifact_sha256 = recorded.get("image_id"), recorded.get("artifact_sha256")
+        row = self.conn.execute(self.queries["sign_attempt"], {
+            "build_id": claim.build_id, "image_id": image_id, "artifact_sha256": artifact_sha256,
+            "signature": signing.sign(key, claim.build_id, image_id, artifact_sha256),
+        }).fetchone()
+        if row is None:
+            raise StepFailure(level=0, step="sign", message=(
+                f"build {claim.build_id} was not signed: it is no longer this worker's running attempt, or its recorded "
+                "image id or sha256 differ from what this worker built and tested (changed in the database meanwhile)"))
 
     def _clean(self, name: str, value: Any) -> Any:
         if value is None:
@@ -169,6 +213,7 @@ class AttemptStore:
                 owned = bool(row and row["finished"])
                 if owned:
                     self.record_result(claim, result)
+        self._artifacts.pop(claim.build_id, None)
         return Finished(owned=owned, retry_at=row["retry_at"] if row else None)
 
     def release_backoff(self, claim: Claim, base_s: float, max_s: float) -> float:
@@ -179,6 +224,7 @@ class AttemptStore:
         """End an attempt that lost its row, and give up its lock."""
         self.conn.execute(self.queries["close_lost_attempt"], {"build_id": claim.build_id, "outcome": "failed",
                                                                "error": self.redactor.redact(error)})
+        self._artifacts.pop(claim.build_id, None)
         self.unlock(claim)
 
     def unlock(self, claim: Claim) -> None:

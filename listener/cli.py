@@ -63,13 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-# The operator's changes, exactly the UPDATE a person would type in SQL.
+# The operator's changes, exactly the UPDATE a person would type in SQL, made through an operator
+# session (OPERATOR_DATABASE_URL, the embedded default's operator login, or DATABASE_URL when its
+# login is an operator).
 OPERATOR_COMMANDS = {
     "approve": "approve a tested build (awaiting_approval -> approved)",
     "reject": "reject a tested build (awaiting_approval -> rejected)",
     "retry": "build again (failed or rejected -> not_started)",
 }
 OPERATOR_STATUS = {"approve": "approved", "reject": "rejected", "retry": "not_started"}
+OPERATOR_FROM = {"approve": "'awaiting_approval'", "reject": "'awaiting_approval'", "retry": "'failed' or 'rejected'"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,11 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"agent-builder: DATABASE_URL is not set and the embedded PostgreSQL did not start ({exc}); "
                   "set DATABASE_URL to a libpq URI, e.g. postgresql://user@host/db", file=sys.stderr)
             return EXIT_ERROR
-        settings = replace(settings, database_url=embedded.url)
+        # migrations run as the embedded server's superuser; everything else as the listener's own
+        # builder login, and the operator's moves as its operator login.
+        settings = replace(settings, database_url=embedded.admin_url if args.command == "migrate" else embedded.url,
+                           operator_database_url=settings.operator_database_url or embedded.operator_url)
         if args.command == "listen":
             print(welcome(embedded), flush=True)
     try:
-        return _dispatch(args, settings, redactor)
+        return _dispatch(args, settings, redactor, embedded=embedded is not None)
     except psycopg.Error as exc:
         assert settings.database_url is not None
         print(redactor.one_line(database_problem(exc, settings.database_url).line, limit=2000), file=sys.stderr)
@@ -111,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             embedded.stop()
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor) -> int:
+def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor, *, embedded: bool = False) -> int:
     assert settings.database_url is not None
     if args.command == "check":
         from listener.dependencies import render, run_checks
@@ -120,7 +126,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor) 
         print(redactor.redact(render(results)))
         return EXIT_OK if all(check.ok for check in results) else EXIT_ERROR
     if args.command == "migrate":
-        return _migrate(settings.database_url, rollback=args.rollback)
+        return _migrate(settings.database_url, rollback=args.rollback, embedded=embedded)
     if args.command == "listen":
         from listener.service import run_listener
 
@@ -132,20 +138,21 @@ def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor) 
     if args.command in ("status", "show"):
         return _inspect(settings.database_url, args, redactor)
     if args.command == "retry":
-        return _retry(settings.database_url, args)
+        return _retry(settings, args)
     if args.command in OPERATOR_STATUS:
-        return _operator_change(settings.database_url, args.command, args.automation_id)
-    ops = run_ops_command(args, settings.database_url, redactor)
+        return _operator_change(settings, args.command, args.automation_id)
+    ops = run_ops_command(args, settings, redactor)
     return EXIT_USAGE if ops is None else ops
 
 
-def _retry(database_url: str, args: argparse.Namespace) -> int:
+def _retry(settings: Settings, args: argparse.Namespace) -> int:
     from listener.db import Queries, connect
     from listener.ops import failed_ids
 
     ids = list(dict.fromkeys(args.automation_ids))
     if args.all_failed:
-        with connect(database_url, actor="cli", application="agent-builder cli") as conn:
+        assert settings.database_url is not None
+        with connect(settings.database_url, actor="cli", application="agent-builder cli") as conn:
             ids += [i for i in failed_ids(conn, Queries.load()) if i not in ids]
         if not ids:
             print("no failed automations to retry")
@@ -153,7 +160,7 @@ def _retry(database_url: str, args: argparse.Namespace) -> int:
     if not ids:
         print("agent-builder retry: give one or more IDs, or --all-failed", file=sys.stderr)
         return EXIT_USAGE
-    return max(_operator_change(database_url, "retry", automation_id) for automation_id in ids)
+    return max(_operator_change(settings, "retry", automation_id) for automation_id in ids)
 
 
 def _inspect(database_url: str, args: argparse.Namespace, redactor: Redactor) -> int:
@@ -179,29 +186,48 @@ def _inspect(database_url: str, args: argparse.Namespace, redactor: Redactor) ->
     return EXIT_OK
 
 
-def _operator_change(database_url: str, command: str, automation_id: int) -> int:
+def _operator_change(settings: Settings, command: str, automation_id: int) -> int:
     import getpass
 
     import psycopg
 
-    from listener.db import Queries, connect
+    from listener.db import OperatorSessionError, Queries, operator_connect
 
-    with connect(database_url, actor=f"cli:{getpass.getuser()}", application="agent-builder cli") as conn:
+    assert settings.database_url is not None
+    queries = Queries.load()
+    try:
+        conn = operator_connect(settings.operator_database_url, settings.database_url, queries,
+                                actor=f"cli:{getpass.getuser()}", application="agent-builder cli")
+    except OperatorSessionError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_ERROR
+    current = None
+    with conn:
         try:
-            row = conn.execute(Queries.load()["operator_set_status"],
+            row = conn.execute(queries["operator_set_status"],
                                {"automation_id": automation_id, "new_status": OPERATOR_STATUS[command]}).fetchone()
         except psycopg.errors.CheckViolation as exc:
             print(exc.diag.message_primary or str(exc), file=sys.stderr)
             return EXIT_NOT_CLAIMABLE
+        except psycopg.errors.InsufficientPrivilege as exc:
+            print(exc.diag.message_primary or str(exc), file=sys.stderr)
+            return EXIT_ERROR
+        if row is None:
+            current = conn.execute(queries["automation_by_id"], {"automation_id": automation_id}).fetchone()
     if row is None:
-        print(f"agent-builder: there is no automation with id {automation_id}", file=sys.stderr)
+        if current is None:
+            print(f"agent-builder: there is no automation with id {automation_id}", file=sys.stderr)
+        else:
+            print(f"agent-builder: builder_status of automation {automation_id} cannot change from "
+                  f"{current['builder_status']!r} to {OPERATOR_STATUS[command]!r}: {command} is an operator's move, "
+                  f"allowed only from {OPERATOR_FROM[command]}", file=sys.stderr)
         return EXIT_NOT_CLAIMABLE
     print(f"automation {automation_id}: builder_status is now {row['builder_status']}")
     return EXIT_OK
 
 
-def _migrate(database_url: str, *, rollback: bool) -> int:
-    from listener.migrate import migrate
+def _migrate(database_url: str, *, rollback: bool, embedded: bool = False) -> int:
+    from listener.migrate import migrate, role_setup
 
     try:
         report = migrate(database_url, rollback=rollback)
@@ -216,4 +242,6 @@ def _migrate(database_url: str, *, rollback: bool) -> int:
     else:
         print(f"applied: {', '.join(report.applied) or 'nothing (up to date)'}")
     print(f"schema now at: {report.current[-1] if report.current else 'empty'}")
+    if not rollback:
+        print(role_setup(database_url, embedded=embedded))
     return EXIT_OK

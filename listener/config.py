@@ -19,8 +19,8 @@ DEFAULT_APPROLE_DIR = "/opt/appdata/docker/docker-compose/vault/approle"
 # an explicit SANDBOX_NETWORK is used as written ({installation} is the only placeholder).
 DEFAULT_SANDBOX_NETWORK = "agent-builder-sandbox-{installation}"
 DEFAULT_WEB_ADDR = "127.0.0.1:8787"
-SECRET_FIELDS = frozenset({"ntfy_token", "approval_secret"})
-URL_FIELDS_WITH_PASSWORDS = frozenset({"database_url", "sandbox_database_url"})
+SECRET_FIELDS = frozenset({"ntfy_token", "approval_secret", "builder_signing_key"})
+URL_FIELDS_WITH_PASSWORDS = frozenset({"database_url", "operator_database_url", "sandbox_database_url"})
 MAX_CLAUDE_RETRIES = 5
 
 
@@ -98,6 +98,8 @@ class Settings:
     approval_addr: str
     approval_ttl_s: float
     metrics_addr: str | None
+    operator_database_url: str | None
+    builder_signing_key: str | None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -240,6 +242,12 @@ class _Reader:
             self.problems.append(f"{name}={value!r}: must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    def database_url(self, name: str) -> str | None:
+        value = self.raw(name)
+        if value is not None and "://" in value and not value.startswith(("postgres://", "postgresql://")):
+            self.problems.append(f"{name}: must be a libpq URI (postgresql://…), got scheme {value.split('://')[0]!r}")
+        return value
+
     def address(self, name: str, value: str | None) -> str | None:
         """'host:port' checked and written the one way (an empty host is 127.0.0.1), or None with
         the problem noted."""
@@ -307,9 +315,10 @@ class _Reader:
         approval_secret = self.raw("APPROVAL_SECRET")
         if approval_secret is not None and len(approval_secret) < 16:
             self.problems.append("APPROVAL_SECRET: must be at least 16 characters")
-        database_url = self.raw("DATABASE_URL")
-        if database_url is not None and "://" in database_url and not database_url.startswith(("postgres://", "postgresql://")):
-            self.problems.append(f"DATABASE_URL: must be a libpq URI (postgresql://…), got scheme {database_url.split('://')[0]!r}")
+        database_url = self.database_url("DATABASE_URL")
+        signing_key = self.raw("BUILDER_SIGNING_KEY")
+        if signing_key is not None and len(signing_key) < 16:
+            self.problems.append("BUILDER_SIGNING_KEY: must be at least 16 characters")
         sandbox_database_url = self.raw("SANDBOX_DATABASE_URL")
         if (sandbox_database_url is not None and "://" in sandbox_database_url
                 and not sandbox_database_url.startswith(("postgres://", "postgresql://"))):
@@ -380,6 +389,8 @@ class _Reader:
             approval_addr=self.web_addr(),
             approval_ttl_s=self.number("APPROVAL_TTL_S", 86400.0, float, 60),
             metrics_addr=self.address("METRICS_ADDR", self.raw("METRICS_ADDR")),
+            operator_database_url=self.database_url("OPERATOR_DATABASE_URL"),
+            builder_signing_key=signing_key,
         )
         if self.problems:
             raise ConfigError(self.problems)

@@ -32,10 +32,10 @@ def worker_name() -> str:
 
 
 def connect(dsn: str, *, actor: str, autocommit: bool = True, application: str = "agent-builder") -> psycopg.Connection[dict[str, Any]]:
-    """Open a connection whose builder_status changes are attributed to `actor`.
+    """Open a connection whose builder_status changes are recorded with the name `actor`.
 
-    The state machine trigger lets sessions whose actor starts with 'builder' make the builder's
-    moves; every history row records the actor next to the database user.
+    The actor is only a label in the history, next to the login that made the change: what a
+    session may do is decided by the roles of its login (migration 0006), never by this setting.
     """
     options = f"{_SERVER_KEEPALIVES} -c agent_builder.actor={_guc_value(actor)}"
     return psycopg.connect(
@@ -72,3 +72,70 @@ class Queries:
             return self.texts[name]
         except KeyError:
             raise KeyError(f"agent-builder: no query named {name!r} in sql/ (known: {', '.join(sorted(self.texts))})") from None
+
+
+@dataclass(frozen=True)
+class SessionRoles:
+    """What the login of a session is (sql/session_roles.sql). Memberships are None while the
+    group roles do not exist yet (migrations pending)."""
+
+    login: str
+    superuser: bool
+    guarded: bool  # this database's guards decide by these roles (migration 0006 applied)
+    builder: bool | None
+    operator: bool | None
+    admin: bool | None
+    owns: tuple[str, ...]
+
+    @classmethod
+    def of(cls, conn: psycopg.Connection[dict[str, Any]], queries: "Queries") -> "SessionRoles":
+        row = conn.execute(queries["session_roles"], {}).fetchone()
+        assert row is not None
+        return cls(login=str(row["login"]), superuser=bool(row["superuser"]), guarded=bool(row["guarded"]), builder=row["builder"],
+                   operator=row["operator"], admin=row["admin"], owns=tuple(row["owns"] or ()))
+
+    @property
+    def migrated(self) -> bool:
+        return self.guarded and self.builder is not None and self.operator is not None and self.admin is not None
+
+    @property
+    def decides(self) -> bool:
+        """May approve, reject and retry: an operator or admin member (superusers are both)."""
+        return bool(self.operator or self.admin)
+
+
+class OperatorSessionError(RuntimeError):
+    """No operator session can be had: the message says what to set."""
+
+
+def operator_connect(operator_url: str | None, database_url: str, queries: "Queries", *, actor: str,
+                     application: str) -> psycopg.Connection[dict[str, Any]]:
+    """A connection that may approve, reject and retry: OPERATOR_DATABASE_URL when set, else
+    DATABASE_URL when its login is an operator or admin (a person's own login, a superuser).
+
+    The listener's own login is a builder and never approves: when it is what DATABASE_URL holds
+    and OPERATOR_DATABASE_URL is not set, this says so and what to set.
+    """
+    conn = connect(operator_url or database_url, actor=actor, application=application)
+    try:
+        roles = SessionRoles.of(conn, queries)
+    except BaseException:
+        conn.close()
+        raise
+    if roles.decides:
+        return conn
+    conn.close()
+    if not roles.migrated:
+        raise OperatorSessionError("agent-builder: this database has no agent-builder roles yet (migration 0006_roles is "
+                                   "pending); run: agent-builder migrate")
+    if operator_url:
+        raise OperatorSessionError(
+            f"agent-builder: OPERATOR_DATABASE_URL connects as {roles.login}, which is not a member of "
+            f"agent_builder_operator or agent_builder_admin, so it may not approve, reject or retry; "
+            f"as a superuser run: GRANT agent_builder_operator TO {roles.login};")
+    raise OperatorSessionError(
+        f"agent-builder: approving, rejecting and retrying are an operator's moves, and DATABASE_URL connects as "
+        f"{roles.login}, which is not an operator (the listener's own login never approves its builds). "
+        "Set OPERATOR_DATABASE_URL to the connection string of an operator's login "
+        "(e.g. postgresql://alice@db.lan/api_business, a member of agent_builder_operator), "
+        "or run the command with DATABASE_URL set to one.")

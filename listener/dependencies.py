@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 import httpx
 import psycopg
+from psycopg.rows import dict_row
 
 from listener.config import Settings
 from listener.migrate import pending_migrations
@@ -40,6 +41,47 @@ def check_database(settings: Settings) -> Check:
         return Check("database", False, f"PostgreSQL {server}; {len(pending)} migration(s) pending: {', '.join(pending)}",
                      "run: agent-builder migrate", required=True)
     return Check("database", True, f"PostgreSQL {server}, schema up to date")
+
+
+def check_roles(settings: Settings) -> Check:
+    """The listener's login: a builder member (required), and neither a superuser nor an operator or
+    admin, nor the owner of the builder's tables (each only warns: allowed, but then the database
+    cannot tell the builder from the people who approve its work)."""
+    from listener.db import Queries, SessionRoles
+
+    if settings.database_url is None:
+        return Check("roles", False, "DATABASE_URL is not set", "set DATABASE_URL to a libpq URI", required=True)
+    try:
+        with psycopg.connect(settings.database_url, connect_timeout=5, row_factory=dict_row) as conn:
+            roles = SessionRoles.of(conn, Queries.load())
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        return Check("roles", False, " ".join(str(exc).split())[:300], "see the database check", required=True)
+    login = roles.login
+    if not roles.migrated:
+        return Check("roles", False, "this database has no agent-builder roles yet (migration 0006_roles is pending)",
+                     "run: agent-builder migrate", required=True)
+    if not roles.builder:
+        return Check("roles", False, f"the listener's login {login} is not a member of agent_builder_builder: "
+                     "it can neither claim nor record builds", f"as a superuser run: GRANT agent_builder_builder TO {login};",
+                     required=True)
+    warnings, fixes = [], []
+    if roles.superuser:
+        warnings.append(f"{login} is a superuser: it passes every role check, approving its own builds included")
+        fixes.append("connect the listener as a login of its own: CREATE ROLE agent_builder_listener LOGIN PASSWORD '...' "
+                     "IN ROLE agent_builder_builder; and point DATABASE_URL at it")
+    else:
+        groups = [name for name, member in (("agent_builder_operator", roles.operator), ("agent_builder_admin", roles.admin))
+                  if member]
+        if groups:
+            warnings.append(f"{login} is also a member of {' and '.join(groups)}: the builder could approve its own builds")
+            fixes.append("; ".join(f"REVOKE {group} FROM {login};" for group in groups))
+        if roles.owns:
+            warnings.append(f"{login} owns (or acts as the owner of) {', '.join(roles.owns)}: an owner can disable "
+                            "the triggers that guard them")
+            fixes.append("migrate as another role, e.g. ALTER TABLE ... OWNER TO <that role>;")
+    if warnings:
+        return Check("roles", True, "; ".join(warnings), " ".join(fixes), warning=True)
+    return Check("roles", True, f"the listener's login {login} is a builder (not an operator, admin or superuser)")
 
 
 def check_sandbox_database(settings: Settings) -> Check:
@@ -179,7 +221,8 @@ def check_docker(settings: Settings) -> Check:
 
 
 ALL_CHECKS: tuple[Callable[[Settings], Check], ...] = (
-    check_database, check_sandbox_database, check_ollama, check_claude, check_vault, check_ntfy, check_docker)
+    check_database, check_roles, check_sandbox_database, check_ollama, check_claude, check_vault, check_ntfy,
+    check_docker)
 
 
 def run_checks(settings: Settings) -> list[Check]:

@@ -44,6 +44,7 @@ import requests.exceptions
 from docker.types import LogConfig
 from loguru import logger
 
+from listener import signing
 from listener.config import DEFAULT_APPROLE_DIR, Settings
 from listener.context import AttemptContext
 from listener.extract import GeneratedFiles
@@ -62,16 +63,13 @@ class Source:
     artifact_sha256: str | None
     files: dict[str, str]
     acceptance_check: Any
+    signature: str | None = None
 
 
 def deploy(ctx: AttemptContext) -> None:
     """The default DEPLOY_HANDLER."""
-    row = ctx.store.conn.execute(ctx.store.queries["deploy_source"], {"deploy_id": ctx.claim.build_id}).fetchone()
-    if row is None:
-        _fail("there is no tested build to deploy (the approved row's build did not pass the four levels)")
-    source = Source(build_id=row["build_id"], image_id=row["image_id"], artifact_sha256=row["artifact_sha256"],
-                    files=row["files"] or {}, acceptance_check=row["acceptance_check"])
-    _verify_artifact(source)
+    source = read_source(ctx)
+    _verify_artifact(source, ctx.automation.type, ctx.settings.builder_signing_key)
     ctx.step("deploy")
     if ctx.automation.type == "claude_agent":
         path = install_agent(ctx.settings, ctx.automation.id, ctx.automation.name, source)
@@ -88,14 +86,64 @@ def _fail(message: str, detail: str = "") -> NoReturn:
     raise StepFailure(level=0, step="deploy", message=f"deployment failed: {message}", detail=detail)
 
 
-def _verify_artifact(source: Source) -> None:
-    main_name = "agent.sh" if "agent.sh" in source.files else "script.py"
+def read_source(ctx: AttemptContext) -> Source:
+    """The build this deployment was claimed for (sql/deploy_source.sql), refused unless it belongs
+    to this automation, was finished with success by a builder session, and passed levels 1-4."""
+    row = ctx.store.conn.execute(ctx.store.queries["deploy_source"], {"deploy_id": ctx.claim.build_id}).fetchone()
+    problem = source_problem(row, ctx.automation.id)
+    if problem is not None:
+        _fail(problem)
+    assert row is not None
+    return Source(build_id=row["build_id"], image_id=row["image_id"], artifact_sha256=row["artifact_sha256"],
+                  files=row["files"] or {}, acceptance_check=row["acceptance_check"], signature=row["signature"])
+
+
+def source_problem(row: dict[str, Any] | None, automation_id: int) -> str | None:
+    """Why the build a deployment points at may not be deployed, or None when it may."""
+    retry = "; retry it (builder_status = 'not_started') to build and test it again"
+    if row is None or row["build_id"] is None:
+        return "this deployment points at no build: there is no tested build to deploy" + retry
+    build = row["build_id"]
+    if not row["belongs"]:
+        return f"build {build} belongs to automation {row['build_automation_id']}, not to automation {automation_id}" + retry
+    if not row["finished"]:
+        return (f"build {build} is not a finished, successful build (kind {row['kind']!r}, outcome {row['outcome']!r})" + retry)
+    if not row["by_builder"]:
+        made_by = (f"its session's login {row['built_by']!r} is not a member of agent_builder_builder" if row["built_by"]
+                   else "it records no login (made before migration 0006 added roles)")
+        return f"build {build} was not made by a builder session: {made_by}" + retry
+    passed = list(row["levels_passed"] or [])
+    if passed != [1, 2, 3, 4] or row["any_failed"]:
+        missing = [level for level in (1, 2, 3, 4) if level not in passed]
+        return (f"build {build} did not pass the four test levels (passing: {', '.join(map(str, passed)) or 'none'}"
+                + (f"; missing: {', '.join(map(str, missing))}" if missing else "")
+                + ("; a level failed" if row["any_failed"] else "") + ")" + retry)
+    return None
+
+
+def _verify_artifact(source: Source, automation_type: str | None, signing_key: str | None) -> None:
+    """What is deployed is what was tested: the files match the recorded sha256 (always: a build
+    without one is refused), a script has its image id, and with BUILDER_SIGNING_KEY the build's
+    signature verifies."""
+    build = source.build_id
+    if not source.artifact_sha256:
+        _fail(f"build {build} recorded no sha256 of its files: nothing is deployed unverified")
+    main_name = "agent.sh" if automation_type == "claude_agent" else "script.py"
     if main_name not in source.files:
-        _fail("the tested build recorded no files")
+        _fail(f"the tested build {build} recorded no {main_name}")
     files = GeneratedFiles(main_name=main_name, main=source.files[main_name], dockerfile=source.files.get("Dockerfile"),
                            requirements=source.files.get("requirements.txt"))
-    if source.artifact_sha256 and artifact_digest(files) != source.artifact_sha256:
-        _fail("the recorded files do not match the sha256 that was tested")
+    if artifact_digest(files) != source.artifact_sha256:
+        _fail(f"the recorded files of build {build} do not match the sha256 that was tested")
+    if automation_type != "claude_agent" and not source.image_id:
+        _fail(f"build {build} recorded no image id: nothing is deployed unverified")
+    if signing_key:
+        if not source.signature:
+            _fail(f"build {build} is not signed, and BUILDER_SIGNING_KEY is set: only builds signed with that key are "
+                  "deployed. Retry it to build it again with the key")
+        if not signing.verify(signing_key, build, source.image_id, source.artifact_sha256, source.signature):
+            _fail(f"the signature of build {build} does not verify with BUILDER_SIGNING_KEY: its image id or sha256 "
+                  "were changed after it was built, or it was signed with another key. Retry it to build it again")
 
 
 # -- claude_agent ------------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ def run_attempt(ctx: AttemptContext, handler: Callable[[AttemptContext], Any]) -
 def _run(ctx: AttemptContext, handler: Callable[[AttemptContext], Any]) -> Ending:
     try:
         handler(ctx)
+        if ctx.claim.kind == "build" and ctx.settings.builder_signing_key:
+            ctx.store.sign(ctx.claim, ctx.settings.builder_signing_key)  # BUILDER_SIGNING_KEY: only signed builds deploy
     except Released as stop:
         return _release(ctx, reason=str(stop), outcome="stopped")
     except LostClaim as lost:

@@ -11,6 +11,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from listener.config import Settings
 from listener.db import Queries, connect
 from listener.redact import Redactor
 
@@ -46,15 +47,20 @@ def add_ops_commands(commands: Any) -> None:
     prune.add_argument("--older-than", required=True, metavar="D", help="a duration: 90s, 15m, 12h, 30d, 2w")
 
 
-def run_ops_command(args: argparse.Namespace, database_url: str, redactor: Redactor) -> int | None:
-    handlers = {"add": _add, "list": _list, "listeners": _listeners, "healthcheck": _healthcheck, "logs": _logs,
-                "prune": _prune}
+def run_ops_command(args: argparse.Namespace, settings: Settings, redactor: Redactor) -> int | None:
+    assert settings.database_url is not None
+    if args.command == "add":
+        return _add(args, settings, redactor)
+    handlers = {"list": _list, "listeners": _listeners, "healthcheck": _healthcheck, "logs": _logs, "prune": _prune}
     handler = handlers.get(args.command)
-    return None if handler is None else handler(args, database_url, redactor)
+    return None if handler is None else handler(args, settings.database_url, redactor)
 
 
-def _add(args: argparse.Namespace, database_url: str, redactor: Redactor) -> int:
+def _add(args: argparse.Namespace, settings: Settings, redactor: Redactor) -> int:
+    """Written through the operator session, as approve/reject/retry: the listener's own login is a
+    builder, which may not add ideas."""
     from listener import inspect
+    from listener.db import OperatorSessionError, operator_connect
     from listener.ops import InvalidIdea, add_idea, parse_idea
 
     try:
@@ -64,8 +70,16 @@ def _add(args: argparse.Namespace, database_url: str, redactor: Redactor) -> int
     except InvalidIdea as exc:
         print(redactor.one_line(f"agent-builder add: {exc}", limit=2000), file=sys.stderr)
         return EXIT_ERROR
-    with connect(database_url, actor=f"cli:{getpass.getuser()}", application="agent-builder cli") as conn:
-        row = add_idea(conn, Queries.load(), idea)
+    assert settings.database_url is not None
+    queries = Queries.load()
+    try:
+        conn = operator_connect(settings.operator_database_url, settings.database_url, queries,
+                                actor=f"cli:{getpass.getuser()}", application="agent-builder cli")
+    except OperatorSessionError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_ERROR
+    with conn:
+        row = add_idea(conn, queries, idea)
     print(inspect.to_json(row) if args.json else row["id"])
     return EXIT_OK
 

@@ -1,6 +1,8 @@
 """The rescuer: finds attempts whose worker died and applies the playbook to their rows.
 
-An attempt is dead when nobody holds its session advisory lock (listener.claims). Died before
+An attempt is dead when no builder session holds its session advisory lock (listener.claims):
+a lock held by anyone else (any login can take advisory locks) is reported once and not trusted,
+so a squatter can neither keep a dead attempt's row wedged nor make a live one look dead. Died before
 Step 3 (row still 'queued'): back to 'not_started', to be built again (with backoff when it keeps
 happening). Died at or after Step 3 ('building', 'deploying'): 'failed', with a level 0 result
 that names the step, and an ERROR notification.
@@ -40,21 +42,33 @@ class Rescuer:
         self.settings = settings
         self.notifier = notifier
         self.on_rescued = on_rescued  # e.g. remove the containers a dead attempt left behind
+        self._squatters_reported: set[tuple[int, str]] = set()
 
     def sweep(self) -> list[Rescued]:
         """One pass: rescue every dead attempt and orphaned row found now."""
         done: list[Rescued] = []
         for candidate in self.conn.execute(self.queries["find_dead_attempts"], {}).fetchall():
+            self._report_squatters(candidate)
             rescued = self.rescue(candidate, why="its worker is gone (connection closed: killed, crashed or unreachable)")
             if rescued is not None:
                 done.append(rescued)
         return done
 
+    def _report_squatters(self, candidate: dict[str, Any]) -> None:
+        squatters = candidate.get("squatters")
+        if not squatters or (candidate["build_id"], squatters) in self._squatters_reported:
+            return
+        self._squatters_reported.add((candidate["build_id"], squatters))
+        logger.bind(automation_id=candidate["automation_id"], build_id=candidate["build_id"]).warning(
+            "the advisory lock of attempt {} is held by {}, not by a builder session: not trusted, the attempt counts as "
+            "dead. Find that session in pg_stat_activity and end it (pg_terminate_backend)", candidate["build_id"], squatters)
+
     def rescue(self, candidate: dict[str, Any], *, why: str, require_lock: bool = True) -> Rescued | None:
         """Apply the playbook to one attempt (or orphaned row) in one transaction.
 
         require_lock=False is for a listener abandoning its own attempts at shutdown: it holds
-        their locks itself; ownership checks still keep it from touching a newer attempt.
+        their locks itself (so they look alive); ownership checks still keep it from touching a
+        newer attempt.
         """
         build_id = candidate["build_id"]
         automation_id = int(candidate["automation_id"])
@@ -64,10 +78,11 @@ class Rescuer:
         notification = None
         with self.conn.transaction():
             active = candidate.get("kind") is not None
-            if active and require_lock:
-                got = self.conn.execute(self.queries["lock_dead_attempt"], {"build_id": build_id}).fetchone()
-                if not got["got"]:
-                    return None  # alive after all, or another rescuer has it
+            if active:
+                locked = self.conn.execute(self.queries["lock_dead_attempt"],
+                                           {"build_id": build_id, "automation_id": automation_id}).fetchone()
+                if not locked["got"] or (require_lock and locked["alive"]):
+                    return None  # finished meanwhile, busy, another rescuer has it, or alive after all
             new_status = None
             if status in ("queued", "building", "deploying") and (candidate.get("owns_row") or not active):
                 new_status = "not_started" if status == "queued" else "failed"

@@ -2,7 +2,7 @@
 -- A listener writes its row at start from a dedicated session and holds a session advisory lock
 -- keyed by the row's id (class 1094861833, 'AB09'): the row counts as live exactly while that
 -- session is connected, so a SIGKILLed listener (or a lost host) drops out without any timeout.
--- depends: 0007_overseer_usage
+-- depends: 0007_overseer_usage 0008_alerts_roles
 CREATE TABLE agent_builder_listeners (
     id            bigserial PRIMARY KEY,
     host          text NOT NULL,

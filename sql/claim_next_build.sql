@@ -2,6 +2,8 @@
 -- rows another builder holds, rows in release backoff, and rows with an unfinished attempt.
 -- Records the attempt, points the row at it, and takes the attempt's session advisory lock on
 -- this connection (held while the build runs; the rescuer treats an attempt without it as dead).
+-- When another session already holds that key, the statement fails (lock_not_available) and the
+-- whole claim is undone: no attempt runs without its lock.
 WITH next AS (
     SELECT a.id
     FROM automation_ideas a
@@ -26,5 +28,5 @@ WITH next AS (
               a.infrastructure_requirement, a.builder_status, a.acceptance_check
 )
 SELECT claimed.*, attempt.id AS build_id,
-       pg_try_advisory_lock(424242, (attempt.id %% 2147483647)::int4) AS locked
+       agent_builder_claim_lock(attempt.id) AS locked  -- or the statement fails and the claim is undone
 FROM claimed JOIN attempt ON attempt.automation_id = claimed.id

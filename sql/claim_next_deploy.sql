@@ -22,5 +22,5 @@ WITH next AS (
               a.infrastructure_requirement, a.builder_status, a.acceptance_check
 )
 SELECT claimed.*, attempt.id AS build_id,
-       pg_try_advisory_lock(424242, (attempt.id %% 2147483647)::int4) AS locked
+       agent_builder_claim_lock(attempt.id) AS locked  -- or the statement fails and the claim is undone
 FROM claimed JOIN attempt ON attempt.automation_id = claimed.id

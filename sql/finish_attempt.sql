@@ -20,4 +20,4 @@ WITH moved AS (
     RETURNING id
 )
 SELECT (SELECT count(*) FROM done) AS finished, (SELECT builder_retry_at FROM moved) AS retry_at,
-       pg_advisory_unlock(424242, (%(build_id)s::bigint %% 2147483647)::int4) AS unlocked
+       pg_advisory_unlock(agent_builder_lock_key(%(build_id)s::bigint)) AS unlocked

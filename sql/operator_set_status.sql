@@ -1,6 +1,9 @@
 -- An operator's change of builder_status (approve, reject, retry): the same UPDATE a person would
--- type in SQL; the state machine trigger decides whether it is allowed.
+-- type in SQL, limited to the operator's moves (agent_builder_operator_moves(); a superuser's
+-- session may also make the builder's, which no operator command should). The state machine
+-- trigger still decides. No row back: no such automation, or not an operator's move from its status.
 UPDATE automation_ideas
 SET builder_status = %(new_status)s
 WHERE id = %(automation_id)s
+  AND coalesce(agent_builder_operator_moves() -> builder_status, '[]'::jsonb) ? %(new_status)s
 RETURNING id, name, builder_status

@@ -15,6 +15,7 @@ from listener.db import Queries, connect
 from tests.fakes.ntfy_server import FakeNtfy
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vault_server import TEST_ROLE_ID, TEST_SECRET_ID, FakeVault
+from tests.logins import Logins
 from tests.pg import TestServer, test_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +53,21 @@ def empty_db_url(pg_server: TestServer) -> Iterator[str]:
     url = pg_server.new_database(migrated=False)
     yield url
     pg_server.drop_database(url)
+
+
+@pytest.fixture
+def logins(db_url: str) -> Iterator[Logins]:
+    """Non-superuser LOGIN roles for this test's database (unique names, dropped afterwards)."""
+    made = Logins(db_url)
+    yield made
+    made.drop()
+
+
+@pytest.fixture(scope="module")
+def module_logins(module_db_url: str) -> Iterator[Logins]:
+    made = Logins(module_db_url)
+    yield made
+    made.drop()
 
 
 @pytest.fixture

@@ -29,6 +29,14 @@ def with_dbname(url: str, dbname: str) -> str:
     return urlunsplit(parts._replace(path="/" + dbname))
 
 
+def with_user(url: str, user: str) -> str:
+    """The same URI with another user name and no password (test logins have none). Roles are
+    cluster-wide: tests make LOGIN roles with unique names only, and drop them (tests.logins)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
 @dataclass
 class TestServer:
     admin_url: str

@@ -80,6 +80,9 @@ def make_tested_build(operator, docker_client, base_image: str, tmp_path: Path, 
                                               labels=labels(inst, automation_id, build_id, "sandbox-image"), rm=True)
         image_id = image.id
         operator.execute("UPDATE agent_builds SET image_id = %s WHERE id = %s", (image_id, build_id))
+    for level in (1, 2, 3, 4):  # a deployment requires the four levels passed for this build
+        operator.execute("INSERT INTO agent_test_results (automation_id, build_id, test_level, status, execution_log)"
+                         " VALUES (%s, %s, %s, 'pass', 'ok')", (automation_id, build_id, level))
     with operator.transaction():
         operator.execute("SET LOCAL agent_builder.override = 'on'")
         operator.execute("UPDATE automation_ideas SET builder_status = 'awaiting_approval', builder_build_id = %s WHERE id = %s",

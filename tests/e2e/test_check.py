@@ -26,6 +26,12 @@ def lines(output: str) -> dict[str, str]:
     return found
 
 
+@pytest.fixture
+def listener_url(logins) -> str:
+    """The listener's own login, as it should be: a builder, not a superuser (else `roles` warns)."""
+    return logins.make("builder", label="listener").url
+
+
 def healthy_env(db_url: str, fake_ollama, fake_vault, ntfy_url: str, approle_dir, **extra: str) -> dict[str, str]:
     import docker
 
@@ -43,11 +49,11 @@ def healthy_env(db_url: str, fake_ollama, fake_vault, ntfy_url: str, approle_dir
                     SANDBOX_AGENT_IMAGE=images[0], **{"ANTHROPIC_API_KEY": "sk-ant-test-key", **extra})
 
 
-def test_check_with_healthy_dependencies(db_url, fake_ollama, fake_vault, fake_ntfy, approle_dir) -> None:
-    done = run_cli(healthy_env(db_url, fake_ollama, fake_vault, fake_ntfy.url, approle_dir), "check")
+def test_check_with_healthy_dependencies(listener_url, fake_ollama, fake_vault, fake_ntfy, approle_dir) -> None:
+    done = run_cli(healthy_env(listener_url, fake_ollama, fake_vault, fake_ntfy.url, approle_dir), "check")
     assert done.returncode == 0, done.stdout + done.stderr
     found = lines(done.stdout)
-    assert set(found) == {"database", "sandbox-db", "ollama", "claude", "vault", "ntfy", "docker"}
+    assert set(found) == {"database", "roles", "sandbox-db", "ollama", "claude", "vault", "ntfy", "docker"}
     assert all(line.startswith("ok") for line in found.values()), done.stdout
     assert fake_ntfy.published == []  # checking publishes nothing
     assert "review flags ok" in found["claude"] and "logged in (api_key from ANTHROPIC_API_KEY)" in found["claude"]
@@ -75,6 +81,7 @@ def test_check_with_broken_dependencies_says_how_to_fix_each(empty_db_url, fake_
     found = lines(done.stdout)
     assert all(line.startswith("FAIL") for line in found.values()), done.stdout
     assert "run: agent-builder migrate" in done.stdout
+    assert "no agent-builder roles yet" in found["roles"]
     assert "run: ollama pull llama9:404b" in done.stdout
     assert "'no-such-claude' (CLAUDE_CMD) is not on PATH" in done.stdout
     assert "role-id is missing" in done.stdout
@@ -162,9 +169,9 @@ ONE_TAP = {"APPROVAL_SECRET": "a-long-approval-secret", "APPROVAL_BASE_URL": "ht
 
 
 def test_check_warns_when_one_tap_is_on_and_the_topic_is_readable_without_a_token(
-        db_url, fake_ollama, fake_vault, fake_ntfy, approle_dir) -> None:
-    without = run_cli(healthy_env(db_url, fake_ollama, fake_vault, fake_ntfy.url, approle_dir), "check")
-    with_one_tap = run_cli(healthy_env(db_url, fake_ollama, fake_vault, fake_ntfy.url, approle_dir, **ONE_TAP), "check")
+        listener_url, fake_ollama, fake_vault, fake_ntfy, approle_dir) -> None:
+    without = run_cli(healthy_env(listener_url, fake_ollama, fake_vault, fake_ntfy.url, approle_dir), "check")
+    with_one_tap = run_cli(healthy_env(listener_url, fake_ollama, fake_vault, fake_ntfy.url, approle_dir, **ONE_TAP), "check")
     assert without.returncode == 0, without.stdout
     assert with_one_tap.returncode == without.returncode, with_one_tap.stdout  # a warning, not a failure
     assert lines(without.stdout)["ntfy"].startswith("ok")
@@ -177,9 +184,9 @@ def test_check_warns_when_one_tap_is_on_and_the_topic_is_readable_without_a_toke
     assert fake_ntfy.published == []
 
 
-def test_check_says_ok_when_the_topic_needs_a_token(db_url, fake_ollama, fake_vault, approle_dir) -> None:
+def test_check_says_ok_when_the_topic_needs_a_token(listener_url, fake_ollama, fake_vault, approle_dir) -> None:
     with FakeNtfy(required_token="tk_topic_reader") as ntfy:
-        done = run_cli(healthy_env(db_url, fake_ollama, fake_vault, ntfy.url, approle_dir, NTFY_TOKEN="tk_topic_reader",
+        done = run_cli(healthy_env(listener_url, fake_ollama, fake_vault, ntfy.url, approle_dir, NTFY_TOKEN="tk_topic_reader",
                                    **ONE_TAP), "check")
         polls = ntfy.requests_to("GET", "/agent-builder/json")
     assert done.returncode == 0, done.stdout

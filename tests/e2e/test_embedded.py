@@ -27,6 +27,7 @@ def test_listen_without_database_url_runs_the_whole_loop_and_keeps_its_data(tmp_
     listener.wait_for_log("mark it ready:", timeout=60)
     listener.wait_listening()
     url = re.search(r'psql "([^"]+)"', listener.log()).group(1)
+    assert url.startswith("postgresql://operator@")  # the URI printed for psql is an operator's
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
         automation_id = conn.execute("INSERT INTO automation_ideas (name, type, status, task_description)"
                                      " VALUES ('Disk report', 'script', 'idea', 'spec') RETURNING id").fetchone()["id"]
@@ -34,6 +35,16 @@ def test_listen_without_database_url_runs_the_whole_loop_and_keeps_its_data(tmp_
         wait_until(lambda: conn.execute("SELECT builder_status FROM automation_ideas WHERE id = %s",
                                         (automation_id,)).fetchone()["builder_status"] == "awaiting_approval",
                    15, "the build", listener)
+        # The listener runs as a builder login of its own, not as the server's superuser.
+        sessions = conn.execute("SELECT DISTINCT a.usename, r.rolsuper FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid"
+                                " WHERE a.application_name LIKE 'agent-builder%%'").fetchall()
+        assert sessions == [{"usename": "listener", "rolsuper": False}]
+        history = conn.execute("SELECT new_status, db_user FROM builder_status_history WHERE automation_id = %s ORDER BY id",
+                               (automation_id,)).fetchall()
+        assert history == [{"new_status": "not_started", "db_user": "operator"}, {"new_status": "queued", "db_user": "listener"},
+                           {"new_status": "building", "db_user": "listener"},
+                           {"new_status": "awaiting_approval", "db_user": "listener"}]
+        assert conn.execute("SELECT pg_has_role('listener', 'agent_builder_operator', 'MEMBER') AS o").fetchone() == {"o": False}
     assert listener.stop() == 0
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(url, connect_timeout=3).close()  # stopped with the listener
@@ -52,12 +63,20 @@ def test_listen_without_database_url_runs_the_whole_loop_and_keeps_its_data(tmp_
         wait_until(lambda: conn.execute("SELECT builder_status FROM automation_ideas WHERE id = %s",
                                         (second,)).fetchone()["builder_status"] == "awaiting_approval",
                    15, "the second build", again)
+        approved = run_cli(embedded_env(home), "approve", str(second))  # through the embedded operator login
+        assert approved.returncode == 0, approved.stderr
+        wait_until(lambda: conn.execute("SELECT builder_status FROM automation_ideas WHERE id = %s",
+                                        (second,)).fetchone()["builder_status"] == "deployed", 15, "the deployment", again)
+        change = conn.execute("SELECT db_user, actor FROM builder_status_history WHERE automation_id = %s AND new_status = 'approved'",
+                              (second,)).fetchone()
+        assert change["db_user"] == "operator" and change["actor"].startswith("cli:")
     assert again.stop() == 0
 
 
 def test_check_without_database_url_checks_the_embedded_database(tmp_path: Path) -> None:
     done = run_cli(embedded_env(tmp_path / "home"), "check", timeout=120)
     assert "ok   database  PostgreSQL 18" in done.stdout, done.stdout + done.stderr
+    assert "ok   roles     the listener's login listener is a builder" in done.stdout, done.stdout
 
 
 def test_the_first_run_hint_works_when_followed_twice(tmp_path: Path) -> None:

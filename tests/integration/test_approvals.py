@@ -182,3 +182,68 @@ def test_the_endpoint_listens_on_127_0_0_1_by_default(db_url, queries) -> None:
             assert server.http.server.socket.getsockname()[0] == "127.0.0.1"
         finally:
             server.stop()
+
+
+# -- under the roles: the listener's builder login spends the link, an operator's session decides ------
+
+def roles_endpoint(dsn: str, queries, operator_url: str | None):
+    env = {"APPROVAL_SECRET": SECRET, "APPROVAL_BASE_URL": "http://phone.example/ab", "APPROVAL_ADDR": "127.0.0.1:0"}
+    if operator_url:
+        env["OPERATOR_DATABASE_URL"] = operator_url
+    server = ApprovalServer(Settings.from_env(env), dsn, queries)
+    server.start()
+    return server
+
+
+def test_one_tap_decides_through_an_operator_session(operator, logins, queries, log_lines) -> None:
+    from listener.db import connect
+
+    listener_login = logins.make("builder", label="listener")
+    person = logins.make("operator", label="alice")
+    with connect(listener_login.url, actor="builder:test") as builder_conn:
+        automation_id, build_id = awaiting(operator, builder_conn, queries)
+    server = roles_endpoint(listener_login.url, queries, person.url)
+    try:
+        answer = httpx.post(f"http://127.0.0.1:{server.port}/decide/{link('approve', automation_id, build_id)}")
+    finally:
+        server.stop()
+    assert answer.status_code == 200, answer.text
+    assert builder_status(operator, automation_id) == "approved"
+    change = operator.execute("SELECT db_user, actor FROM builder_status_history WHERE automation_id = %s ORDER BY id DESC LIMIT 1",
+                              (automation_id,)).fetchone()
+    assert change == {"db_user": person.name, "actor": "one-tap"}
+    assert operator.execute("SELECT count(*) AS n FROM approval_link_uses WHERE automation_id = %s", (automation_id,)).fetchone() == {"n": 1}
+
+
+def test_one_tap_without_an_operator_session_says_what_to_set(operator, logins, queries, log_lines) -> None:
+    from listener.db import connect
+
+    listener_login = logins.make("builder", label="listener")
+    with connect(listener_login.url, actor="builder:test") as builder_conn:
+        automation_id, build_id = awaiting(operator, builder_conn, queries)
+    server = roles_endpoint(listener_login.url, queries, None)
+    try:
+        assert any("one-tap approval cannot decide" in line and "OPERATOR_DATABASE_URL" in line for line in log_lines)  # at start
+        answer = httpx.post(f"http://127.0.0.1:{server.port}/decide/{link('approve', automation_id, build_id)}")
+    finally:
+        server.stop()
+    assert answer.status_code == 503 and "Set OPERATOR_DATABASE_URL" in answer.text
+    assert builder_status(operator, automation_id) == "awaiting_approval"
+    assert operator.execute("SELECT count(*) AS n FROM approval_link_uses").fetchone() == {"n": 0}
+
+
+def test_a_refused_decision_leaves_the_link_unspent(operator, logins, queries) -> None:
+    from listener.db import connect
+
+    listener_login = logins.make("builder", label="listener")
+    person = logins.make("operator", label="alice")
+    with connect(listener_login.url, actor="builder:test") as builder_conn:
+        automation_id, build_id = awaiting(operator, builder_conn, queries)
+    operator.execute("UPDATE automation_ideas SET builder_status = 'rejected' WHERE id = %s", (automation_id,))
+    server = roles_endpoint(listener_login.url, queries, person.url)
+    try:
+        answer = httpx.post(f"http://127.0.0.1:{server.port}/decide/{link('approve', automation_id, build_id)}")
+    finally:
+        server.stop()
+    assert answer.status_code == 403 and "cannot change from 'rejected'" in answer.text
+    assert operator.execute("SELECT count(*) AS n FROM approval_link_uses").fetchone() == {"n": 0}
