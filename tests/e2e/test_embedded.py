@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -95,6 +96,11 @@ def test_the_first_run_hint_works_when_followed_twice(tmp_path: Path) -> None:
         insert = re.search(r"or in SQL: +(.+;)", log).group(1)
         update = re.search(r"mark it ready: +(.+;)", log).group(1)
         assert command[:2] == ["agent-builder", "add"]
+        # the listener's own login (a builder, not a superuser) keeps its registry row
+        registered = wait_until(lambda: json.loads(run_cli(embedded_env(home), "listeners", "--json").stdout)["listeners"],
+                                15, "the listener's registry row", listener)
+        assert [r["pid"] for r in registered] == [listener.pid]
+        assert run_cli(embedded_env(home), "healthcheck").returncode == 0
         ids: list[int] = []
         with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
             for _ in range(2):
