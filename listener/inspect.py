@@ -72,7 +72,7 @@ def render_status(report: dict[str, Any]) -> str:
 def render_show(report: dict[str, Any]) -> str:
     a = report["automation"]
     lines = [f"automation {a['id']}: {_name(a)} ({a['type'] or 'no type'}), status {a['status']}, "
-             f"builder_status {a['builder_status']}, priority {a['priority']}"]
+             f"builder_status {a['builder_status']}, priority {'none' if a['priority'] is None else a['priority']}"]
     lines.append("timeline:")
     lines += [f"  {_when(h['changed_at'])}  {h['old_status'] or '(new)':>17} -> {h['new_status']:<17} by {h['db_user']}"
               f"{' as ' + h['actor'] if h['actor'] else ''}{' (override)' if h['override'] else ''}"
@@ -87,7 +87,7 @@ def render_show(report: dict[str, Any]) -> str:
         if b["image_id"] or b["artifact_sha256"]:
             lines.append(f"    artifact: image {b['image_id'] or '-'}, sha256 {b['artifact_sha256'] or '-'}")
         if b["files"]:
-            lines.append(f"    files: {', '.join(sorted(b['files']))}")
+            lines.append(f"    files: {', '.join(sorted(b['files']))} (agent-builder show {a['id']} --files prints them)")
     lines.append("test results:")
     for r in report["results"]:
         lines.append(f"  level {r['test_level']} {r['status'].upper():<4} ({r['duration_ms'] or 0} ms, build {r['build_id']}): "

@@ -252,7 +252,7 @@ def test_a_listener_sweeps_its_own_leftovers_at_start_and_nothing_else(db_url, b
     automation_id = insert_idea(builder_conn, status="idea")
     running = add_attempt(builder_conn, automation_id, None)
     # Alive: its worker (this session) holds its advisory lock, so the listener's rescuer leaves it be.
-    builder_conn.execute("SELECT pg_advisory_lock(424242, %s::int4)", (running,))
+    builder_conn.execute("SELECT pg_advisory_lock(agent_builder_lock_key(%s))", (running,))
     failed = add_attempt(builder_conn, insert_idea(builder_conn, status="idea"), "failed")
     passed = add_attempt(builder_conn, insert_idea(builder_conn, status="idea"), "succeeded")
     now = time.time()
