@@ -82,12 +82,12 @@ WORKDIR /var/lib/agent-builder
 # random port, so set SANDBOX_HTTP_PORT=8788 and publish it when the listener runs in a container).
 EXPOSE 8787 8788
 
-# Honest, with the commands that exist today: `status` opens a database connection and reads the
-# builder's tables, so it fails when DATABASE_URL is wrong, the database is down or the migrations
-# have not run. It does NOT prove that the listen loop is alive (if the process dies, the container
-# stops and the restart policy applies). Replace with a GET of /healthz on METRICS_ADDR once it exists.
+# `healthcheck` exits 0 only while a listener of this container's host (its hostname) is live in the
+# listener registry (agent_builder_listeners): its registry session holds an advisory lock, so a
+# hung-up or killed listener, a wrong DATABASE_URL, a database that is down or not migrated all
+# make it fail at once, without waiting for a heartbeat to go stale.
 HEALTHCHECK --interval=60s --timeout=20s --start-period=60s --retries=3 \
-    CMD agent-builder status >/dev/null || exit 1
+    CMD agent-builder healthcheck >/dev/null || exit 1
 
 # SIGTERM stops the listener gracefully (running builds get SHUTDOWN_GRACE_S, default 30 s): give
 # the container a longer stop timeout (compose: stop_grace_period). Run it with an init (compose:

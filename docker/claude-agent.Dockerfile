@@ -5,14 +5,17 @@
 #   docker build -t agent-builder-claude:latest - < docker/claude-agent.Dockerfile
 #
 # For every claude_agent build the listener writes a small Dockerfile on top of it
-# (listener/sandbox/levels.py, write_context):
+# (listener/sandbox/levels.py, write_context), interpreted by its confined builder:
 #   FROM agent-builder-claude:latest
+#   WORKDIR /app
 #   COPY agent.sh /app/agent.sh
-#   RUN chmod 0755 /app/agent.sh && chown -R 65534:65534 /app
-# That RUN must run as root, so the ONBUILD line below switches the derived build back to root
-# (ONBUILD runs right after that FROM). The containers themselves never run as root: the listener
-# starts every sandbox and production container as 65534:65534 with no capabilities, whatever the
-# image says, and this image's own default user is that same unprivileged user.
+#   COPY agent-builder-claude /opt/agent-builder/bin/claude
+#   ENV PATH=/opt/agent-builder/bin:$PATH
+# The second COPY is the builder's recording `claude` stand-in (listener/sandbox/standin.py): in a
+# sandbox the agent's `claude` calls reach it, never the real CLI below, so no credentials or credits
+# are needed there. The real CLI is for running the approved agent outside the sandbox. The containers
+# never run as root: the listener starts every sandbox and production container as 65534:65534 with
+# no capabilities, whatever the image says, and this image's own default user is that same user.
 #
 # Build arguments: NODE_IMAGE (default node:22-bookworm-slim), CLAUDE_CODE_VERSION (default latest;
 # pin it for reproducible sandboxes).

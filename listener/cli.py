@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+import psycopg
 from typing import Sequence
 
 from loguru import logger
 
 from listener.config import ConfigError, Settings
 from listener.logs import setup_logging
+from listener.ops_cli import add_ops_commands, run_ops_command
+from listener.ops_errors import EXIT_DATABASE, database_problem
 from listener.redact import Redactor
+from listener.version import builder_version
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -26,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="agent-builder",
         description="Turns rows of automation_ideas into tested, human-approved automations.",
     )
+    parser.add_argument("--version", action="version", version=f"agent-builder {builder_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     migrate = commands.add_parser("migrate", help="apply pending database migrations")
@@ -41,13 +47,19 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="one automation: timeline, attempts, test results, verdict, artifact")
     show.add_argument("automation_id", type=int, metavar="ID")
     show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.add_argument("--files", action="store_true", help="print the generated files of the latest attempt")
 
     commands.add_parser("check", help="check every dependency (database, Ollama, claude, Vault, ntfy, Docker)")
     commands.add_parser("config", help="print the effective configuration, secrets redacted")
 
     for name, help_text in OPERATOR_COMMANDS.items():
         command = commands.add_parser(name, help=help_text)
-        command.add_argument("automation_id", type=int, metavar="ID")
+        if name == "retry":
+            command.add_argument("automation_ids", type=int, nargs="*", metavar="ID")
+            command.add_argument("--all-failed", action="store_true", help="retry every automation that failed")
+        else:
+            command.add_argument("automation_id", type=int, metavar="ID")
+    add_ops_commands(commands)
     return parser
 
 
@@ -96,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(welcome(embedded), flush=True)
     try:
         return _dispatch(args, settings, redactor, embedded=embedded is not None)
+    except psycopg.Error as exc:
+        assert settings.database_url is not None
+        print(redactor.one_line(database_problem(exc, settings.database_url).line, limit=2000), file=sys.stderr)
+        return EXIT_DATABASE
     finally:
         if embedded is not None:
             embedded.stop()
@@ -121,9 +137,30 @@ def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor, 
         return run_build_once(settings, args.automation_id, redactor)
     if args.command in ("status", "show"):
         return _inspect(settings.database_url, args, redactor)
+    if args.command == "retry":
+        return _retry(settings, args)
     if args.command in OPERATOR_STATUS:
         return _operator_change(settings, args.command, args.automation_id)
-    return EXIT_USAGE
+    ops = run_ops_command(args, settings, redactor)
+    return EXIT_USAGE if ops is None else ops
+
+
+def _retry(settings: Settings, args: argparse.Namespace) -> int:
+    from listener.db import Queries, connect
+    from listener.ops import failed_ids
+
+    ids = list(dict.fromkeys(args.automation_ids))
+    if args.all_failed:
+        assert settings.database_url is not None
+        with connect(settings.database_url, actor="cli", application="agent-builder cli") as conn:
+            ids += [i for i in failed_ids(conn, Queries.load()) if i not in ids]
+        if not ids:
+            print("no failed automations to retry")
+            return EXIT_OK
+    if not ids:
+        print("agent-builder retry: give one or more IDs, or --all-failed", file=sys.stderr)
+        return EXIT_USAGE
+    return max(_operator_change(settings, "retry", automation_id) for automation_id in ids)
 
 
 def _inspect(database_url: str, args: argparse.Namespace, redactor: Redactor) -> int:
@@ -140,6 +177,11 @@ def _inspect(database_url: str, args: argparse.Namespace, redactor: Redactor) ->
     if shown is None:
         print(f"agent-builder: there is no automation with id {args.automation_id}", file=sys.stderr)
         return EXIT_NOT_CLAIMABLE
+    if args.files and not args.json:
+        from listener.ops import render_files
+
+        print(render_files(shown))
+        return EXIT_OK
     print(inspect.to_json(shown) if args.json else inspect.render_show(shown))
     return EXIT_OK
 
@@ -189,6 +231,9 @@ def _migrate(database_url: str, *, rollback: bool, embedded: bool = False) -> in
 
     try:
         report = migrate(database_url, rollback=rollback)
+    except psycopg.OperationalError as exc:
+        print(database_problem(exc, database_url).line, file=sys.stderr)
+        return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - any failure is reported and exits 1
         logger.error("migration failed: {}", exc)
         return EXIT_ERROR

@@ -455,7 +455,7 @@ def _parses_as_python_code(text: str) -> bool:
     """Valid Python that is more than a bare word or constant (which prose can also be)."""
     try:
         tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # the last two: nesting beyond the parser's limits
         return False
     return any(
         not (isinstance(node, ast.Expr) and isinstance(node.value, (ast.Name, ast.Constant)))

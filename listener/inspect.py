@@ -72,7 +72,7 @@ def render_status(report: dict[str, Any]) -> str:
 def render_show(report: dict[str, Any]) -> str:
     a = report["automation"]
     lines = [f"automation {a['id']}: {_name(a)} ({a['type'] or 'no type'}), status {a['status']}, "
-             f"builder_status {a['builder_status']}, priority {a['priority']}"]
+             f"builder_status {a['builder_status']}, priority {'none' if a['priority'] is None else a['priority']}"]
     lines.append("timeline:")
     lines += [f"  {_when(h['changed_at'])}  {h['old_status'] or '(new)':>17} -> {h['new_status']:<17} by {h['db_user']}"
               f"{' as ' + h['actor'] if h['actor'] else ''}{' (override)' if h['override'] else ''}"
@@ -87,11 +87,34 @@ def render_show(report: dict[str, Any]) -> str:
         if b["image_id"] or b["artifact_sha256"]:
             lines.append(f"    artifact: image {b['image_id'] or '-'}, sha256 {b['artifact_sha256'] or '-'}")
         if b["files"]:
-            lines.append(f"    files: {', '.join(sorted(b['files']))}")
+            lines.append(f"    files: {', '.join(sorted(b['files']))} (agent-builder show {a['id']} --files prints them)")
     lines.append("test results:")
-    lines += [f"  level {r['test_level']} {r['status'].upper():<4} ({r['duration_ms'] or 0} ms, build {r['build_id']}): "
-              f"{_one_line(r['execution_log'])[:RESULT_LOG_CHARS]}" for r in report["results"]] or ["  (none)"]
+    for r in report["results"]:
+        lines.append(f"  level {r['test_level']} {r['status'].upper():<4} ({r['duration_ms'] or 0} ms, build {r['build_id']}): "
+                     f"{_one_line(r['execution_log'])[:RESULT_LOG_CHARS]}")
+        if r["test_level"] == 4:
+            lines += [f"    {line}" for line in level_4_evaluations(r["execution_log"])]
+    if not report["results"]:
+        lines.append("  (none)")
     return "\n".join(lines)
+
+
+LEVEL_4_SECTIONS = ("rejected derived checks", "before the run (negative control", "after the run:")
+
+
+def level_4_evaluations(log: str | None) -> list[str]:
+    """The Level 4 log's two evaluations of every check (before the run: the negative control; after
+    it) and the rejected derived checks, one line each, in full."""
+    kept, inside = [], False
+    for line in (log or "").splitlines():
+        if line.startswith(LEVEL_4_SECTIONS):
+            inside = True
+            kept.append(line.strip()[:RESULT_LOG_CHARS * 2])
+        elif inside and line.startswith("  "):
+            kept.append("  " + line.strip()[:RESULT_LOG_CHARS * 2])
+        elif inside:
+            inside = False
+    return kept
 
 
 def overseer_usage(b: dict[str, Any]) -> str:

@@ -42,6 +42,10 @@ def check_python(source: str, filename: str = "script.py") -> list[Problem]:
         return [Problem("python", _one_line(f"{where}: {exc.msg}"))]
     except ValueError as exc:  # e.g. "source code string cannot contain null bytes"
         return [Problem("python", _one_line(f"{filename}: {exc}"))]
+    except (RecursionError, MemoryError) as exc:  # the parser's own limits: nesting too deep for it
+        return [Problem("python", f"{filename}: nested too deeply for the Python parser ({type(exc).__name__} in "
+                                  f"ast.parse/compile): write it with less nesting (fewer nested brackets, "
+                                  "operators or calls in one expression)")]
     return []
 
 

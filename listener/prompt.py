@@ -36,12 +36,14 @@ _FILES_SCRIPT = """\
 - Write the complete Python script after the line === FILE: script.py ===
 - Only when the script needs packages beyond the Python standard library, add the line === FILE: requirements.txt === followed by those packages, one per line: a package name, optionally with ==version (for example requests==2.32.3), nothing else. They are installed from wheels (binary packages) before the script runs; a package that exists only as source code cannot be used.
 - A Dockerfile is optional: without one the builder makes the image. If you add one, after the line === FILE: Dockerfile ===, it starts with FROM {base_image}, does COPY script.py and runs it with python3 (for example CMD ["python3", "script.py"]).
-- Builds have no network: Dockerfile RUN steps run without network access and cannot download or install anything (no pip install, no apt-get). Declare Python packages in requirements.txt instead."""
+- Builds have no network: Dockerfile RUN steps run without network access and cannot download or install anything (no pip install, no apt-get). Declare Python packages in requirements.txt instead.
+- How it is tested: the script runs for real, once, with no arguments, in a confined sandbox (there is no dry-run mode; the environment variable AGENT_BUILDER_SANDBOX=1 says it is the sandbox). Tests then check the state it leaves behind (the files it wrote, the requests it made), never its printed output, and a check that already held before it ran proves nothing."""
 
 _FILES_AGENT = """\
 - Start the file with a marker line of its own, exactly like this: === FILE: agent.sh ===
 - After it, write one complete bash script whose first line is #!/usr/bin/env bash and which runs claude -p with the full system prompt and all logic.
-- The script must support a --dry-run flag: with --dry-run it prints what it would do and exits 0, without side effects."""
+- The script may support a --dry-run flag: with --dry-run it prints what it would do and exits 0, without side effects.
+- How it is tested: it runs for real, once, with no arguments, in a confined sandbox where claude is a stand-in that records each call (its arguments and input) and answers with a canned text; a --dry-run, when the script has one, runs as an extra step. Tests check that claude was called and what the script did with its answer (for example the file it wrote). The sandbox has no credentials and no network: call claude -p as usual, never with an API key of your own."""
 
 _SANDBOX_ENVIRONMENT = """\
 - The environment variable VAULT_ADDR holds the Vault address. Log in with AppRole using the files {approle}/role-id and {approle}/secret-id (read-only).

@@ -6,6 +6,11 @@ so a squatter can neither keep a dead attempt's row wedged nor make a live one l
 Step 3 (row still 'queued'): back to 'not_started', to be built again (with backoff when it keeps
 happening). Died at or after Step 3 ('building', 'deploying'): 'failed', with a level 0 result
 that names the step, and an ERROR notification.
+
+It also tells about ready rows whose type is almost one the builder builds (`Script`, `bash`,
+`' script'`, `claude-agent`, NULL: sql/fail_near_miss_types.sql): the claim never takes them, so
+without this they would wait silently forever. Each is set `failed` with a level 0 result naming
+the allowed types, and notified once (the UPDATE moves it out of the query's reach).
 """
 
 from __future__ import annotations
@@ -22,6 +27,17 @@ from listener.config import Settings
 from listener.db import Queries
 from listener.records import Automation
 from listener.redact import Redactor
+
+
+BUILT_TYPES = ("script", "claude_agent")
+
+
+def near_miss_message(automation_type: str | None) -> str:
+    """The level 0 reason for a ready row of a type that is almost ours."""
+    shown = "NULL" if automation_type is None else repr(automation_type)
+    return (f"its type {shown} is not one the builder builds: the type must be exactly "
+            f"{' or '.join(repr(t) for t in BUILT_TYPES)} (lower case, no spaces). Fix it, then retry with "
+            "builder_status = 'not_started'.")
 
 
 @dataclass(frozen=True)
@@ -52,7 +68,27 @@ class Rescuer:
             rescued = self.rescue(candidate, why="its worker is gone (connection closed: killed, crashed or unreachable)")
             if rescued is not None:
                 done.append(rescued)
+        self.fail_near_miss_types()
         return done
+
+    def fail_near_miss_types(self) -> list[int]:
+        """Ready rows of a type that is almost ours: failed with the reason, notified once each."""
+        notifications = []
+        with self.conn.transaction():
+            rows = self.conn.execute(self.queries["fail_near_miss_types"], {}).fetchall()
+            for row in rows:
+                automation = Automation.from_row(row)
+                message = self.redactor.redact(near_miss_message(automation.type))
+                self.conn.execute(self.queries["insert_test_result"], {
+                    "automation_id": automation.id, "build_id": None, "test_level": 0, "status": "fail",
+                    "execution_log": message, "duration_ms": None,
+                })
+                notifications.append(notify.unhandled_error(automation, message))
+                logger.bind(automation_id=automation.id).error("automation {} is ready but not buildable: {}",
+                                                               automation.id, message)
+        for notification in notifications:
+            self.notifier.send(notification)
+        return [int(row["id"]) for row in rows]
 
     def _report_squatters(self, candidate: dict[str, Any]) -> None:
         squatters = candidate.get("squatters")

@@ -26,6 +26,7 @@ from listener.listen import ListenLoop
 from listener.metrics import Metrics, MetricsServer
 from listener.records import Automation
 from listener.redact import Redactor
+from listener.registry import RegistryLoop
 from listener.rescue import Rescuer
 from listener.sandbox.engine import remove_attempt_containers
 from listener.sandbox.sweep import SweepLoop, sweep_once
@@ -184,6 +185,10 @@ def run_listener(settings: Settings, redactor: Redactor | None = None) -> int:
     threading.Thread(target=rescue.run, name="rescue", daemon=True).start()
     threading.Thread(target=sweep.run, name="sweep", daemon=True).start()
     pool.start()
+    registry = RegistryLoop(dsn, queries, worker, settings.builder_concurrency, settings.liveness_interval_s,
+                            lambda: len(pool.snapshot()), stop_background)
+    registry_thread = threading.Thread(target=registry.run, name="registry", daemon=True)
+    registry_thread.start()
     approvals = None
     if settings.approval_secret and settings.approval_base_url:
         approvals = ApprovalServer(settings, dsn, queries, redactor)
@@ -205,6 +210,7 @@ def run_listener(settings: Settings, redactor: Redactor | None = None) -> int:
         except psycopg.OperationalError as exc:
             logger.error("could not record the abandoned attempts ({}); the rescuer of the next listener will", exc)
     stop_background.set()
+    registry_thread.join(5.0)  # removes its row; should it not manage, its lock dies with the process
     if approvals is not None:
         approvals.stop()
     if metrics_server is not None:

@@ -40,8 +40,9 @@ from listener.sandbox.recorder import Recorder
 from listener.sandbox.sqlguard import check_select
 from listener.sandbox.sqlrole import FIX as ROLE_FIX
 from listener.sandbox.sqlrole import inspect_role, login_of, sql_failure
+from listener.sandbox.standin import MAX_REPLY_CHARS, RECORD_PATH
 
-KINDS = ("file_exists", "sql_rows", "http_status", "http_request", "container_running")
+KINDS = ("file_exists", "sql_rows", "http_status", "http_request", "container_running", "claude_called")
 MAX_WAIT_S = 600
 SQL_TIMEOUT = "10s"
 HTTP_TIMEOUT_S = 10.0
@@ -55,6 +56,7 @@ class CheckResult:
     kind: str
     passed: bool
     detail: str
+    ran: bool = True  # False: the check could not be evaluated (the engine or the database failed)
 
 
 @dataclass
@@ -92,7 +94,11 @@ def validate_spec(spec: Any) -> list[dict[str, Any]]:
         raise _invalid('acceptance_check has no "checks" list')
     if not checks:
         raise _invalid('acceptance_check has an empty "checks" list: nothing would be verified')
-    return [_validate_one(index, check) for index, check in enumerate(checks, start=1)]
+    validated = [_validate_one(index, check) for index, check in enumerate(checks, start=1)]
+    replies = {check["reply"] for check in validated if check["kind"] == "claude_called" and check.get("reply") is not None}
+    if len(replies) > 1:
+        raise _invalid('the claude_called checks give different "reply" texts: the stand-in gives one reply per run')
+    return validated
 
 
 def _validate_one(index: int, check: Any) -> dict[str, Any]:
@@ -123,10 +129,21 @@ def _validate_one(index: int, check: Any) -> dict[str, Any]:
         path = check.get("path")
         if not isinstance(path, str) or not path.startswith("/"):
             raise _invalid(f'{where} needs a "path" starting with /, e.g. "/report"')
+        if path == RECORD_PATH or path.startswith(RECORD_PATH + "/"):
+            raise _invalid(f'{where}: the path {RECORD_PATH} is reserved for the claude stand-in (use a "claude_called" check)')
         method = check.get("method", "POST")
         if not isinstance(method, str) or not _METHOD.match(method):
             raise _invalid(f'{where} has an invalid "method" {method!r} (e.g. "POST")')
         out["method"] = method.upper()
+    elif kind == "claude_called":
+        out["min_calls"] = _int(check.get("min_calls", 1), f'{where} "min_calls"', minimum=1)
+        wanted = check.get("args_include", [])
+        if not isinstance(wanted, list) or not all(isinstance(arg, str) and arg for arg in wanted):
+            raise _invalid(f'{where} "args_include" must be a list of arguments, e.g. ["-p"]')
+        out["args_include"] = list(wanted)
+        reply = check.get("reply")
+        if reply is not None and (not isinstance(reply, str) or "\x00" in reply or len(reply) > MAX_REPLY_CHARS):
+            raise _invalid(f'{where} "reply" must be a text of at most {MAX_REPLY_CHARS} characters')
     else:
         after = check.get("after_s")
         if not isinstance(after, (int, float)) or isinstance(after, bool) or not 0 < after <= MAX_WAIT_S:
@@ -164,10 +181,11 @@ def evaluate(checks: list[dict[str, Any]], state: RunState) -> list[CheckResult]
         try:
             result = _EVALUATORS[kind](check, state)
         except psycopg.Error as exc:  # the server's text is never shown
-            result = CheckResult(kind, False, sql_failure(exc, "the check could not run"))
+            result = CheckResult(kind, False, sql_failure(exc, "the check could not run"), ran=False)
         except Exception as exc:  # noqa: BLE001 - a check that cannot run fails with the reason
             logger.warning("level 4 check {} could not run: {}: {}", kind, type(exc).__name__, exc)
-            result = CheckResult(kind, False, f"the check could not run: {type(exc).__name__}: {_flat(str(exc))}")
+            result = CheckResult(kind, False, f"the check could not run: {type(exc).__name__}: {_flat(str(exc))}",
+                                 ran=False)
         logger.info("level 4 check {} {}: {}", kind, "passed" if result.passed else "FAILED", result.detail)
         results.append(result)
     return results
@@ -375,6 +393,23 @@ def _http_request(check: dict[str, Any], state: RunState) -> CheckResult:
     return CheckResult("http_request", False, f"no {wanted} answered 200 at SANDBOX_HTTP_URL (requests seen: {calls})")
 
 
+def _claude_called(check: dict[str, Any], state: RunState) -> CheckResult:
+    wanted, needed = check["min_calls"], check["args_include"]
+    with_args = f" with {' '.join(needed)} among its arguments" if needed else ""
+    if state.recorder is None:
+        return CheckResult("claude_called", False, "no recording endpoint for this run (SANDBOX_NETWORK=none): the "
+                                                   "claude stand-in cannot record its calls")
+    calls = [r.call for r in state.recorder.requests_for(state.run_token) if r.path == RECORD_PATH and r.call is not None]
+    matching = [call for call in calls if all(arg in call.argv for arg in needed)]
+    found = f"{len(matching)} call(s) of the claude stand-in{with_args} ({len(calls)} in all), at least {wanted} expected"
+    shown = (matching or calls)[:1]
+    for call in shown:  # the arguments and the names of the variables it saw: never their values
+        argv = ", ".join(repr(arg if len(arg) <= 80 else arg[:80] + "…") for arg in call.argv[:20])
+        found += (f"; {'first' if matching else 'a non-matching'} call: argv [{argv}], {len(call.stdin)} characters on "
+                  f"stdin, environment variable names: {', '.join(call.env_names[:60]) or '(none)'}")
+    return CheckResult("claude_called", len(matching) >= wanted, found)
+
+
 def _container_running(check: dict[str, Any], state: RunState) -> CheckResult:
     container, after = state.container, float(check["after_s"])
     container.reload()
@@ -409,4 +444,5 @@ _EVALUATORS: dict[str, Callable[[dict[str, Any], RunState], CheckResult]] = {
     "http_status": _http_status,
     "http_request": _http_request,
     "container_running": _container_running,
+    "claude_called": _claude_called,
 }

@@ -1,6 +1,11 @@
 """Playbook Steps 5–6: deploy into the Docker sandbox and run test levels 2–4 (Level 1, the
 structure checks, ran before the overseer). Each level writes its agent_test_results row; the
-first failure stops the build with a StepFailure the finish step maps to status and ntfy."""
+first failure stops the build with a StepFailure the finish step maps to status and ntfy.
+
+Level 3 runs the automation for real (an agent against the recording claude stand-in,
+listener/sandbox/standin.py, its --dry-run first as an extra step). Every Level 4 check is evaluated
+twice: before the run, against a fresh container of the same image that runs nothing (the negative
+control: a check that already holds proves nothing), and after it."""
 
 from __future__ import annotations
 
@@ -13,17 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from loguru import logger
+
 from listener.context import AttemptContext
 from listener.extract import GeneratedFiles
 from listener.ollama import OllamaClient
 from listener.outcome import LevelResult, StepFailure
-from listener.sandbox.checks import RunState, evaluate, summarize, validate_spec
+from listener.sandbox.checks import CheckResult, RunState, evaluate, validate_spec
 from listener.sandbox.derive import derive_checks
 from listener.sandbox.dockerfile import REQUIREMENTS_FILE
 from listener.sandbox.engine import EngineError, RunResult, Sandbox
 from listener.sandbox.keeper import SANDBOX_WORKDIR
 from listener.sandbox.naming import build_tag
 from listener.sandbox.recorder import Recorder, gateway_address
+from listener.sandbox.standin import SCRIPT as STANDIN_SCRIPT
+from listener.sandbox.standin import STANDIN_DIR, STANDIN_FILE, STANDIN_PATH, reply_environment
 
 APP_DIR = "/app"
 NO_RECORDER_URL = "http://127.0.0.1:9/no-recording-endpoint"  # SANDBOX_NETWORK=none: nothing to call
@@ -35,8 +44,12 @@ IMPORT_CHECK = (
 )
 AGENT_CHECK = (
     f"bash -n {APP_DIR}/agent.sh || exit 2; "
-    "command -v claude >/dev/null || { echo 'the claude CLI is not in the agent image (SANDBOX_AGENT_IMAGE)' >&2; exit 4; }"
+    f"[ \"$(command -v claude)\" = {STANDIN_PATH} ] || "
+    f"{{ echo 'claude is not the sandbox stand-in {STANDIN_PATH} (first on PATH)' >&2; exit 4; }}"
 )
+CONTROL_LIMIT_S = 30.0  # the negative control's container runs nothing: its keeper only has to start and hold
+NO_CONTROL = ("container_running",)  # nothing was started before the run: a control would say nothing
+HELD_BEFORE = "this check held before the automation ran"
 
 
 @dataclass
@@ -83,7 +96,11 @@ def write_context(directory: Path, files: GeneratedFiles, automation_type: str, 
     main.write_text(files.main, encoding="utf-8")
     if automation_type == "claude_agent":
         main.chmod(0o755)
-        dockerfile = f"FROM {agent_image}\nWORKDIR {APP_DIR}\nCOPY agent.sh {APP_DIR}/agent.sh\n"
+        standin = directory / STANDIN_FILE
+        standin.write_text(STANDIN_SCRIPT, encoding="utf-8")
+        standin.chmod(0o755)
+        dockerfile = (f"FROM {agent_image}\nWORKDIR {APP_DIR}\nCOPY agent.sh {APP_DIR}/agent.sh\n"
+                      f"COPY {STANDIN_FILE} {STANDIN_PATH}\nENV PATH={STANDIN_DIR}:$PATH\n")
     elif files.dockerfile:
         dockerfile = files.dockerfile
     else:
@@ -118,7 +135,8 @@ def _level_2(ctx: AttemptContext, sandbox: Sandbox, context: Path, files: Genera
         _fail(ctx, level, f"Level 2 (deployment): {exc}", log=getattr(exc, "log", ""), detail=getattr(exc, "detail", ""))
     ctx.save(image_id=built.image_id)
     if automation.type == "claude_agent":
-        entrypoint, command, what = ["bash", "-c", AGENT_CHECK], None, "agent.sh parses and the claude CLI is present"
+        entrypoint, command, what = (["bash", "-c", AGENT_CHECK], None,
+                                      f"agent.sh parses and claude is the sandbox stand-in {STANDIN_PATH}")
     else:
         modules = imported_modules(files.main)
         entrypoint, command, what = ["python3", "-c", IMPORT_CHECK], modules, f"imports resolve: {', '.join(modules) or '(none)'}"
@@ -169,9 +187,23 @@ def _acceptance(ctx: AttemptContext, files: GeneratedFiles) -> tuple[list[dict[s
 
 # -- Levels 3 and 4: run it, then look at what it left behind --------------------------------------
 
+@dataclass(frozen=True)
+class Control:
+    """The negative control of one check: its evaluation before the automation ran."""
+
+    index: int
+    kind: str
+    outcome: str  # "held", "did not hold", "skipped", "could not run"
+    detail: str
+
+    def line(self) -> str:
+        return f"  check {self.index} {self.kind}: {self.outcome}: {self.detail}"
+
+
 def _levels_3_and_4(ctx: AttemptContext, sandbox: Sandbox, image: str, files: GeneratedFiles,
                     spec: list[dict[str, Any]] | StepFailure, note: str) -> None:
     settings = ctx.settings
+    automation_type = ctx.automation.type or ""
     level = Level(3, time.monotonic())
     ctx.step("level3")
     service_s = _service_seconds(spec)
@@ -185,18 +217,18 @@ def _levels_3_and_4(ctx: AttemptContext, sandbox: Sandbox, image: str, files: Ge
                           f"{settings.sandbox_http_port} (SANDBOX_HTTP_PORT): {exc.strerror or exc}", kind="error")
     with recorder if recorder is not None else nullcontext():
         token = recorder.open_run() if recorder is not None else ""
-        environment = {"AGENT_BUILDER_SANDBOX": "1", "DRY_RUN": "1",
-                       "SANDBOX_HTTP_URL": recorder.url_for(token, gateway or "") if recorder is not None else NO_RECORDER_URL}
-        if settings.vault_addr:
-            environment["VAULT_ADDR"] = settings.vault_addr
-        entrypoint, command, how = _smoke_command(ctx.automation.type or "", files)
+        checks = spec if not isinstance(spec, StepFailure) else []
+        environment = _run_environment(ctx, recorder, token, gateway, automation_type, checks)
+        entrypoint, command, how = _smoke_command(automation_type)
         # A service keeps running through Level 4: its keeper's deadline leaves SANDBOX_TIMEOUT_S for the checks.
         limit_s = service_s + settings.sandbox_timeout_s if service_s else None
         try:
+            controls = _negative_control(ctx, sandbox, image, checks, environment, recorder, token)
+            smoke_log = _dry_run(ctx, sandbox, image, files, level, automation_type, recorder, gateway, checks)
             with sandbox.container(image, command, environment, entrypoint=entrypoint, limit_s=limit_s) as container:
                 run = sandbox.run_for(container, service_s) if service_s else sandbox.run_to_end(container)
                 outcome = run.describe() if run.exit_code is not None or not service_s else f"still running after {service_s:g} s (a service)"
-                log = f"{how}\n{outcome}\n{run.logs}"
+                log = f"{smoke_log}{how}\n{outcome}\n{run.logs}"
                 if not _smoke_passed(run, service_s):
                     _fail(ctx, level, f"Level 3 (smoke) failed: {run.describe()}{_limit_hint(run, settings.sandbox_tmp_size)}",
                           log=log, detail=_last_line(run.logs))
@@ -206,20 +238,127 @@ def _levels_3_and_4(ctx: AttemptContext, sandbox: Sandbox, image: str, files: Ge
                 ctx.step("level4")
                 if isinstance(spec, StepFailure):
                     _fail(ctx, level, spec.message, log=f"{note}\n{spec.message}")
-                results = evaluate(spec, RunState(container=container, recorder=recorder, run_token=token,
-                                                  sandbox_database_url=settings.sandbox_database_url,
-                                                  sandbox=sandbox, derived=ctx.automation.acceptance_check is None))
-                log = f"{note}\n{summarize(results)}"
-                failed = [r for r in results if not r.passed]
-                if failed:
-                    _fail(ctx, level, f"Level 4 (assertion) failed: {len(failed)} of {len(results)} check(s) did not "
-                                      f"hold, first {failed[0].kind}", log=log, detail=f"{failed[0].kind}: {failed[0].detail}")
-                ctx.record(level.result(True, log))
+                results = evaluate(spec, _state(ctx, sandbox, container, recorder, token))
+                _level_4_verdict(ctx, level, spec, note, controls, results)
         except EngineError as exc:
             _fail(ctx, level, f"Level {level.number}: {exc}")
         finally:
             if recorder is not None:
                 recorder.close_run(token)
+
+
+def _run_environment(ctx: AttemptContext, recorder: Recorder | None, token: str, gateway: str | None,
+                     automation_type: str, checks: list[dict[str, Any]]) -> dict[str, str]:
+    """The sandbox run's environment: no DRY_RUN (the run is real, and confined); for an agent, the
+    stand-in's canned reply."""
+    environment = {"AGENT_BUILDER_SANDBOX": "1",
+                   "SANDBOX_HTTP_URL": recorder.url_for(token, gateway or "") if recorder is not None else NO_RECORDER_URL}
+    if ctx.settings.vault_addr:
+        environment["VAULT_ADDR"] = ctx.settings.vault_addr
+    if automation_type == "claude_agent":
+        environment.update(reply_environment(checks))
+    return environment
+
+
+def _state(ctx: AttemptContext, sandbox: Sandbox, container: Any, recorder: Recorder | None, token: str) -> RunState:
+    return RunState(container=container, recorder=recorder, run_token=token,
+                    sandbox_database_url=ctx.settings.sandbox_database_url, sandbox=sandbox,
+                    derived=ctx.automation.acceptance_check is None)
+
+
+def _negative_control(ctx: AttemptContext, sandbox: Sandbox, image: str, checks: list[dict[str, Any]],
+                      environment: dict[str, str], recorder: Recorder | None, token: str) -> list[Control]:
+    """Every check evaluated once before the automation runs: against a fresh container of the same
+    image (same environment, mounts, tmpfs and network) whose keeper runs nothing and holds, and
+    against the recording endpoint before any request of the run. A check that holds here proves
+    nothing about the automation."""
+    if not checks:
+        return []
+    controls: dict[int, Control] = {}
+    needs_container = []
+    for index, check in enumerate(checks, start=1):
+        kind = check["kind"]
+        if kind in NO_CONTROL:
+            controls[index] = Control(index, kind, "skipped", "a control is not meaningful here: before the run nothing "
+                                                               "was started that could be running")
+        elif kind in ("http_request", "claude_called"):  # before the run: no request of it recorded yet
+            [result] = evaluate([check], _state(ctx, sandbox, None, recorder, token))
+            controls[index] = _control(index, result)
+        else:
+            needs_container.append(index)
+    if needs_container:
+        try:
+            limit_s = min(CONTROL_LIMIT_S, sandbox.limits.timeout_s)  # the container lives limit + hold at most
+            with sandbox.container(image, ["-c", "exit 0"], environment, entrypoint=["/bin/sh"],
+                                   limit_s=limit_s) as container:
+                run = sandbox.run_to_end(container, timeout_s=limit_s)
+                if run.exit_code != 0:
+                    raise EngineError(f"the control container did not start cleanly: {run.describe()}")
+                for index in needs_container:
+                    [result] = evaluate([checks[index - 1]], _state(ctx, sandbox, container, recorder, token))
+                    controls[index] = _control(index, result)
+        except EngineError as exc:
+            for index in needs_container:
+                controls[index] = Control(index, checks[index - 1]["kind"], "could not run", str(exc))
+    ordered = [controls[index] for index in sorted(controls)]
+    for control in ordered:
+        logger.info("level 4 negative control: {}", control.line().strip())
+    return ordered
+
+
+def _control(index: int, result: CheckResult) -> Control:
+    if not result.ran:
+        return Control(index, result.kind, "could not run", result.detail)
+    return Control(index, result.kind, "held" if result.passed else "did not hold", result.detail)
+
+
+def _level_4_verdict(ctx: AttemptContext, level: Level, spec: list[dict[str, Any]], note: str,
+                     controls: list[Control], results: list[CheckResult]) -> None:
+    """Both evaluations go to the log; a check that held before the run, or whose control could not
+    run, fails Level 4 like one that does not hold after it."""
+    after = [f"  {'PASS' if r.passed else 'FAIL'} check {i} {r.kind}: {r.detail}" for i, r in enumerate(results, start=1)]
+    log = (f"{note}\nbefore the run (negative control: a fresh container of the same image, the automation not "
+           f"started):\n" + "\n".join(c.line() for c in controls) + "\nafter the run:\n" + "\n".join(after))
+    held = [c for c in controls if c.outcome == "held"]
+    if held:
+        first = held[0]
+        _fail(ctx, level, f"Level 4 (assertion) failed: check {first.index} ({first.kind}): {HELD_BEFORE}, so it "
+                          f"proves nothing about the automation ({len(held)} of {len(spec)} held before)",
+              log=log, detail=f"{first.kind} before the run: {first.detail}")
+    unknown = [c for c in controls if c.outcome == "could not run"]
+    if unknown:
+        first = unknown[0]
+        _fail(ctx, level, f"Level 4 (assertion) failed: check {first.index} ({first.kind}) could not be evaluated "
+                          "before the automation ran (its negative control)", log=log, detail=first.detail)
+    failed = [(i, r) for i, r in enumerate(results, start=1) if not r.passed]
+    if failed:
+        index, first_failed = failed[0]
+        _fail(ctx, level, f"Level 4 (assertion) failed: {len(failed)} of {len(results)} check(s) did not "
+                          f"hold, first {first_failed.kind}", log=log,
+              detail=f"check {index} {first_failed.kind}: {first_failed.detail}")
+    ctx.record(level.result(True, log))
+
+
+def _dry_run(ctx: AttemptContext, sandbox: Sandbox, image: str, files: GeneratedFiles, level: Level,
+             automation_type: str, recorder: Recorder | None, gateway: str | None,
+             checks: list[dict[str, Any]]) -> str:
+    """An agent's --dry-run, when it has one: an extra smoke step in its own container, with its own
+    recording token (its calls never count for Level 4). Returns its part of the Level 3 log."""
+    if automation_type != "claude_agent" or "--dry-run" not in files.main:
+        return ""
+    token = recorder.open_run() if recorder is not None else ""
+    try:
+        environment = _run_environment(ctx, recorder, token, gateway, automation_type, checks)
+        with sandbox.container(image, ["--dry-run"], environment, entrypoint=[f"{APP_DIR}/agent.sh"]) as container:
+            run = sandbox.run_to_end(container)
+    finally:
+        if recorder is not None:
+            recorder.close_run(token)
+    log = f"ran agent.sh --dry-run (in {SANDBOX_WORKDIR}, its own container)\n{run.describe()}\n{run.logs}\n"
+    if run.timed_out or run.exit_code != 0:
+        _fail(ctx, level, f"Level 3 (smoke) failed: agent.sh --dry-run: {run.describe()}", log=log,
+              detail=_last_line(run.logs))
+    return log
 
 
 def _limit_hint(run: RunResult, tmp_size: str) -> str:
@@ -240,14 +379,13 @@ def _service_seconds(spec: list[dict[str, Any]] | StepFailure) -> float | None:
     return max(waits) if waits else None
 
 
-def _smoke_command(automation_type: str, files: GeneratedFiles) -> tuple[list[str] | None, list[str] | None, str]:
-    """(entrypoint, command, what the log says): the image's own command for a script; agent.sh,
-    with --dry-run when it has one, for an agent. The keeper runs it in the working directory."""
+def _smoke_command(automation_type: str) -> tuple[list[str] | None, list[str] | None, str]:
+    """(entrypoint, command, what the log says): the image's own command for a script; agent.sh for
+    an agent, for real, against the claude stand-in. The keeper runs it in the working directory."""
     if automation_type == "claude_agent":
-        if "--dry-run" in files.main:
-            return [f"{APP_DIR}/agent.sh"], ["--dry-run"], f"ran agent.sh --dry-run (in {SANDBOX_WORKDIR})"
-        return [f"{APP_DIR}/agent.sh"], [], f"agent.sh has no --dry-run: ran it with DRY_RUN=1 and no input (in {SANDBOX_WORKDIR})"
-    return None, None, f"ran the image's command in {SANDBOX_WORKDIR} (DRY_RUN=1, AGENT_BUILDER_SANDBOX=1)"
+        return [f"{APP_DIR}/agent.sh"], [], (f"ran agent.sh for real (in {SANDBOX_WORKDIR}, no input), claude being the "
+                                             f"recording stand-in {STANDIN_PATH}")
+    return None, None, f"ran the image's command for real in {SANDBOX_WORKDIR} (confined; AGENT_BUILDER_SANDBOX=1)"
 
 
 def _smoke_passed(run: RunResult, service_s: float | None) -> bool:

@@ -23,6 +23,7 @@ import docker.errors
 from loguru import logger
 
 from listener.httpserver import BackgroundServer, BoundedHandler, Limits
+from listener.sandbox.standin import RECORD_PATH, ClaudeCall, parse_call
 
 MAX_BODY = 1 << 20  # larger bodies are refused with 413
 DRAIN_LIMIT = 8 << 20  # a refused body up to this size is read and dropped, so the client sees the 413
@@ -43,6 +44,7 @@ class Recorded:
     query: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     body_excerpt: str = ""
+    call: ClaudeCall | None = None  # a request of the claude stand-in (RECORD_PATH), parsed
 
 
 class _BodyTooLarge(Exception):
@@ -132,10 +134,12 @@ class Recorder:
             if run is None:
                 return 404
             if len(run) < MAX_RECORDS:
+                path = "/" + rest
+                call = parse_call(body or b"") if path == RECORD_PATH and method == "POST" and status == 200 else None
                 run.append(Recorded(
-                    method=method, path="/" + rest, status=status, query=parts.query,
+                    method=method, path=path, status=status, query=parts.query,
                     headers={k: v for k, v in headers.items() if k in KEPT_HEADERS},
-                    body_excerpt=(body or b"")[:EXCERPT_BYTES].decode("utf-8", errors="replace"),
+                    body_excerpt=(body or b"")[:EXCERPT_BYTES].decode("utf-8", errors="replace"), call=call,
                 ))
         logger.debug("recording endpoint: {} /{} -> {}", method, rest, status)
         return status

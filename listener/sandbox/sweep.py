@@ -11,8 +11,9 @@ touches another installation's objects on a shared engine. What goes:
 - production candidates (`…-next`) of attempts that are over (the deployment died before it either
   put them in place or removed them);
 - sandbox images nobody needs (sql/sandbox_images_unneeded.sql): those of attempts that failed or
-  died, rejected ones, unknown ones. Images are untagged by their build tag, never forced: an image
-  that is also tagged for production, or that a container uses, stays;
+  died, rejected ones, unknown ones; and the intermediate layers of image builds (role
+  sandbox-build) whose attempt is over. Images are untagged by their build tag, never forced: an
+  image that is also tagged for production, or that a container uses, stays;
 - the tmpfs volumes of sandbox containers that are gone (dangling, with this installation's label).
 
 Without a database (it is down), only the deadlines are applied. An unreachable engine is a
@@ -120,9 +121,16 @@ def select_containers(containers: list[Found], now: float, over: set[int] | None
     return chosen
 
 
-def select_images(images: list[Found], unneeded: set[int]) -> list[Removal]:
-    return [Removal(found, "no attempt needs it (failed, died, rejected or unknown)")
-            for found in images if found.role == "sandbox-image" and found.build_id in unneeded]
+def select_images(images: list[Found], unneeded: set[int], over: set[int] | None = None) -> list[Removal]:
+    """Sandbox images nobody needs (`unneeded`), and the intermediate layers of image builds
+    (role sandbox-build) whose attempt is over (`over`): a finished build never needs them again."""
+    chosen = []
+    for found in images:
+        if found.role == "sandbox-image" and found.build_id in unneeded:
+            chosen.append(Removal(found, "no attempt needs it (failed, died, rejected or unknown)"))
+        elif found.role == "sandbox-build" and over is not None and found.build_id in over:
+            chosen.append(Removal(found, "an intermediate layer of an image build that is over"))
+    return chosen
 
 
 @dataclass
@@ -149,10 +157,12 @@ class Sweeper:
             return report
         if report.database and self.records is not None:
             found = [Found.of(i, (i.tags or [i.short_id])[0], i.tags)
-                     for i in self.client.images.list(filters=installation_filter(self.installation, role="sandbox-image"))]
+                     for i in self.client.images.list(filters=installation_filter(self.installation))]
             unneeded = self._ask(report, lambda records: records.unneeded_images(
-                [i.build_id for i in found if i.build_id is not None]))
-            for removal in select_images(found, unneeded or set()):
+                [i.build_id for i in found if i.role == "sandbox-image" and i.build_id is not None]))
+            layers_over = self._ask(report, lambda records: records.over(
+                [i.build_id for i in found if i.role == "sandbox-build" and i.build_id is not None]))
+            for removal in select_images(found, unneeded or set(), layers_over):
                 if self._remove_image(removal.found):
                     report.images.append(removal)
                     self._log(removal).info("sweep removed sandbox image {}: {}", removal.found.name, removal.reason)

@@ -193,3 +193,54 @@ def test_a_listener_killed_during_a_run_that_never_ends_leaves_no_container_with
         # Its tmpfs volumes go with it (the engine removes them just after the container).
         wait_until(lambda: not ours("sandbox-scratch", "volumes"), 10, "the sandbox's tmpfs volumes to go")
     remove_installation_objects(docker_client, identity)
+
+
+AGENT_ANSWER = """=== FILE: agent.sh ===
+#!/usr/bin/env bash
+set -euo pipefail
+if [[ "${1:-}" == "--dry-run" ]]; then
+  echo "dry run: would ask claude for a summary of the disk usage"
+  exit 0
+fi
+df -h / | claude -p "Summarise this disk usage in one sentence" > /tmp/summary.txt
+echo "wrote /tmp/summary.txt"
+"""
+AGENT_REPLY = "The root filesystem is 42 % full."
+AGENT_ACCEPTANCE = {"checks": [
+    {"kind": "claude_called", "min_calls": 1, "args_include": ["-p"], "reply": AGENT_REPLY},
+    {"kind": "file_exists", "path": "/tmp/summary.txt", "min_bytes": len(AGENT_REPLY)},
+]}
+
+
+def test_a_claude_agent_passes_all_four_levels_against_the_stand_in(db_url, docker_client, base_image, fake_ollama,
+                                                                   tmp_path: Path) -> None:
+    """The whole pipeline in a listener process: Level 1, the one (fake) overseer review on the host,
+    then the agent run for real in the sandbox, where `claude` is the builder's recording stand-in."""
+    fake_ollama.response_text = AGENT_ANSWER
+    claude_log = tmp_path / "claude.jsonl"
+    with FakeNtfy() as ntfy:
+        env = pipeline_env(db_url, fake_ollama, ntfy.url, base_image, tmp_path)
+        env["SANDBOX_AGENT_IMAGE"] = base_image  # no claude CLI in it at all: the stand-in is the builder's
+        listener = ListenerProcess(env, tmp_path / "listener.log")
+        try:
+            listener.wait_listening()
+            automation_id = query(db_url, "INSERT INTO automation_ideas (name, type, status, priority, task_description,"
+                                          " infrastructure_requirement, acceptance_check) VALUES ('Disk summary',"
+                                          " 'claude_agent', 'ready_to_build', 1, 'Ask claude to summarise the disk usage"
+                                          " of / and write the answer to /tmp/summary.txt', 'none', %s::jsonb) RETURNING id",
+                                  (json.dumps(AGENT_ACCEPTANCE),))[0]["id"]
+            wait_until(lambda: query(db_url, "SELECT builder_status FROM automation_ideas WHERE id = %s",
+                                     (automation_id,))[0]["builder_status"] in ("awaiting_approval", "failed"),
+                       180, "the build", listener)
+            results = query(db_url, "SELECT test_level, status, execution_log FROM agent_test_results"
+                                    " WHERE automation_id = %s ORDER BY id", (automation_id,))
+            assert [(r["test_level"], r["status"]) for r in results] == [(1, "pass"), (2, "pass"), (3, "pass"), (4, "pass")], results
+            level_4 = results[3]["execution_log"]
+            assert "PASS check 1 claude_called: 1 call(s) of the claude stand-in with -p" in level_4
+            assert "argv ['-p', 'Summarise this disk usage in one sentence']" in level_4
+            assert "PASS check 2 file_exists: /tmp/summary.txt exists" in level_4
+            reviews = [json.loads(line) for line in claude_log.read_text().splitlines()]
+            assert len(reviews) == 1  # the host's claude reviewed once; the sandbox never reached it
+        finally:
+            assert listener.stop() == 0
+    remove_installation_objects(docker_client, installation(db_url))

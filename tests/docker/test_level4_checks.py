@@ -497,7 +497,8 @@ def test_a_service_passes_http_status_from_the_sandbox_network(levels) -> None: 
         {"kind": "http_status", "url": "http://automation:8000/", "status": 200},
     ]})
     assert [(level, status) for level, status, _ in rows] == [(2, "pass"), (3, "pass"), (4, "pass")], rows
-    assert "PASS http_status: http://automation:8000/ answered 200, 200 expected" in rows[2][2]
+    assert "PASS check 2 http_status: http://automation:8000/ answered 200, 200 expected" in rows[2][2]
+    assert "check 2 http_status: did not hold: http://automation:8000/: the automation's container has no address" in rows[2][2]
 
 
 def test_a_derived_check_at_the_listeners_host_is_refused_in_the_level_4_log(levels, fake_ollama) -> None:  # noqa: ANN001

@@ -45,11 +45,25 @@ AGENT_OK = """#!/usr/bin/env bash
 set -euo pipefail
 if [[ "${1:-}" == "--dry-run" ]]; then
   echo "dry run: would ask claude to summarise the disk usage"
-  echo done > /tmp/agent-dry-run.txt
   exit 0
 fi
-claude -p "Summarise the disk usage"
+df -h / | claude -p "Summarise the disk usage" --output-format text > /tmp/summary.txt
+echo "wrote /tmp/summary.txt"
 """
+AGENT_NEVER_CALLS = """#!/usr/bin/env bash
+set -euo pipefail
+echo "a summary written without asking anyone" > /tmp/summary.txt
+"""
+AGENT_WITH_A_KEY = """#!/usr/bin/env bash
+set -euo pipefail
+export ANTHROPIC_API_KEY="sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKlMnOpQrStUvWxYz01234567-AbCdEfAA"
+claude -p "Summarise the disk usage" > /tmp/summary.txt
+"""
+REPLY = "The disk is 42 % full."
+AGENT_CHECKS = {"checks": [
+    {"kind": "claude_called", "min_calls": 1, "args_include": ["-p"], "reply": REPLY},
+    {"kind": "file_exists", "path": "/tmp/summary.txt", "min_bytes": len(REPLY)},
+]}
 
 
 def script(text: str, dockerfile: str | None = None) -> GeneratedFiles:
@@ -219,28 +233,129 @@ def test_a_service_is_checked_while_it_runs(levels) -> None:
 
 # -- claude agents -----------------------------------------------------------------------------------
 
-def test_agent_passes_levels_2_to_4_with_a_dry_run(levels) -> None:
-    ending, rows = levels(agent(AGENT_OK), type="claude_agent", check=file_check("/tmp/agent-dry-run.txt"))
+def test_agent_runs_for_real_against_the_recording_claude_stand_in(levels) -> None:
+    ending, rows = levels(agent(AGENT_OK), type="claude_agent", check=AGENT_CHECKS, VAULT_ADDR="http://vault.invalid:8200")
+    assert ending is Ending.SUCCEEDED, rows[-1]["execution_log"]
     assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "pass")]
-    assert "ran agent.sh --dry-run" in rows[1]["execution_log"]
+    assert "claude is the sandbox stand-in /opt/agent-builder/bin/claude" in rows[0]["execution_log"]
+    smoke = rows[1]["execution_log"]
+    assert "ran agent.sh --dry-run" in smoke and "ran agent.sh for real" in smoke and "wrote /tmp/summary.txt" in smoke
+    log = rows[2]["execution_log"]
+    assert "PASS check 1 claude_called: 1 call(s) of the claude stand-in with -p among its arguments (1 in all)" in log
+    assert "argv ['-p', 'Summarise the disk usage', '--output-format', 'text']" in log
+    assert "characters on stdin" in log and " 0 characters on stdin" not in log  # df's output was piped in
+    names = log.split("environment variable names: ", 1)[1].splitlines()[0]
+    assert {"VAULT_ADDR", "SANDBOX_HTTP_URL", "PATH", "HOME"} <= set(names.split(", "))
+    assert "vault.invalid" not in log and "/work" not in names  # names only, never values
+    assert "check 1 claude_called: did not hold: 0 call(s)" in log  # its negative control
+    assert "check 2 file_exists: did not hold: /tmp/summary.txt: no such file" in log
 
 
-def test_agent_image_without_claude_fails_level_2(levels, base_image) -> None:
-    ending, rows = levels(agent(AGENT_OK), type="claude_agent", check=file_check("/tmp/agent-dry-run.txt"),
-                          SANDBOX_AGENT_IMAGE=base_image)
-    assert levels_of(rows) == [(2, "fail")]
-    assert "claude CLI is not in the agent image" in rows[0]["execution_log"]
+def test_the_dry_run_is_an_extra_smoke_step_whose_calls_do_not_count(levels) -> None:
+    only_dry = AGENT_OK.replace('df -h / | claude -p "Summarise the disk usage" --output-format text > /tmp/summary.txt',
+                                "true").replace('echo "dry run: would ask claude to summarise the disk usage"',
+                                                'claude -p "dry"')
+    ending, rows = levels(agent(only_dry), type="claude_agent", check=AGENT_CHECKS)
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "fail")]
+    assert "0 call(s) of the claude stand-in" in rows[2]["execution_log"]
+
+
+def test_agent_that_never_calls_claude_fails_level_4(levels) -> None:
+    ending, rows = levels(agent(AGENT_NEVER_CALLS), type="claude_agent", check=AGENT_CHECKS)
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "fail")]
+    assert "FAIL check 1 claude_called: 0 call(s) of the claude stand-in with -p among its arguments (0 in all)" in rows[2]["execution_log"]
+    assert rows[2]["execution_log"].startswith("Level 4 (assertion) failed: 1 of 2 check(s) did not hold, first "
+                                               "claude_called\ncheck 1 claude_called: 0 call(s)")
+
+
+def test_claude_called_without_a_network_fails_with_the_reason(levels) -> None:
+    ending, rows = levels(agent(AGENT_OK), type="claude_agent", check=AGENT_CHECKS, SANDBOX_NETWORK="none")
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "fail")]
+    assert "SANDBOX_NETWORK=none): the claude stand-in cannot record its calls" in rows[2]["execution_log"]
+    assert "PASS check 2 file_exists" in rows[2]["execution_log"]  # the stand-in still answered
+
+
+def test_the_stand_in_needs_no_claude_cli_in_the_agent_image(levels, base_image) -> None:
+    ending, rows = levels(agent(AGENT_OK), type="claude_agent", check=AGENT_CHECKS, SANDBOX_AGENT_IMAGE=base_image)
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "pass")], rows[-1]["execution_log"]
 
 
 def test_agent_that_fails_its_dry_run_fails_level_3(levels) -> None:
     ending, rows = levels(agent("#!/usr/bin/env bash\necho 'no API key' >&2\nexit 2\n# --dry-run\n"),
-                          type="claude_agent", check=file_check("/tmp/agent-dry-run.txt"))
+                          type="claude_agent", check=AGENT_CHECKS)
     assert levels_of(rows) == [(2, "pass"), (3, "fail")]
+    assert "agent.sh --dry-run: exit code 2" in rows[1]["execution_log"]
 
 
 def test_agent_whose_check_does_not_hold_fails_level_4(levels) -> None:
     ending, rows = levels(agent(AGENT_OK), type="claude_agent", check=file_check("/tmp/other.txt"))
     assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "fail")]
+
+
+def test_agent_with_a_hardcoded_key_is_caught_by_the_free_checks() -> None:
+    """Before the overseer and before any sandbox: preflight's secret scan (Level 1)."""
+    from listener.preflight import run_preflight
+
+    problems = run_preflight(agent(AGENT_WITH_A_KEY), "claude_agent")
+    assert [p.check for p in problems] == ["secrets"], problems
+    assert "agent.sh line 3: hardcoded secret" in problems[0].message
+    assert "AbCdEfGhIjKlMnOp" not in problems[0].message
+
+
+# -- the negative control ------------------------------------------------------------------------------
+
+DOES_NOTHING = "print('nothing to do')\n"
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "/app/script.py", "/work/script.py"])
+def test_an_operator_check_on_a_path_that_exists_before_the_run_fails_the_negative_control(levels, path: str) -> None:
+    ending, rows = levels(script(DOES_NOTHING), check=file_check(path))
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "fail")]
+    log = rows[2]["execution_log"]
+    assert log.splitlines()[0].startswith("Level 4 (assertion) failed: check 1 (file_exists): this check held before "
+                                          "the automation ran")
+    assert f"check 1 file_exists: held: {path} exists" in log  # before the run
+    assert f"PASS check 1 file_exists: {path} exists" in log  # and after
+
+
+def test_a_script_that_creates_its_file_passes_the_negative_control(levels) -> None:
+    ending, rows = levels(script(WRITES_FILE), check=file_check("/tmp/disk.json"))
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "pass")]
+    log = rows[2]["execution_log"]
+    assert "check 1 file_exists: did not hold: /tmp/disk.json: no such file in the sandbox container" in log
+    assert "PASS check 1 file_exists: /tmp/disk.json exists" in log
+
+
+def test_a_container_running_check_has_no_control_and_says_so(levels) -> None:
+    service = "import time\nprint('serving', flush=True)\nwhile True:\n    time.sleep(1)\n"
+    ending, rows = levels(script(service), check={"checks": [{"kind": "container_running", "after_s": 1}]})
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "pass")]
+    assert "check 1 container_running: skipped: a control is not meaningful here" in rows[2]["execution_log"]
+
+
+def test_a_do_nothing_script_with_derived_checks_fails_the_negative_control(levels, fake_ollama, db_url) -> None:
+    from tests.sandbox_db import login_role
+
+    fake_ollama.script("POST", "/api/generate", Reply(200, {
+        "model": "llama3.1:8b", "done": True, "done_reason": "stop", "prompt_eval_count": 10,
+        "response": '{"checks": [{"kind": "sql_rows", "query": "SELECT 1 AS one", "min_rows": 1},'
+                    ' {"kind": "file_exists", "path": "/app/script.py"}]}'}))
+    with login_role(db_url) as reader:
+        ending, rows = levels(script(DOES_NOTHING), check=None, SANDBOX_DATABASE_URL=reader)
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "fail")]
+    log = rows[2]["execution_log"]
+    assert "this check held before the automation ran" in log.splitlines()[0]
+    assert "check 1 sql_rows: held: the query returned 1 row(s)" in log
+    assert "check 2 (file_exists /app/script.py) is refused: /app/script.py is a file of the image itself" in log
+
+
+def test_a_do_nothing_script_whose_derived_checks_are_all_rejected_fails_level_4(levels, fake_ollama) -> None:
+    fake_ollama.script("POST", "/api/generate", Reply(200, {
+        "model": "llama3.1:8b", "done": True, "done_reason": "stop", "prompt_eval_count": 10,
+        "response": '{"checks": [{"kind": "file_exists", "path": "/app/script.py"}]}'}))
+    ending, rows = levels(script(DOES_NOTHING), check=None)
+    assert levels_of(rows) == [(2, "pass"), (3, "pass"), (4, "fail")]
+    assert "every check was rejected: check 1 (file_exists /app/script.py)" in rows[2]["execution_log"]
 
 
 # -- hostile code is contained -------------------------------------------------------------------------

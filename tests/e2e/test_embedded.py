@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -77,3 +78,41 @@ def test_check_without_database_url_checks_the_embedded_database(tmp_path: Path)
     done = run_cli(embedded_env(tmp_path / "home"), "check", timeout=120)
     assert "ok   database  PostgreSQL 18" in done.stdout, done.stdout + done.stderr
     assert "ok   roles     the listener's login listener is a builder" in done.stdout, done.stdout
+
+
+def test_the_first_run_hint_works_when_followed_twice(tmp_path: Path) -> None:
+    """Each part of the printed hint (the CLI command, the INSERT … RETURNING id and the UPDATE with
+    that id) builds a new idea every time it is followed, not just the first time."""
+    import shlex
+
+    home = tmp_path / "home"
+    listener = ListenerProcess(embedded_env(home), tmp_path / "hint.log")
+    try:
+        listener.wait_for_log("follow the build:", timeout=60)
+        listener.wait_listening()
+        log = listener.log()
+        url = re.search(r'psql "([^"]+)"', log).group(1)
+        command = shlex.split(re.search(r"add an idea: +(.+)", log).group(1))
+        insert = re.search(r"or in SQL: +(.+;)", log).group(1)
+        update = re.search(r"mark it ready: +(.+;)", log).group(1)
+        assert command[:2] == ["agent-builder", "add"]
+        # the listener's own login (a builder, not a superuser) keeps its registry row
+        registered = wait_until(lambda: json.loads(run_cli(embedded_env(home), "listeners", "--json").stdout)["listeners"],
+                                15, "the listener's registry row", listener)
+        assert [r["pid"] for r in registered] == [listener.pid]
+        assert run_cli(embedded_env(home), "healthcheck").returncode == 0
+        ids: list[int] = []
+        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            for _ in range(2):
+                added = run_cli(embedded_env(home), *command[1:])
+                assert added.returncode == 0, added.stderr
+                ids.append(int(added.stdout))
+                new_id = conn.execute(insert).fetchone()["id"]
+                assert conn.execute(update.replace("WHERE id = ID", f"WHERE id = {int(new_id)}")).rowcount == 1
+                ids.append(int(new_id))
+            assert len(set(ids)) == 4
+            wait_until(lambda: [r["builder_status"] for r in conn.execute(
+                "SELECT builder_status FROM automation_ideas WHERE id = ANY(%s)", (ids,)).fetchall()]
+                == ["awaiting_approval"] * 4, 30, "four builds", listener)
+    finally:
+        assert listener.stop() == 0

@@ -11,7 +11,7 @@ from listener.extract import GeneratedFiles
 from listener.ollama import OllamaClient
 from listener.outcome import StepFailure
 from listener.records import Automation
-from listener.sandbox.derive import SCHEMA, derive_checks
+from listener.sandbox.derive import derive_checks, schema_for
 from tests.fakes.ollama_server import FakeOllama
 
 AUTOMATION = Automation(id=7, name="Disk usage report", type="script", status="ready_to_build", priority=1,
@@ -40,7 +40,8 @@ def test_valid_structured_answer_becomes_the_spec(fake_ollama: FakeOllama) -> No
 
     [request] = fake_ollama.requests_to("POST", "/api/generate")
     body = request.json
-    assert body["format"] == SCHEMA
+    assert body["format"] == schema_for("script")
+    assert "claude_called" not in body["format"]["properties"]["checks"]["items"]["properties"]["kind"]["enum"]
     assert body["format"]["properties"]["checks"]["items"]["properties"]["kind"]["enum"] == [
         "file_exists", "sql_rows", "http_status", "http_request", "container_running"]
     prompt = body["prompt"]
@@ -101,15 +102,59 @@ def test_a_derived_http_status_at_the_listeners_host_is_refused_with_the_reason(
     answer = json.dumps({"checks": [{"kind": "file_exists", "path": "/tmp/disk.json"},
                                     {"kind": "http_status", "url": url, "status": 200}]})
     fake_ollama.queue_texts(answer)
+    spec, note = derive_checks(_client(fake_ollama), AUTOMATION, FILES)
+    assert spec == {"checks": [{"kind": "file_exists", "path": "/tmp/disk.json", "min_bytes": 1}]}  # the rest is kept
+    rejected = note.split("rejected derived checks (they do not describe the automation's effect): ", 1)[1]
+    assert rejected.startswith("check 2 (http_status ")
+    assert "is refused: " in rejected and reason in rejected
+    assert rejected.endswith("a model-derived check never reaches the listener's host")
+    assert "secret" not in note  # credentials are never shown
+    assert any("model-derived check 2" in line and "rejected" in line for line in log_lines)
+
+
+@pytest.mark.parametrize(("path", "reason"), [
+    ("/app/script.py", "/app/script.py is a file of the image itself"),
+    ("/app/deps/requests/__init__.py", "is a file of the image itself"),
+    ("/work/script.py", "linked into /work from the image's working directory"),
+    ("/work/deps/x", "linked into /work from the image's working directory"),
+    ("/etc/passwd", "/etc/passwd is a system file"),
+    ("/proc/1/status", "is a system file"),
+    ("/var/lib/dpkg/status", "is a system file"),
+    ("/usr/../etc/hostname", "/etc/hostname is a system file"),
+    ("/data/out.json", "the sandbox's root filesystem is read-only"),
+])
+def test_a_derived_check_on_a_file_that_exists_before_the_run_is_rejected(fake_ollama: FakeOllama, path: str,
+                                                                          reason: str) -> None:
+    fake_ollama.queue_texts(json.dumps({"checks": [{"kind": "file_exists", "path": path}]}))
     with pytest.raises(StepFailure) as caught:
         derive_checks(_client(fake_ollama), AUTOMATION, FILES)
     message = caught.value.message
-    assert message.startswith("acceptance_check is NULL and the checks the model derived are unusable: "
-                              "check 2 (http_status ")
-    assert "is refused: " in message and reason in message
-    assert message.endswith("a model-derived check never reaches the listener's host")
-    assert "secret" not in message  # credentials are never shown
-    assert any("model-derived check 2" in line and "refused" in line for line in log_lines)
+    assert message.startswith("acceptance_check is NULL and the checks the model derived are unusable: every check "
+                              "was rejected: check 1 (file_exists ")
+    assert reason in message
+
+
+def test_a_derived_check_on_a_file_the_automation_writes_is_kept(fake_ollama: FakeOllama) -> None:
+    fake_ollama.queue_texts(json.dumps({"checks": [{"kind": "file_exists", "path": "/work/report.json"},
+                                                   {"kind": "file_exists", "path": "/etc/passwd"}]}))
+    spec, note = derive_checks(_client(fake_ollama), AUTOMATION, FILES)
+    assert [c["path"] for c in spec["checks"]] == ["/work/report.json"]
+    assert "check 2 (file_exists /etc/passwd) is refused: /etc/passwd is a system file" in note
+
+
+def test_claude_called_is_offered_to_agents_only(fake_ollama: FakeOllama) -> None:
+    from listener.sandbox.derive import build_prompt
+
+    agent = AUTOMATION.__class__(**{**AUTOMATION.__dict__, "type": "claude_agent"})
+    files = GeneratedFiles(main_name="agent.sh", main="#!/bin/bash\nclaude -p hi > /tmp/a\n", dockerfile=None)
+    assert "claude_called" in schema_for("claude_agent")["properties"]["checks"]["items"]["properties"]["kind"]["enum"]
+    assert '"kind": "claude_called"' in build_prompt(agent, files)
+    assert '"kind": "claude_called"' not in build_prompt(AUTOMATION, FILES)
+    fake_ollama.queue_texts(json.dumps({"checks": [{"kind": "claude_called", "args_include": ["-p"]},
+                                                   {"kind": "file_exists", "path": "/tmp/a"}]}))
+    spec, note = derive_checks(_client(fake_ollama), agent, files)
+    assert spec["checks"][0] == {"kind": "claude_called", "min_calls": 1, "args_include": ["-p"]}
+    assert "claude_called ≥ 1 call(s) with -p" in note
 
 
 def test_a_derived_service_check_names_the_automations_container(fake_ollama: FakeOllama) -> None:

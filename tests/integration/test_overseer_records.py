@@ -66,3 +66,28 @@ def test_an_alert_opens_once_per_outage(builder_conn, queries, db_url) -> None:
     assert row == {"detail": "still not logged in", "cleared_at": None}
     assert alerts.clear(OVERSEER) is True and alerts.clear(OVERSEER) is False
     assert alerts.raise_(OVERSEER, "logged out again") is True  # a new outage
+
+
+def test_show_prints_both_evaluations_of_every_level_4_check(operator, builder_conn, queries) -> None:
+    automation_id = insert_idea(operator)
+    log = ("Level 4 (assertion) failed: check 1 (file_exists): this check held before the automation ran\n"
+           "acceptance checks given by the operator (acceptance_check)\n"
+           "before the run (negative control: a fresh container of the same image, the automation not started):\n"
+           "  check 1 file_exists: held: /etc/passwd exists (922 bytes)\n"
+           "  check 2 container_running: skipped: a control is not meaningful here\n"
+           "after the run:\n"
+           "  PASS check 1 file_exists: /etc/passwd exists (922 bytes)\n"
+           "  PASS check 2 container_running: container still running 1 s after it started")
+    operator.execute("INSERT INTO agent_test_results (automation_id, test_level, status, execution_log)"
+                     " VALUES (%s, 4, 'fail', %s)", (automation_id, log))
+    report = show_report(builder_conn, queries, automation_id, Redactor())
+    assert report is not None
+    text = render_show(report).splitlines()
+    start = text.index("    before the run (negative control: a fresh container of the same image, the automation not started):")
+    assert text[start + 1:start + 6] == [
+        "      check 1 file_exists: held: /etc/passwd exists (922 bytes)",
+        "      check 2 container_running: skipped: a control is not meaningful here",
+        "    after the run:",
+        "      PASS check 1 file_exists: /etc/passwd exists (922 bytes)",
+        "      PASS check 2 container_running: container still running 1 s after it started",
+    ]

@@ -404,3 +404,41 @@ def test_a_cli_without_the_no_tools_flag_releases_before_step_3(build, operator,
     assert fake_ollama.requests_to("POST", "/api/generate") == [] and claude_calls() == []
     [published] = fake_ntfy.published
     assert published["title"] == "Overseer unavailable" and "lacks --tools" in published["message"]
+
+
+NESTED_TOO_DEEP = "=== FILE: script.py ===\nprint('start')\nx = 1" + "+1" * 300_000 + "\n"
+NESTED_PARENS = "=== FILE: script.py ===\nprint('start')\nx = " + "(" * 300 + "1" + ")" * 300 + "\n"
+
+
+@pytest.mark.parametrize(("output", "reason"), [
+    (NESTED_TOO_DEEP, "script.py: nested too deeply for the Python parser (RecursionError in ast.parse/compile)"),
+    (NESTED_PARENS, "too many nested parentheses"),
+])
+def test_python_beyond_the_parsers_limits_is_a_level_1_problem(build, operator, fake_ollama, claude_calls, fake_ntfy,
+                                                               output: str, reason: str) -> None:
+    automation_id = insert_idea(operator, name="Nested")
+    fake_ollama.queue_texts(output, output, output)
+    ending, _, sandbox = build(REPAIR_ATTEMPTS="2")
+    assert ending is Ending.FAILED
+    assert claude_calls() == [] and sandbox.calls == []
+    [result] = results(operator, automation_id)
+    assert (result["test_level"], result["status"]) == (1, "fail")
+    assert reason in result["execution_log"]
+    assert messages(fake_ntfy)[-1].startswith("[Agent Builder] FAIL — Nested failed Level 1:")
+
+
+AGENT_WITH_A_KEY = ("=== FILE: agent.sh ===\n#!/usr/bin/env bash\nset -euo pipefail\n"
+                    'export ANTHROPIC_API_KEY="sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKlMnOpQrStUv'
+                    'WxYz01234567-AbCdEfAA"\nclaude -p "Summarise the disk usage" > /tmp/summary.txt\n')
+
+
+def test_an_agent_that_brings_its_own_key_is_caught_before_the_overseer(build, operator, fake_ollama, claude_calls) -> None:
+    automation_id = insert_idea(operator, type="claude_agent")
+    fake_ollama.queue_texts(AGENT_WITH_A_KEY, AGENT_WITH_A_KEY, AGENT_WITH_A_KEY)
+    ending, _, sandbox = build(REPAIR_ATTEMPTS="2")
+    assert ending is Ending.FAILED
+    assert claude_calls() == [] and sandbox.calls == []  # neither the paid overseer nor the sandbox
+    [result] = results(operator, automation_id)
+    assert (result["test_level"], result["status"]) == (1, "fail")
+    assert "agent.sh line 3: hardcoded secret, an Anthropic API key" in result["execution_log"]
+    assert "AbCdEfGhIjKlMnOp" not in result["execution_log"].split("--- model output ---")[0]

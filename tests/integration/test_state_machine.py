@@ -52,7 +52,7 @@ OPERATOR_MOVES = {
     ("rejected", "not_started"),
 }
 BUILDER_MOVES = {
-    ("not_started", "queued"),
+    ("not_started", "queued"), ("not_started", "failed"),  # a ready row of a near-miss type (0010)
     ("queued", "building"), ("queued", "not_started"), ("queued", "failed"),
     ("building", "awaiting_approval"), ("building", "failed"),
     ("approved", "deploying"), ("approved", "failed"),

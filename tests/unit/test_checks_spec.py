@@ -168,3 +168,31 @@ def test_summarize_has_one_line_per_check() -> None:
                       CheckResult("http_status", False, "http://x answered 500, 200 expected")])
     assert text.splitlines() == ["PASS file_exists: /tmp/a exists (3 bytes)",
                                  "FAIL http_status: http://x answered 500, 200 expected"]
+
+
+# -- claude_called ------------------------------------------------------------------------------------
+
+def test_claude_called_gets_its_defaults_and_keeps_its_reply() -> None:
+    [check] = validate_spec({"checks": [{"kind": "claude_called"}]})
+    assert check == {"kind": "claude_called", "min_calls": 1, "args_include": []}
+    [check] = validate_spec({"checks": [{"kind": "claude_called", "min_calls": 2, "args_include": ["-p"], "reply": "ok"}]})
+    assert check == {"kind": "claude_called", "min_calls": 2, "args_include": ["-p"], "reply": "ok"}
+
+
+@pytest.mark.parametrize(("check", "expected"), [
+    ({"kind": "claude_called", "min_calls": 0}, '"min_calls" must be an integer ≥ 1'),
+    ({"kind": "claude_called", "args_include": "-p"}, '"args_include" must be a list of arguments'),
+    ({"kind": "claude_called", "args_include": [""]}, '"args_include" must be a list of arguments'),
+    ({"kind": "claude_called", "reply": 3}, '"reply" must be a text'),
+    ({"kind": "claude_called", "reply": "x" * 70_000}, '"reply" must be a text of at most 65536 characters'),
+    ({"kind": "http_request", "path": "/_claude"}, "the path /_claude is reserved for the claude stand-in"),
+])
+def test_bad_claude_called_checks_are_refused(check: dict[str, Any], expected: str) -> None:
+    assert expected in _one(check)
+
+
+def test_one_reply_per_run() -> None:
+    assert "different \"reply\" texts" in _error({"checks": [{"kind": "claude_called", "reply": "a"},
+                                                            {"kind": "claude_called", "reply": "b"}]})
+    assert len(validate_spec({"checks": [{"kind": "claude_called", "reply": "a"},
+                                         {"kind": "claude_called", "reply": "a", "min_calls": 2}]})) == 2

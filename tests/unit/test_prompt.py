@@ -129,7 +129,15 @@ def test_agent_prompt_asks_for_agent_sh_with_shebang_and_dry_run() -> None:
     assert "=== FILE: agent.sh ===" in sandbox
     assert "#!/usr/bin/env bash" in sandbox
     assert "--dry-run" in sandbox and "exits 0" in sandbox
+    assert "runs for real" in sandbox and "stand-in that records each call" in sandbox
+    assert "DRY_RUN" not in sandbox
     assert "script.py" not in sandbox
+
+
+def test_script_prompt_says_the_run_is_real_and_has_no_dry_run_mode() -> None:
+    sandbox = build_prompt(automation(type="script"))[len(STEP2) :]
+    assert "runs for real, once" in sandbox and "there is no dry-run mode" in sandbox
+    assert "AGENT_BUILDER_SANDBOX=1" in sandbox and "DRY_RUN" not in sandbox
 
 
 # --- token estimate and context check ---------------------------------------------------------

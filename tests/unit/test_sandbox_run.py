@@ -184,9 +184,12 @@ def test_sweep_selects_sandbox_containers_past_their_deadline_or_of_attempts_tha
     assert [r.found.build_id for r in select_containers(containers, NOW, over=None)] == [1]
 
 
-def test_sweep_selects_only_unneeded_sandbox_images() -> None:
-    images = [found("sandbox-image", 1), found("sandbox-image", 2), found("production", 1)]
-    assert [r.found.build_id for r in select_images(images, {1})] == [1]
+def test_sweep_selects_only_unneeded_sandbox_images_and_layers_of_builds_that_are_over() -> None:
+    images = [found("sandbox-image", 1), found("sandbox-image", 2), found("production", 1),
+              found("sandbox-build", 3), found("sandbox-build", 4)]
+    assert [(r.found.role, r.found.build_id) for r in select_images(images, {1}, over={1, 3})] == [
+        ("sandbox-image", 1), ("sandbox-build", 3)]
+    assert [r.found.build_id for r in select_images(images, {1}, over=None)] == [1]  # no database answer: layers kept
 
 
 class Records:
@@ -218,6 +221,8 @@ def test_a_sweep_touches_only_its_own_installation() -> None:
     in_production = engine.add_image([f"agent-1-x:build-5-{OURS}", f"agent-1-x:production-{OURS}"],
                                      run_labels(OURS, 5, "sandbox-image"))
     theirs_image = engine.add_image([f"agent-1-x:build-3-{THEIRS}"], run_labels(THEIRS, 3, "sandbox-image"))
+    mine_layer = engine.add_image([], run_labels(OURS, 3, "sandbox-build"))
+    theirs_layer = engine.add_image([], run_labels(THEIRS, 3, "sandbox-build"))
     mine_volume = engine.add_volume(run_labels(OURS, 1, "sandbox-scratch"))
     theirs_volume = engine.add_volume(run_labels(THEIRS, 1, "sandbox-scratch"))
 
@@ -225,11 +230,12 @@ def test_a_sweep_touches_only_its_own_installation() -> None:
     report = Sweeper(OURS, engine, records, clock=lambda: NOW).sweep()
 
     assert set(engine.containers_by_id) == {mine_live.id, theirs_late.id, theirs_over.id}
-    assert set(engine.images_by_id) == {mine_passed.id, in_production.id, theirs_image.id}
+    assert set(engine.images_by_id) == {mine_passed.id, in_production.id, theirs_image.id, theirs_layer.id}
+    assert mine_layer.id not in engine.images_by_id
     assert engine.images_by_id[in_production.id].tags == [f"agent-1-x:production-{OURS}"]  # untagged, kept
     assert set(engine.volumes_by_name) == {theirs_volume.name}
     assert [r.found.name for r in report.containers] == ["mine-late"] and report.volumes == 1
-    assert records.asked == [[1, 2]]  # only its own containers' attempts were looked up
+    assert records.asked == [[1, 2], [3]]  # only its own containers' and layers' attempts were looked up
     assert mine_late.id not in engine.containers_by_id and mine_failed.id not in engine.images_by_id
     assert mine_volume.name not in engine.volumes_by_name
 

@@ -1,0 +1,67 @@
+"""Pure parts of the operator commands: durations, resting statuses, idea validation, DB error lines."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+from listener.ops import InvalidIdea, parse_idea
+from listener.ops_errors import Problem, database_problem, where
+from listener.ops_logs import InvalidDuration, is_resting, parse_duration
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("90s", timedelta(seconds=90)), ("15m", timedelta(minutes=15)), ("12h", timedelta(hours=12)),
+    ("30d", timedelta(days=30)), ("2w", timedelta(weeks=2)), (" 1.5D ", timedelta(hours=36)),
+])
+def test_durations(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "30", "d", "-1d", "0s", "1 year", "1e3s"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(InvalidDuration):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(("builder_status", "status", "resting"), [
+    ("failed", "ready_to_build", True), ("awaiting_approval", "ready_to_build", True), ("deployed", "x", True),
+    ("rejected", "x", True), ("not_started", "idea", True), ("not_started", "ready_to_build", False),
+    ("queued", "ready_to_build", False), ("building", "ready_to_build", False), ("approved", "x", False),
+    ("deploying", "x", False),
+])
+def test_resting_statuses(builder_status: str, status: str, resting: bool) -> None:
+    assert is_resting({"builder_status": builder_status, "status": status}) is resting
+
+
+def idea(**overrides: object):
+    args = dict(name="Disk", type_="script", spec="do it", spec_file=None, infrastructure=None, priority=None,
+                checks=None, check_file=None, ready=False)
+    args.update(overrides)
+    return parse_idea(**args)  # type: ignore[arg-type]
+
+
+def test_a_bare_list_of_checks_becomes_the_checks_object() -> None:
+    parsed = idea(checks='[{"kind": "container_running", "after_s": 5}]', priority="-3", infrastructure="  ")
+    assert parsed.acceptance_check == {"checks": [{"kind": "container_running", "after_s": 5}]}
+    assert parsed.priority == -3 and parsed.infrastructure_requirement is None
+    assert parsed.params()["status"] == "idea" and idea(ready=True).params()["status"] == "ready_to_build"
+
+
+def test_a_name_too_long_is_refused() -> None:
+    with pytest.raises(InvalidIdea, match="at most 200"):
+        idea(name="x" * 201)
+
+
+def test_database_problem_lines_name_no_password() -> None:
+    url = "postgresql://u:sekrit@db.lan:5433/api"
+    assert where(url) == "db.lan:5433/api" and "sekrit" not in where(url)
+    unreachable = database_problem(psycopg.OperationalError("connection refused\nIs the server running?"), url)
+    assert unreachable.problem is Problem.UNREACHABLE and "\n" not in unreachable.line
+    assert unreachable.line.endswith("fix: start PostgreSQL there, or set DATABASE_URL to a reachable libpq URI")
+    missing = database_problem(psycopg.errors.UndefinedTable('relation "automation_ideas" does not exist'), url)
+    assert missing.problem is Problem.UNMIGRATED and missing.line.endswith("fix: run: agent-builder migrate")
+    other = database_problem(psycopg.errors.InsufficientPrivilege("permission denied"), url)
+    assert other.problem is Problem.OTHER and "permission denied" in other.line
