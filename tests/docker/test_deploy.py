@@ -76,8 +76,10 @@ def make_tested_build(operator, docker_client, base_image: str, tmp_path: Path, 
         context.mkdir()
         (context / "script.py").write_text(code)
         (context / "Dockerfile").write_text(f"FROM {base_image}\nCOPY script.py /app/script.py\nCMD [\"python3\", \"/app/script.py\"]\n")
+        # nocache: a listener's sweep may remove an earlier test image whose layer the cache would reuse
         image, _ = docker_client.images.build(path=str(context), tag=build_tag(automation_id, name, build_id, inst),
-                                              labels=labels(inst, automation_id, build_id, "sandbox-image"), rm=True)
+                                              labels=labels(inst, automation_id, build_id, "sandbox-image"), rm=True,
+                                              nocache=True)
         image_id = image.id
         operator.execute("UPDATE agent_builds SET image_id = %s WHERE id = %s", (image_id, build_id))
     for level in (1, 2, 3, 4):  # a deployment requires the four levels passed for this build

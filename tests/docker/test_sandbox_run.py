@@ -113,7 +113,8 @@ def test_an_image_without_bash_fails_with_the_keepers_reason(docker_client, base
     context = tmp_path / "no-bash"
     context.mkdir()
     (context / "Dockerfile").write_text(f"FROM {base_image}\nUSER root\nRUN rm -f /bin/bash /usr/bin/bash\n")
-    image, _ = docker_client.images.build(path=str(context), pull=False, rm=True, labels={LABEL_INSTALLATION: ours})
+    image, _ = docker_client.images.build(path=str(context), pull=False, rm=True, nocache=True,
+                                          labels={LABEL_INSTALLATION: ours})
     box = sandbox_for(ours, tmp_path)
     with box.container(image.id, ["true"], {}) as container:
         with pytest.raises(Exception, match="the image has no bash"):
@@ -233,7 +234,7 @@ def sandbox_image(client, base_image: str, identity: str, build_id: int, tmp_pat
     context.mkdir()
     (context / "Dockerfile").write_text(f"FROM {base_image}\nLABEL test.unique={uuid.uuid4().hex}\n")
     tag = f"agent-1-sweep:build-{build_id}-{identity}"
-    image, _ = client.images.build(path=str(context), tag=tag, pull=False, rm=True,
+    image, _ = client.images.build(path=str(context), tag=tag, pull=False, rm=True, nocache=True,
                                    labels=labels(identity, 1, build_id, "sandbox-image"))
     return image.id
 
