@@ -7,9 +7,10 @@ import ast
 import re
 import subprocess
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Mapping
 
 from listener.extract import DOCKER_INSTRUCTIONS, GeneratedFiles
+from listener.sandbox.dockerfile import logical_lines
 from listener.sandbox.wheels import requirement_problems
 
 BASH_TIMEOUT_S = 10.0
@@ -79,73 +80,26 @@ def check_bash(source: str, filename: str = "agent.sh") -> list[Problem]:
 
 # --- Dockerfile --------------------------------------------------------------------------------
 
-_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z]+)\s*=\s*(\S+)\s*$")
-_INSTRUCTION = re.compile(r"^\s*(\S+)(?:\s+(.*))?$", re.DOTALL)
-_DOCKER_HEREDOC = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][\w]*)\1")
-
-
-def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
-    """(first line number, instruction text) with continuations joined, comments, blank lines and
-    heredoc bodies (RUN <<EOF ... EOF) left out; the escape parser directive is honoured."""
-    lines = text.replace("\r\n", "\n").split("\n")
-    escape = "\\"
-    start = 0
-    while start < len(lines):  # parser directives: only at the very top
-        directive = _DIRECTIVE.match(lines[start].strip())
-        if not directive:
-            break
-        if directive.group(1).lower() == "escape" and directive.group(2) in ("\\", "`"):
-            escape = directive.group(2)
-        start += 1
-    i = start
-    while i < len(lines):
-        stripped = lines[i].strip()
-        if not stripped or stripped.startswith("#"):
-            i += 1
-            continue
-        first = i + 1
-        parts = [stripped]
-        while parts[-1].endswith(escape) and i + 1 < len(lines):
-            parts[-1] = parts[-1][: -len(escape)]
-            i += 1
-            # comment and empty lines inside a continuation are skipped, as Docker does
-            while (not lines[i].strip() or lines[i].strip().startswith("#")) and i + 1 < len(lines):
-                i += 1
-            nxt = lines[i].strip()
-            parts.append("" if nxt.startswith("#") else nxt)
-        joined = " ".join(p for p in parts if p)
-        heredocs = [m.group(2) for m in _DOCKER_HEREDOC.finditer(joined)]
-        for word in heredocs:
-            i += 1
-            while i < len(lines) and lines[i].strip() != word:
-                i += 1
-        yield first, joined
-        i += 1
-
-
 def check_dockerfile(text: str, filename: str = "Dockerfile") -> list[Problem]:
     """Non-empty; FROM is the first instruction (ARG may come before it); every instruction is
     a Dockerfile instruction with arguments; a CMD or ENTRYPOINT is present."""
-    instructions = list(_logical_lines(text))
+    instructions = list(logical_lines(text))
     if not instructions:
         return [Problem("dockerfile", f"{filename}: is empty (no instructions)")]
     problems: list[Problem] = []
     seen: list[str] = []
-    for number, line in instructions:
-        match = _INSTRUCTION.match(line)
-        word = match.group(1).upper() if match else ""
-        if word not in DOCKER_INSTRUCTIONS:
-            shown = (match.group(1) if match else line)[:40]
-            problems.append(Problem("dockerfile", f"{filename} line {number}: unknown instruction {shown!r}"))
+    for ins in instructions:
+        if ins.keyword not in DOCKER_INSTRUCTIONS:
+            problems.append(Problem("dockerfile", f"{filename} line {ins.line}: unknown instruction {ins.written[:40]!r}"))
             continue
-        if not (match and match.group(2) and match.group(2).strip()):
-            problems.append(Problem("dockerfile", f"{filename} line {number}: {word} needs arguments"))
-        seen.append(word)
+        if not ins.text:
+            problems.append(Problem("dockerfile", f"{filename} line {ins.line}: {ins.keyword} needs arguments"))
+        seen.append(ins.keyword)
     first_real = next((w for w in seen if w != "ARG"), None)
     if "FROM" not in seen:
         problems.append(Problem("dockerfile", f"{filename}: has no FROM instruction"))
     elif first_real != "FROM":
-        number = next(n for n, line in instructions if line.split()[0].upper() == first_real)
+        number = next(ins.line for ins in instructions if ins.keyword == first_real)
         problems.append(
             Problem("dockerfile", f"{filename} line {number}: the first instruction must be FROM, not {first_real}")
         )

@@ -26,6 +26,7 @@ FINAL_USER = "65534:65534"
 ALLOWED = frozenset({"FROM", "COPY", "ADD", "RUN", "ENV", "WORKDIR", "CMD", "ENTRYPOINT", "EXPOSE", "LABEL",
                      "USER", "ARG", "MAINTAINER", "HEALTHCHECK"})
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z]+)\s*=\s*(\S+)\s*$")
+_HEREDOC_BODY = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][\w]*)\1")  # a heredoc's end word, to skip its body
 _FLAG = re.compile(r"^--([a-z][a-z-]{0,29})(?:=(.*))?$")
 _PORT = re.compile(r"^[0-9]{1,5}(/(tcp|udp|sctp))?$")
 _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -51,6 +52,7 @@ class Instruction:
     line: int
     keyword: str  # upper case
     text: str  # the arguments, continuation lines joined
+    written: str = ""  # the keyword as written (for messages)
 
 
 @dataclass(frozen=True)
@@ -119,8 +121,9 @@ class Plan:
 # -- reading ------------------------------------------------------------------------------------------
 
 def logical_lines(text: str) -> Iterator[Instruction]:
-    """Instructions with continuation lines joined; comments and blank lines left out; the
-    `escape` parser directive honoured (other directives, e.g. `syntax`, are comments here)."""
+    """Instructions with continuation lines joined; comments, blank lines and heredoc bodies
+    (RUN <<EOF … EOF) left out; the `escape` parser directive honoured (other directives, e.g.
+    `syntax`, are comments here). The one Dockerfile reader: preflight and the builder both use it."""
     lines = text.replace("\r\n", "\n").split("\n")
     escape = "\\"
     start = 0
@@ -142,8 +145,13 @@ def logical_lines(text: str) -> Iterator[Instruction]:
                 i += 1
             following = lines[i].strip()
             parts.append("" if following.startswith("#") else following)
-        keyword, _, rest = " ".join(p for p in parts if p).partition(" ")
-        yield Instruction(first, keyword.upper(), rest.strip())
+        joined = " ".join(p for p in parts if p)
+        for marker in _HEREDOC_BODY.finditer(joined):  # skip the body; the builder refuses heredocs by the RUN line
+            i += 1
+            while i < len(lines) and lines[i].strip() != marker.group(2):
+                i += 1
+        keyword, _, rest = joined.partition(" ")
+        yield Instruction(first, keyword.upper(), rest.strip(), keyword)
         i += 1
 
 
