@@ -9,11 +9,12 @@ import argparse
 import sys
 
 import psycopg
-from typing import Sequence
+from typing import Any, Sequence
 
 from loguru import logger
 
 from listener.config import ConfigError, Settings
+from listener.db import Queries
 from listener.logs import setup_logging
 from listener.ops_cli import add_ops_commands, run_ops_command
 from listener.ops_errors import EXIT_DATABASE, database_problem
@@ -140,13 +141,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor, 
     if args.command == "retry":
         return _retry(settings, args)
     if args.command in OPERATOR_STATUS:
-        return _operator_change(settings, args.command, args.automation_id)
+        return _operator_changes(settings, args.command, [args.automation_id])
     ops = run_ops_command(args, settings, redactor)
     return EXIT_USAGE if ops is None else ops
 
 
 def _retry(settings: Settings, args: argparse.Namespace) -> int:
-    from listener.db import Queries, connect
+    from listener.db import connect
     from listener.ops import failed_ids
 
     ids = list(dict.fromkeys(args.automation_ids))
@@ -160,12 +161,12 @@ def _retry(settings: Settings, args: argparse.Namespace) -> int:
     if not ids:
         print("agent-builder retry: give one or more IDs, or --all-failed", file=sys.stderr)
         return EXIT_USAGE
-    return max(_operator_change(settings, "retry", automation_id) for automation_id in ids)
+    return _operator_changes(settings, "retry", ids)
 
 
 def _inspect(database_url: str, args: argparse.Namespace, redactor: Redactor) -> int:
     from listener import inspect
-    from listener.db import Queries, connect
+    from listener.db import connect
 
     queries = Queries.load()
     with connect(database_url, actor="cli", application="agent-builder cli") as conn:
@@ -186,35 +187,31 @@ def _inspect(database_url: str, args: argparse.Namespace, redactor: Redactor) ->
     return EXIT_OK
 
 
-def _operator_change(settings: Settings, command: str, automation_id: int) -> int:
-    import getpass
+def _operator_changes(settings: Settings, command: str, automation_ids: list[int]) -> int:
+    """One operator session for every id; the worst exit code of them."""
+    from listener.ops_cli import operator_session
 
-    import psycopg
-
-    from listener.db import OperatorSessionError, Queries, operator_connect
-
-    assert settings.database_url is not None
     queries = Queries.load()
-    try:
-        conn = operator_connect(settings.operator_database_url, settings.database_url, queries,
-                                actor=f"cli:{getpass.getuser()}", application="agent-builder cli")
-    except OperatorSessionError as exc:
-        print(exc, file=sys.stderr)
+    conn = operator_session(settings, queries)
+    if conn is None:
         return EXIT_ERROR
-    current = None
     with conn:
-        try:
-            row = conn.execute(queries["operator_set_status"],
-                               {"automation_id": automation_id, "new_status": OPERATOR_STATUS[command]}).fetchone()
-        except psycopg.errors.CheckViolation as exc:
-            print(exc.diag.message_primary or str(exc), file=sys.stderr)
-            return EXIT_NOT_CLAIMABLE
-        except psycopg.errors.InsufficientPrivilege as exc:
-            print(exc.diag.message_primary or str(exc), file=sys.stderr)
-            return EXIT_ERROR
-        if row is None:
-            current = conn.execute(queries["automation_by_id"], {"automation_id": automation_id}).fetchone()
+        return max(_operator_change(conn, queries, command, automation_id) for automation_id in automation_ids)
+
+
+def _operator_change(conn: psycopg.Connection[dict[str, Any]], queries: Queries, command: str,
+                     automation_id: int) -> int:
+    try:
+        row = conn.execute(queries["operator_set_status"],
+                           {"automation_id": automation_id, "new_status": OPERATOR_STATUS[command]}).fetchone()
+    except psycopg.errors.CheckViolation as exc:
+        print(exc.diag.message_primary or str(exc), file=sys.stderr)
+        return EXIT_NOT_CLAIMABLE
+    except psycopg.errors.InsufficientPrivilege as exc:
+        print(exc.diag.message_primary or str(exc), file=sys.stderr)
+        return EXIT_ERROR
     if row is None:
+        current = conn.execute(queries["automation_by_id"], {"automation_id": automation_id}).fetchone()
         if current is None:
             print(f"agent-builder: there is no automation with id {automation_id}", file=sys.stderr)
         else:

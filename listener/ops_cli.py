@@ -56,11 +56,24 @@ def run_ops_command(args: argparse.Namespace, settings: Settings, redactor: Reda
     return None if handler is None else handler(args, settings.database_url, redactor)
 
 
+def operator_session(settings: Settings, queries: Queries) -> Any:
+    """The operator connection a command decides through (add, approve, reject, retry), or None
+    after saying on stderr what to set (the listener's own login never decides)."""
+    from listener.db import OperatorSessionError, operator_connect
+
+    assert settings.database_url is not None
+    try:
+        return operator_connect(settings.operator_database_url, settings.database_url, queries,
+                                actor=f"cli:{getpass.getuser()}", application="agent-builder cli")
+    except OperatorSessionError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
 def _add(args: argparse.Namespace, settings: Settings, redactor: Redactor) -> int:
     """Written through the operator session, as approve/reject/retry: the listener's own login is a
     builder, which may not add ideas."""
     from listener import inspect
-    from listener.db import OperatorSessionError, operator_connect
     from listener.ops import InvalidIdea, add_idea, parse_idea
 
     try:
@@ -70,13 +83,9 @@ def _add(args: argparse.Namespace, settings: Settings, redactor: Redactor) -> in
     except InvalidIdea as exc:
         print(redactor.one_line(f"agent-builder add: {exc}", limit=2000), file=sys.stderr)
         return EXIT_ERROR
-    assert settings.database_url is not None
     queries = Queries.load()
-    try:
-        conn = operator_connect(settings.operator_database_url, settings.database_url, queries,
-                                actor=f"cli:{getpass.getuser()}", application="agent-builder cli")
-    except OperatorSessionError as exc:
-        print(exc, file=sys.stderr)
+    conn = operator_session(settings, queries)
+    if conn is None:
         return EXIT_ERROR
     with conn:
         row = add_idea(conn, queries, idea)
