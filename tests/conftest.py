@@ -15,7 +15,7 @@ from listener.db import Queries, connect
 from tests.fakes.ntfy_server import FakeNtfy
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vault_server import TEST_ROLE_ID, TEST_SECRET_ID, FakeVault
-from tests.logins import Logins
+from tests.logins import Login, Logins
 from tests.pg import TestServer, test_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +61,19 @@ def logins(db_url: str) -> Iterator[Logins]:
     made = Logins(db_url)
     yield made
     made.drop()
+
+
+@pytest.fixture
+def admin(db_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """The test server's superuser (a member of every role)."""
+    with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
+        yield conn
+
+
+@pytest.fixture
+def builder_login(logins: Logins) -> Login:
+    """A non-superuser LOGIN that is a member of agent_builder_builder: the listener's own login."""
+    return logins.make("builder", label="listener")
 
 
 @pytest.fixture(scope="module")

@@ -31,17 +31,6 @@ Conn = psycopg.Connection[dict[str, Any]]
 
 
 @pytest.fixture
-def admin(db_url: str) -> Iterator[Conn]:
-    with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
-        yield conn
-
-
-@pytest.fixture
-def builder_login(logins: Logins) -> Login:
-    return logins.make("builder", label="listener")
-
-
-@pytest.fixture
 def store(builder_login: Login, queries) -> Iterator[AttemptStore]:
     with connect(builder_login.url, actor="builder:test") as conn:
         yield AttemptStore(conn, queries, "w")

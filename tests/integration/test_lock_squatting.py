@@ -17,20 +17,9 @@ from listener.notify import Notifier
 from listener.rescue import Rescuer
 from tests.e2e.listeners import wait_until
 from tests.helpers import builder_status, insert_idea
-from tests.logins import Login, Logins
+from tests.logins import Logins
 
 Conn = psycopg.Connection[dict[str, Any]]
-
-
-@pytest.fixture
-def admin(db_url: str) -> Iterator[Conn]:
-    with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
-        yield conn
-
-
-@pytest.fixture
-def builder_login(logins: Logins) -> Login:
-    return logins.make("builder", label="listener")
 
 
 @pytest.fixture

@@ -23,13 +23,6 @@ def session(url: str, **options: Any) -> Conn:
 
 
 @pytest.fixture
-def admin(db_url: str) -> Iterator[Conn]:
-    """The test server's superuser."""
-    with session(db_url) as conn:
-        yield conn
-
-
-@pytest.fixture
 def operator_login(logins: Logins) -> Login:
     return logins.make("operator", label="op")
 
@@ -38,11 +31,6 @@ def operator_login(logins: Logins) -> Login:
 def operator(operator_login: Login) -> Iterator[Conn]:
     with session(operator_login.url) as conn:
         yield conn
-
-
-@pytest.fixture
-def builder_login(logins: Logins) -> Login:
-    return logins.make("builder", label="builder")
 
 
 @pytest.fixture
