@@ -81,9 +81,16 @@ class FakeHTTPServer:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        """The request handler; a fake that speaks more than request/reply (SSE) brings its own."""
+        return _make_handler(self)
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
     def start(self) -> Self:
-        handler = _make_handler(self)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler_class())
         server.daemon_threads = True
         server.block_on_close = False
         self._server = server

@@ -30,12 +30,11 @@ import socket
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.http_fake import RecordedRequest
+from tests.fakes.http_fake import FakeHTTPServer, RecordedRequest
 
 CHARS_PER_TOKEN = 4
 DEFAULT_MODEL = "claude-stand-in-1"
@@ -125,66 +124,28 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-class FakeMessagesAPI:
+class FakeMessagesAPI(FakeHTTPServer):
     """Start with `start()` or `with`; `url` is the base URL to give as ANTHROPIC_BASE_URL."""
 
     def __init__(self, default: Answer | None = None, model: str = DEFAULT_MODEL) -> None:
+        super().__init__()
         self.default = default or Answer.say("PASS The code reads its secrets from Vault via AppRole and matches the spec.")
         self.model = model
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
         self._answers: deque[Answer] = deque()
         self._usage: list[dict[str, int]] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._closing = threading.Event()
 
-    # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> Self:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        server.daemon_threads = True
-        server.block_on_close = False
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     def stop(self) -> None:
-        self._closing.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("stand-in is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        self._closing.set()  # a delayed answer gives up at once
+        super().stop()
 
     # -- scripting and recording ---------------------------------------------------------------
     def queue(self, *answers: Answer) -> None:
         with self._lock:
             self._answers.extend(answers)
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
 
     @property
     def message_requests(self) -> list[MessagesRequest]:
@@ -209,10 +170,6 @@ class FakeMessagesAPI:
     def _next_answer(self) -> Answer:
         with self._lock:
             return self._answers.popleft() if self._answers else self.default
-
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
 
     # -- the API -------------------------------------------------------------------------------
     def message(self, request: MessagesRequest, answer: Answer) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
