@@ -2,7 +2,7 @@
 
 1. crash-loop catch rate: services that exit after 0.1-1.0 s under restart policy unless-stopped,
    judged by the old check (sleep PROD_VERIFY_S, one inspect, status == running) and by the
-   deployment's watch (listener.deploy._watch_service);
+   deployment's watch (listener.deploy.production._watch_service);
 2. the swap: how long the production name is missing (rename events, engine clock), and how long
    the whole swap takes, for a previous version that stops on SIGTERM.
 
@@ -24,7 +24,7 @@ import docker
 from loguru import logger
 
 from listener.config import Settings
-from listener.deploy import Names, Swap, _watch_service, production_options
+from listener.deploy.production import Names, Swap, _watch_service, production_options
 
 BASE = "agent-builder-test-base:latest"
 SERVICE = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\nwhile True: time.sleep(1)"

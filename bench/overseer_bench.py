@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from listener.overseer import Overseer  # noqa: E402
-from listener.prompt import review_text  # noqa: E402
-from listener.records import Automation  # noqa: E402
+from listener.build.overseer import Overseer  # noqa: E402
+from listener.build.prompt import review_text  # noqa: E402
+from listener.queue.records import Automation  # noqa: E402
 from tests.fakes.messages_api import Answer, FakeMessagesAPI  # noqa: E402
 from tests.realcli.test_overseer_real_cli import SCRIPT  # noqa: E402
 

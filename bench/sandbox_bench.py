@@ -20,13 +20,13 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from listener.claims import AttemptStore  # noqa: E402
+from listener.queue.claims import AttemptStore  # noqa: E402
 from listener.config import Settings  # noqa: E402
-from listener.context import AttemptContext  # noqa: E402
-from listener.db import Queries, connect  # noqa: E402
-from listener.extract import GeneratedFiles  # noqa: E402
-from listener.finish import Ending, run_attempt  # noqa: E402
-from listener.notify import Notifier  # noqa: E402
+from listener.queue.context import AttemptContext  # noqa: E402
+from listener.queue.db import Queries, connect  # noqa: E402
+from listener.build.extract import GeneratedFiles  # noqa: E402
+from listener.queue.finish import Ending, run_attempt  # noqa: E402
+from listener.clients.ntfy import Notifier  # noqa: E402
 from listener.sandbox.levels import run_sandbox_levels  # noqa: E402
 from tests.pg import test_server  # noqa: E402
 

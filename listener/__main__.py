@@ -1,3 +1,3 @@
-from listener.cli import main
+from listener.ops.cli import main
 
 raise SystemExit(main())

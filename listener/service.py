@@ -15,23 +15,23 @@ from typing import Any, Callable
 import psycopg
 from loguru import logger
 
-from listener import notify
-from listener.approvals import ApprovalServer
-from listener.claims import AttemptStore
+from listener.clients import ntfy as notify
+from listener.approval.links import ApprovalServer
+from listener.queue.claims import AttemptStore
 from listener.config import Settings
-from listener.context import AttemptContext
-from listener.db import Queries, connect, worker_name
-from listener.finish import Ending, run_attempt
-from listener.listen import ListenLoop
-from listener.metrics import Metrics, MetricsServer
-from listener.records import Automation
+from listener.queue.context import AttemptContext
+from listener.queue.db import Queries, connect, worker_name
+from listener.queue.finish import Ending, run_attempt
+from listener.queue.listen import ListenLoop
+from listener.ops.metrics import Metrics, MetricsServer
+from listener.queue.records import Automation
 from listener.redact import Redactor
-from listener.registry import RegistryLoop
-from listener.rescue import Rescuer
+from listener.queue.registry import RegistryLoop
+from listener.queue.rescue import Rescuer
 from listener.sandbox.engine import remove_attempt_containers
 from listener.sandbox.sweep import SweepLoop, sweep_once
-from listener.vault import VaultClient
-from listener.workers import Handlers, WakeSignal, WorkerPool
+from listener.clients.vault import VaultClient
+from listener.queue.workers import Handlers, WakeSignal, WorkerPool
 
 EXIT_OK, EXIT_FAILED, EXIT_NOT_CLAIMABLE = 0, 1, 3
 
@@ -40,8 +40,18 @@ class HandlerError(RuntimeError):
     pass
 
 
+# Handlers named by their module before the package was laid out by stage (0.1 → 0.2): still accepted.
+MOVED_HANDLERS = {
+    "listener.pipeline:build": "listener.build.pipeline:build",
+    "listener.deploy:deploy": "listener.deploy.production:deploy",
+}
+
+
 def load_handler(spec: str, variable: str) -> Callable[..., Any]:
     """'package.module:function' → the function, or a clear error naming the variable."""
+    if spec in MOVED_HANDLERS:
+        logger.warning("{}={} names the handler's old module; it is now {}", variable, spec, MOVED_HANDLERS[spec])
+        spec = MOVED_HANDLERS[spec]
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise HandlerError(f"{variable}={spec!r}: expected 'package.module:function'")
@@ -131,7 +141,7 @@ class RescueLoop:
 
 def startup_checks(settings: Settings) -> bool:
     """The `check` command's checks: False (refuse to start) only when a required one fails."""
-    from listener.dependencies import run_checks
+    from listener.ops.check import run_checks
 
     fine = True
     for check in run_checks(settings):

@@ -11,7 +11,7 @@ import pytest
 from loguru import logger
 from psycopg.rows import dict_row
 
-from listener.db import Queries, connect
+from listener.queue.db import Queries, connect
 from tests.fakes.ntfy_server import FakeNtfy
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vault_server import TEST_ROLE_ID, TEST_SECRET_ID, FakeVault

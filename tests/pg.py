@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from listener.migrate import migrate
+from listener.ops.migrate import migrate
 
 # One template per test run: several runs may share one server (TEST_DATABASE_URL), and each
 # drops only what it made.

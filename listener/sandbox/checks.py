@@ -31,8 +31,8 @@ import psycopg
 import requests.exceptions
 from loguru import logger
 
-from listener.db import Queries
-from listener.outcome import StepFailure
+from listener.queue.db import Queries
+from listener.queue.outcome import StepFailure
 from listener.sandbox import urls
 from listener.sandbox.engine import Sandbox
 from listener.sandbox.probe import ProbeRequest, run_probe

@@ -9,10 +9,10 @@ from typing import Any
 
 from loguru import logger
 
-from listener.extract import GeneratedFiles
-from listener.ollama import OllamaClient
-from listener.outcome import StepFailure
-from listener.records import Automation
+from listener.build.extract import GeneratedFiles
+from listener.build.ollama import OllamaClient
+from listener.queue.outcome import StepFailure
+from listener.queue.records import Automation
 from listener.sandbox.checks import KINDS, MAX_WAIT_S, validate_spec
 from listener.sandbox.image import APP_DIR, DEPS_DIR
 from listener.sandbox.keeper import KEEPER_DIR, SANDBOX_WORKDIR

@@ -20,10 +20,10 @@ from typing import Any, NoReturn
 
 from loguru import logger
 
-from listener.context import AttemptContext
-from listener.extract import GeneratedFiles
-from listener.ollama import OllamaClient
-from listener.outcome import LevelResult, StepFailure
+from listener.queue.context import AttemptContext
+from listener.build.extract import GeneratedFiles
+from listener.build.ollama import OllamaClient
+from listener.queue.outcome import LevelResult, StepFailure
 from listener.sandbox.checks import CheckResult, RunState, evaluate, validate_spec
 from listener.sandbox.derive import derive_checks
 from listener.sandbox.dockerfile import REQUIREMENTS_FILE

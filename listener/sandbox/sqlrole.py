@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import psycopg.errors
 
-from listener.db import Queries
+from listener.queue.db import Queries
 
 READ_ONLY_ROLE_RECIPE = """\
 CREATE ROLE agent_builder_reader LOGIN PASSWORD '<a long random password>'

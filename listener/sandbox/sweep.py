@@ -34,9 +34,9 @@ import psycopg
 import requests.exceptions
 from loguru import logger
 
-from listener.claims import installation_of
+from listener.queue.claims import installation_of
 from listener.config import Settings
-from listener.db import Queries, connect
+from listener.queue.db import Queries, connect
 from listener.sandbox.engine import remove_container, network_warning
 from listener.sandbox.naming import LABEL_AUTOMATION, LABEL_BUILD, LABEL_DEADLINE, LABEL_ROLE, installation_filter
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from listener.config import Settings
-from listener.notify import (
+from listener.clients.ntfy import (
     Notification,
     Notifier,
     build_started,
@@ -17,7 +17,7 @@ from listener.notify import (
     ready_for_approval,
     unhandled_error,
 )
-from listener.records import Automation
+from listener.queue.records import Automation
 from tests.fakes.http_fake import Reply, closed_port_url
 from tests.fakes.ntfy_server import FakeNtfy
 

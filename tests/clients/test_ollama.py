@@ -7,8 +7,8 @@ import time
 import pytest
 
 from listener.config import Settings
-from listener.ollama import Generation, OllamaClient
-from listener.outcome import StepFailure
+from listener.build.ollama import Generation, OllamaClient
+from listener.queue.outcome import StepFailure
 from tests.fakes.http_fake import Reply, closed_port_url
 from tests.fakes.ollama_server import FakeOllama
 

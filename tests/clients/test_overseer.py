@@ -14,8 +14,8 @@ from typing import Callable
 
 import pytest
 
-from listener.overseer import Overseer, Verdict, judge, parse_verdict
-from listener.prompt import OVERSEER_SYSTEM_PROMPT
+from listener.build.overseer import Overseer, Verdict, judge, parse_verdict
+from listener.build.prompt import OVERSEER_SYSTEM_PROMPT
 
 PROMPT = "Review this script automation code for the following only: ... Respond with: PASS or FAIL"
 CODE = "import hvac\nprint('hello')\n"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from listener.notify import Notification, Notifier
-from listener.vault import VaultClient, VaultError
+from listener.clients.ntfy import Notification, Notifier
+from listener.clients.vault import VaultClient, VaultError
 from tests.fakes.http_fake import Reply, closed_port_url
 from tests.fakes.ntfy_server import FakeNtfy
 from tests.fakes.vault_server import LOGIN_PATH, FakeVault

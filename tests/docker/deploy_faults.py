@@ -1,4 +1,4 @@
-"""A DEPLOY_HANDLER for tests: the real deployment (listener.deploy.deploy) with one Docker failure
+"""A DEPLOY_HANDLER for tests: the real deployment (listener.deploy.production.deploy) with one Docker failure
 injected into the swap, chosen by DEPLOY_FAULT, to show that a failed swap brings the previous version back.
 
   rename-new     renaming the verified candidate `…-next` to its final name fails (APIError)
@@ -19,8 +19,8 @@ from docker.models.containers import Container
 from docker.models.images import Image
 from unittest import mock
 
-from listener import deploy as real_deploy
-from listener.context import AttemptContext
+from listener.deploy import production as real_deploy
+from listener.queue.context import AttemptContext
 
 
 def _injected(what: str) -> docker.errors.APIError:

@@ -12,8 +12,8 @@ from typing import Any, Iterator
 import pytest
 from psycopg.types.json import Jsonb
 
-from listener.extract import GeneratedFiles
-from listener.pipeline import artifact_digest
+from listener.build.extract import GeneratedFiles
+from listener.build.pipeline import artifact_digest
 from listener.sandbox.naming import LABEL_INSTALLATION, build_tag, installation_filter, labels, production_tag, repository
 from tests.e2e.listeners import Listeners, query, wait_until
 from tests.helpers import installation, remove_installation_objects
@@ -47,7 +47,7 @@ def cleanup(docker_client, db_url) -> Iterator[list[int]]:
 
 @pytest.fixture
 def start(db_url: str, tmp_path: Path, ntfy):
-    listeners = Listeners(db_url, tmp_path, NTFY_URL=ntfy.url, DEPLOY_HANDLER="listener.deploy:deploy",
+    listeners = Listeners(db_url, tmp_path, NTFY_URL=ntfy.url, DEPLOY_HANDLER="listener.deploy.production:deploy",
                           PROD_NETWORK="none", PROD_VERIFY_S="1", PROD_AGENTS_DIR=str(tmp_path / "agents"),
                           SANDBOX_TIMEOUT_S="30", FAKE_HOLD_DIR=str(tmp_path))
     yield listeners.start

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import pytest
 
 from listener.config import Settings
-from listener.deploy import _watch_service, production_options
+from listener.deploy.production import _watch_service, production_options
 from tests.helpers import installation, remove_installation_objects
 
 VERIFY_S = 2.0

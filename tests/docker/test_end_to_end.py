@@ -57,7 +57,7 @@ def pipeline_env(db_url: str, fake_ollama, ntfy_url: str, base_image: str, tmp_p
     """The real default pipeline, with `claude` on PATH being the fake."""
     env = base_env(
         db_url,
-        BUILD_HANDLER="listener.pipeline:build",
+        BUILD_HANDLER="listener.build.pipeline:build",
         OLLAMA_URL=fake_ollama.url,
         NTFY_URL=ntfy_url,
         PATH=f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -22,12 +22,12 @@ from typing import Any, Callable, Iterator
 import pytest
 from psycopg.types.json import Jsonb
 
-from listener.claims import AttemptStore
+from listener.queue.claims import AttemptStore
 from listener.config import Settings
-from listener.context import AttemptContext
-from listener.extract import GeneratedFiles
-from listener.finish import Ending, run_attempt
-from listener.notify import Notifier
+from listener.queue.context import AttemptContext
+from listener.build.extract import GeneratedFiles
+from listener.queue.finish import Ending, run_attempt
+from listener.clients.ntfy import Notifier
 from listener.sandbox.levels import run_sandbox_levels
 from listener.sandbox.naming import LABEL_BUILD, LABEL_INSTALLATION, LABEL_ROLE, installation_filter, labels
 from listener.sandbox.recorder import gateway_address

@@ -454,11 +454,11 @@ SERVICE_SCRIPT = (
 def levels(db_url, builder_conn, queries, base_image, bridge, fake_ollama, tmp_path, docker_client):  # noqa: ANN001, ANN201
     """run(script, check, **env) -> (Ending, [(level, status, log)]): the listener's own attempt code
     (claim, AttemptContext, Levels 2-4, finish) on the test database and the real engine."""
-    from listener.claims import AttemptStore
-    from listener.context import AttemptContext
-    from listener.extract import GeneratedFiles
-    from listener.finish import run_attempt
-    from listener.notify import Notifier
+    from listener.queue.claims import AttemptStore
+    from listener.queue.context import AttemptContext
+    from listener.build.extract import GeneratedFiles
+    from listener.queue.finish import run_attempt
+    from listener.clients.ntfy import Notifier
     from listener.sandbox.levels import run_sandbox_levels
     from psycopg.types.json import Jsonb
     from tests.helpers import insert_idea, installation
@@ -534,7 +534,7 @@ def sandbox_reader(db_url: str) -> Iterator[tuple[str, str, str]]:
 ])
 def test_a_sql_check_that_tries_to_read_or_kill_leaves_no_trace(levels, sandbox_reader, db_url, builder_conn,  # noqa: ANN001
                                                               log_lines: list[str], query: str, expected: str) -> None:
-    from listener.db import connect
+    from listener.queue.db import connect
     from tests.sandbox_db import dump_tables
 
     url, path, content = sandbox_reader

@@ -15,12 +15,12 @@ from typing import Any, Callable
 import pytest
 from psycopg.types.json import Jsonb
 
-from listener.claims import AttemptStore
+from listener.queue.claims import AttemptStore
 from listener.config import Settings
-from listener.context import AttemptContext
-from listener.extract import GeneratedFiles
-from listener.finish import Ending, run_attempt
-from listener.notify import Notifier
+from listener.queue.context import AttemptContext
+from listener.build.extract import GeneratedFiles
+from listener.queue.finish import Ending, run_attempt
+from listener.clients.ntfy import Notifier
 from listener.sandbox.levels import imported_modules, run_sandbox_levels
 from listener.sandbox.naming import installation_filter
 from tests.fakes.http_fake import Reply
@@ -294,7 +294,7 @@ def test_agent_whose_check_does_not_hold_fails_level_4(levels) -> None:
 
 def test_agent_with_a_hardcoded_key_is_caught_by_the_free_checks() -> None:
     """Before the overseer and before any sandbox: preflight's secret scan (Level 1)."""
-    from listener.preflight import run_preflight
+    from listener.build.preflight import run_preflight
 
     problems = run_preflight(agent(AGENT_WITH_A_KEY), "claude_agent")
     assert [p.check for p in problems] == ["secrets"], problems

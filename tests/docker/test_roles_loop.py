@@ -62,7 +62,7 @@ def loop(db_url, logins, docker_client, base_image, fake_ollama, tmp_path: Path)
     person = logins.make("operator", label="alice")
     with FakeNtfy() as ntfy:
         env = pipeline_env(listener_login.url, fake_ollama, ntfy.url, base_image, tmp_path)
-        env.update({"BUILDER_SIGNING_KEY": KEY, "DEPLOY_HANDLER": "listener.deploy:deploy", "PROD_NETWORK": "none",
+        env.update({"BUILDER_SIGNING_KEY": KEY, "DEPLOY_HANDLER": "listener.deploy.production:deploy", "PROD_NETWORK": "none",
                     "PROD_VERIFY_S": "1", "PROD_AGENTS_DIR": str(tmp_path / "agents"), "SANDBOX_NETWORK": "none"})
         listener = ListenerProcess(env, tmp_path / "listener.log")
         try:

@@ -16,7 +16,7 @@ import docker
 import pytest
 
 from listener.config import Settings
-from listener.db import Queries, connect
+from listener.queue.db import Queries, connect
 from listener.sandbox.engine import Sandbox, network_name, network_warning, remove_attempt_containers
 from listener.sandbox.naming import LABEL_DEADLINE, LABEL_INSTALLATION, LABEL_ROLE, installation_filter, labels
 from listener.sandbox.recorder import Recorder, gateway_address

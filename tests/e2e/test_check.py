@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from listener.config import Settings
-from listener.dependencies import Check, check_ntfy
+from listener.ops.check import Check, check_ntfy
 from tests.e2e.listeners import base_env, query, run_cli
 from tests.fakes.http_fake import Reply, closed_port_url
 from tests.fakes.ntfy_server import FakeNtfy

@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 
 from listener.config import Settings
-from listener.dependencies import check_sandbox_database
+from listener.ops.check import check_sandbox_database
 from listener.service import startup_checks
 from tests.e2e.listeners import ListenerProcess, base_env, run_cli
 from tests.e2e.test_check import lines

@@ -10,8 +10,8 @@ import os
 import time
 from pathlib import Path
 
-from listener.context import AttemptContext
-from listener.outcome import BuildSucceeded, LevelResult, StepFailure
+from listener.queue.context import AttemptContext
+from listener.queue.outcome import BuildSucceeded, LevelResult, StepFailure
 
 
 def instant(ctx: AttemptContext) -> BuildSucceeded:

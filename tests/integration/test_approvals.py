@@ -11,7 +11,7 @@ import httpx
 import psycopg
 import pytest
 
-from listener.approvals import ApprovalServer, Link, LinkError, approval_actions, sign, verify
+from listener.approval.links import ApprovalServer, Link, LinkError, approval_actions, sign, verify
 from listener.config import Settings
 from listener.httpserver import Limits
 from tests.endpoint_probes import (close_all, connect_idle, connection_threads, request, status_of,
@@ -196,7 +196,7 @@ def roles_endpoint(dsn: str, queries, operator_url: str | None):
 
 
 def test_one_tap_decides_through_an_operator_session(operator, logins, queries, log_lines) -> None:
-    from listener.db import connect
+    from listener.queue.db import connect
 
     listener_login = logins.make("builder", label="listener")
     person = logins.make("operator", label="alice")
@@ -216,7 +216,7 @@ def test_one_tap_decides_through_an_operator_session(operator, logins, queries, 
 
 
 def test_one_tap_without_an_operator_session_says_what_to_set(operator, logins, queries, log_lines) -> None:
-    from listener.db import connect
+    from listener.queue.db import connect
 
     listener_login = logins.make("builder", label="listener")
     with connect(listener_login.url, actor="builder:test") as builder_conn:
@@ -233,7 +233,7 @@ def test_one_tap_without_an_operator_session_says_what_to_set(operator, logins, 
 
 
 def test_a_refused_decision_leaves_the_link_unspent(operator, logins, queries) -> None:
-    from listener.db import connect
+    from listener.queue.db import connect
 
     listener_login = logins.make("builder", label="listener")
     person = logins.make("operator", label="alice")

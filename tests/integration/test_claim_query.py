@@ -6,7 +6,7 @@ import json
 import random
 
 
-from listener.db import connect
+from listener.queue.db import connect
 from tests.helpers import builder_status, force_status, insert_idea
 
 

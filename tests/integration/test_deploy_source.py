@@ -1,5 +1,5 @@
 """Deploy only what the builder finished: the source a deployment reads (sql/deploy_source.sql)
-and the checks listener.deploy makes on it, against builds made by the listener's own code on a
+and the checks listener.deploy.production makes on it, against builds made by the listener's own code on a
 non-superuser builder login."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from listener.claims import AttemptStore
-from listener.db import connect
-from listener.deploy import Source, _verify_artifact, source_problem
-from listener.extract import GeneratedFiles
-from listener.outcome import LevelResult, StepFailure
-from listener.pipeline import artifact_digest
-from listener.records import Claim
+from listener.queue.claims import AttemptStore
+from listener.queue.db import connect
+from listener.deploy.production import Source, _verify_artifact, source_problem
+from listener.build.extract import GeneratedFiles
+from listener.queue.outcome import LevelResult, StepFailure
+from listener.build.pipeline import artifact_digest
+from listener.queue.records import Claim
 from listener.signing import sign
 from tests.helpers import force_status, insert_idea
 from tests.logins import Login, Logins

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from listener.extract import GeneratedFiles
-from listener.ollama import OllamaClient
-from listener.outcome import StepFailure
-from listener.records import Automation
+from listener.build.extract import GeneratedFiles
+from listener.build.ollama import OllamaClient
+from listener.queue.outcome import StepFailure
+from listener.queue.records import Automation
 from listener.sandbox.derive import derive_checks, schema_for
 from tests.fakes.ollama_server import FakeOllama
 
@@ -168,8 +168,8 @@ def test_a_derived_service_check_names_the_automations_container(fake_ollama: Fa
 
 
 def test_the_derivation_prompt_names_the_sandbox_working_directory() -> None:
-    from listener.extract import GeneratedFiles
-    from listener.records import Automation
+    from listener.build.extract import GeneratedFiles
+    from listener.queue.records import Automation
     from listener.sandbox.derive import build_prompt
 
     automation = Automation(id=1, name="n", type="script", status="ready_to_build", priority=None,

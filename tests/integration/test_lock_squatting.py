@@ -10,11 +10,11 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from listener.claims import CLAIM_LOCK_TRIES, AttemptStore
+from listener.queue.claims import CLAIM_LOCK_TRIES, AttemptStore
 from listener.config import Settings
-from listener.db import Queries, connect
-from listener.notify import Notifier
-from listener.rescue import Rescuer
+from listener.queue.db import Queries, connect
+from listener.clients.ntfy import Notifier
+from listener.queue.rescue import Rescuer
 from tests.e2e.listeners import wait_until
 from tests.helpers import builder_status, insert_idea
 from tests.logins import Logins

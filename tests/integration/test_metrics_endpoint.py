@@ -8,7 +8,7 @@ import httpx
 
 from listener.config import Settings
 from listener.httpserver import Limits
-from listener.metrics import Metrics, MetricsServer
+from listener.ops.metrics import Metrics, MetricsServer
 from tests.endpoint_probes import close_all, connect_idle, connection_threads, wait_closed_by_server, wait_for
 
 

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from listener.migrate import migrate, pending_migrations
+from listener.ops.migrate import migrate, pending_migrations
 from tests.helpers import insert_idea
 
 ALL = ("0001_automation_ideas", "0002_builder_tables", "0003_state_machine", "0004_approval_links", "0005_rejection_cleanup",
@@ -172,8 +172,8 @@ def yoyo_step(url: str, ids: tuple[str, ...], *, rollback: bool = False) -> None
     """Apply (or roll back) exactly these migrations, in this order: the orders installations met."""
     from yoyo import get_backend, read_migrations
 
-    from listener.migrate import yoyo_url
-    from listener.resources import migrations_dir
+    from listener.ops.migrate import yoyo_url
+    from listener.queue.resources import migrations_dir
 
     backend = get_backend(yoyo_url(url), migration_table="agent_builder_migrations")
     every = {m.id: m for m in read_migrations(str(migrations_dir()))}
@@ -255,7 +255,7 @@ def test_an_installation_upgrades_keeping_every_row_and_its_history(empty_db_url
 
 
 def test_migrate_prints_the_grant_statements(empty_db_url: str) -> None:
-    from listener.migrate import role_setup
+    from listener.ops.migrate import role_setup
 
     migrate(empty_db_url)
     text = role_setup(empty_db_url)

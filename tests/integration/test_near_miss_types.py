@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from listener import notify
-from listener.claims import AttemptStore
+from listener.clients import ntfy as notify
+from listener.queue.claims import AttemptStore
 from listener.config import Settings
-from listener.db import connect
-from listener.rescue import Rescuer
+from listener.queue.db import connect
+from listener.queue.rescue import Rescuer
 from tests.fakes.ntfy_server import FakeNtfy
 from tests.helpers import builder_status, insert_idea
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import httpx
 
-from listener.alerts import OVERSEER, Alerts
-from listener.inspect import render_show, show_report
+from listener.build.alerts import OVERSEER, Alerts
+from listener.ops.inspect import render_show, show_report
 from listener.redact import Redactor
-from listener.metrics import Metrics, MetricsServer
+from listener.ops.metrics import Metrics, MetricsServer
 from tests.helpers import insert_idea
 
 
@@ -54,7 +54,7 @@ def test_metrics_count_the_overseers_tokens(db_url, operator, queries) -> None:
 
 
 def test_an_alert_opens_once_per_outage(builder_conn, queries, db_url) -> None:
-    from listener.db import connect
+    from listener.queue.db import connect
 
     alerts = Alerts(builder_conn, queries)
     assert alerts.clear(OVERSEER) is False  # nothing open

@@ -15,15 +15,15 @@ from typing import Any, Callable
 
 import pytest
 
-from listener.claims import AttemptStore
+from listener.queue.claims import AttemptStore
 from listener.config import Settings
-from listener.context import AttemptContext
-from listener.extract import GeneratedFiles
-from listener.finish import Ending, run_attempt
+from listener.queue.context import AttemptContext
+from listener.build.extract import GeneratedFiles
+from listener.queue.finish import Ending, run_attempt
 from listener.service import make_notifier
-from listener.ollama import OllamaClient
-from listener.overseer import Overseer
-from listener.pipeline import Pipeline
+from listener.build.ollama import OllamaClient
+from listener.build.overseer import Overseer
+from listener.build.pipeline import Pipeline
 from tests.fakes.http_fake import Reply, closed_port_url
 from tests.helpers import builder_status, insert_idea
 

@@ -13,15 +13,15 @@ import httpx
 import psycopg
 import pytest
 
-from listener import notify
-from listener.claims import AttemptStore
+from listener.clients import ntfy as notify
+from listener.queue.claims import AttemptStore
 from listener.config import Settings
-from listener.context import AttemptContext
-from listener.db import connect
-from listener.finish import Ending, run_attempt
-from listener.outcome import LevelResult, StepFailure
+from listener.queue.context import AttemptContext
+from listener.queue.db import connect
+from listener.queue.finish import Ending, run_attempt
+from listener.queue.outcome import LevelResult, StepFailure
 from listener.redact import REDACTED, Redactor
-from listener.rescue import Rescuer
+from listener.queue.rescue import Rescuer
 from listener.sandbox.checks import RunState, evaluate, summarize
 from listener.sandbox.recorder import Recorder
 from tests.conftest import ROLE_ID, SECRET_ID

@@ -11,7 +11,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from listener.db import connect
+from listener.queue.db import connect
 from tests.helpers import builder_status, force_status, insert_idea
 from tests.logins import Login, Logins
 
@@ -94,7 +94,7 @@ def test_actor_in_the_connection_options_grants_nothing(admin, operator_login) -
 
 
 def test_listener_connect_options_on_a_non_builder_login_grant_nothing(admin, granted_all_login, queries) -> None:
-    """listener.db.connect sets agent_builder.actor=builder:… exactly as the listener does."""
+    """listener.queue.db.connect sets agent_builder.actor=builder:… exactly as the listener does."""
     automation_id = insert_idea(admin)
     with connect(granted_all_login.url, actor="builder:impostor") as conn:
         message = refused(conn, queries["claim_build_by_id"], {"automation_id": automation_id, "worker": "impostor"})

@@ -12,9 +12,9 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from listener.db import Queries, connect
+from listener.queue.db import Queries, connect
 from listener.sandbox import checks
-from listener.outcome import StepFailure
+from listener.queue.outcome import StepFailure
 from listener.sandbox.checks import CheckResult, RunState, evaluate, validate_spec
 from listener.sandbox.sqlrole import inspect_role
 from tests.sandbox_db import dump_tables, login_role, role_of, server_secret_file, with_database
@@ -52,7 +52,7 @@ def reader(db_url: str, probe_table: str) -> Iterator[str]:
 
 @pytest.fixture
 def listener_connections(db_url: str) -> Iterator[list[psycopg.Connection[dict[str, Any]]]]:
-    """Connections made the way the listener makes its own (listener.db.connect)."""
+    """Connections made the way the listener makes its own (listener.queue.db.connect)."""
     conns = [connect(db_url, actor=f"builder:test-{i}") for i in range(3)]
     try:
         yield conns

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from listener.db import connect
+from listener.queue.db import connect
 from tests.helpers import builder_status, force_status, insert_idea
 
 

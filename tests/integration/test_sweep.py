@@ -7,7 +7,7 @@ import threading
 import time
 
 from listener.config import Settings
-from listener.db import Queries
+from listener.queue.db import Queries
 from listener.sandbox.naming import LABEL_DEADLINE, labels
 from listener.sandbox.sweep import DatabaseRecords, SweepLoop
 from tests.helpers import insert_idea, installation

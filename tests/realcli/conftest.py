@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from listener.overseer import Overseer
+from listener.build.overseer import Overseer
 from tests.fakes.messages_api import FakeMessagesAPI
 
 TEST_KEY = "sk-ant-api03-stand-in-test-key"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from listener.overseer import Overseer, Verdict
-from listener.prompt import OVERSEER_SYSTEM_PROMPT, ReviewText, estimate_tokens, review_text
-from listener.records import Automation
+from listener.build.overseer import Overseer, Verdict
+from listener.build.prompt import OVERSEER_SYSTEM_PROMPT, ReviewText, estimate_tokens, review_text
+from listener.queue.records import Automation
 from tests.fakes.http_fake import closed_port_url
 from tests.fakes.messages_api import Answer, FakeMessagesAPI
 from tests.realcli.conftest import LISTENER_SECRETS, TEST_KEY

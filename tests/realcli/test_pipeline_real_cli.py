@@ -10,13 +10,13 @@ from typing import Any, Callable
 
 import pytest
 
-from listener.claims import AttemptStore
+from listener.queue.claims import AttemptStore
 from listener.config import Settings
-from listener.context import AttemptContext
-from listener.finish import Ending, run_attempt
-from listener.ollama import OllamaClient
-from listener.overseer import Overseer
-from listener.pipeline import Pipeline
+from listener.queue.context import AttemptContext
+from listener.queue.finish import Ending, run_attempt
+from listener.build.ollama import OllamaClient
+from listener.build.overseer import Overseer
+from listener.build.pipeline import Pipeline
 from listener.service import make_notifier
 from tests.fakes.messages_api import FakeMessagesAPI
 from tests.helpers import builder_status, insert_idea

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from listener.outcome import StepFailure
+from listener.queue.outcome import StepFailure
 from listener.sandbox.checks import CheckResult, summarize, validate_spec
 
 

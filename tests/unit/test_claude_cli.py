@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from listener.claude_cli import (Arity, cli_environment, normalise_user_flags, parse_help, review_flags,
+from listener.build.claude_cli import (Arity, cli_environment, normalise_user_flags, parse_help, review_flags,
                                  split_command)
 from listener.config import ConfigError, Settings
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from listener.config import ConfigError, Settings
-from listener.deploy import Names, _daemon_time, production_options
+from listener.deploy.production import Names, _daemon_time, production_options
 
 INSTALLATION = "abc123"
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from listener.extract import GeneratedFiles, extract
-from listener.outcome import StepFailure
+from listener.build.extract import GeneratedFiles, extract
+from listener.queue.outcome import StepFailure
 
 CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "model_outputs"
 CASES = sorted(CORPUS.glob("*.txt"))

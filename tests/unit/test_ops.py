@@ -7,9 +7,9 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from listener.ops import InvalidIdea, parse_idea
-from listener.ops_errors import Problem, database_problem, where
-from listener.ops_logs import InvalidDuration, is_resting, parse_duration
+from listener.ops.commands import InvalidIdea, parse_idea
+from listener.ops.errors import Problem, database_problem, where
+from listener.ops.history import InvalidDuration, is_resting, parse_duration
 
 
 @pytest.mark.parametrize(("text", "expected"), [

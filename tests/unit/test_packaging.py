@@ -416,7 +416,7 @@ def test_dockerignore_keeps_tests_and_git_out_of_the_image() -> None:
     patterns = _dockerignore()
     for path in (".git", "tests", "build", "agent_builder.egg-info", "listener/__pycache__/x.pyc"):
         assert _ignored(path, patterns), path
-    for path in ("listener/cli.py", "sql/transition.sql", "migrations/0001_automation_ideas.sql", "README.md"):
+    for path in ("listener/ops/cli.py", "sql/transition.sql", "migrations/0001_automation_ideas.sql", "README.md"):
         assert not _ignored(path, patterns), path
 
 
@@ -464,7 +464,7 @@ def test_builds_on_top_of_the_agent_image_run_their_run_line_as_root() -> None:
 
 def test_the_real_derived_dockerfile_builds_on_the_agent_image(tmp_path: Path) -> None:
     try:
-        from listener.extract import GeneratedFiles
+        from listener.build.extract import GeneratedFiles
         from listener.sandbox.levels import write_context
     except ImportError as exc:
         pytest.skip(f"listener.sandbox.levels does not import yet: {exc}")

@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from listener.extract import GeneratedFiles
-from listener.preflight import (
+from listener.build.extract import GeneratedFiles
+from listener.build.preflight import (
     Problem,
     check_bash,
     check_dockerfile,
@@ -319,7 +319,7 @@ def test_problems_summary() -> None:
 
 # -- text aimed at the reviewer -------------------------------------------------------------------
 
-from listener.preflight import scan_reviewer_injection  # noqa: E402
+from listener.build.preflight import scan_reviewer_injection  # noqa: E402
 
 
 @pytest.mark.parametrize("line", [

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from listener.extract import GeneratedFiles
-from listener.outcome import StepFailure
-from listener.prompt import (
+from listener.build.extract import GeneratedFiles
+from listener.queue.outcome import StepFailure
+from listener.build.prompt import (
     CODE_BEGIN,
     CODE_END,
     OVERSEER_PROMPT,
@@ -23,7 +23,7 @@ from listener.prompt import (
     validate_buildable,
     wrap_code_for_review,
 )
-from listener.records import Automation
+from listener.queue.records import Automation
 
 # The playbook's Step 2 and Step 4 texts, typed out again so a change to either side shows up.
 STEP2 = (

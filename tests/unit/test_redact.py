@@ -15,10 +15,10 @@ from urllib.parse import quote, quote_plus
 import pytest
 from loguru import logger
 
-from listener.approvals import Decision, decision_page
+from listener.approval.links import Decision, decision_page
 from listener.config import Settings
 from listener.logs import redacting_patcher
-from listener.notify import Notification, Notifier
+from listener.clients.ntfy import Notification, Notifier
 from listener.redact import (REDACTED, UNSAFE, Redactor, Secret, connection_passwords, escape_controls)
 
 ROLE_ID = "8c1f2b7e-0d6a-4e59-9b1c-3f0a7d2e6b41"

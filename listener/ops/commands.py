@@ -1,0 +1,134 @@
+"""The operator's everyday commands: `add`, `list`, `retry ID…`/`--all-failed`, and `show --files`.
+
+Input is validated completely before anything is written: a bad `add` writes nothing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from listener.queue.db import Queries
+from listener.queue.outcome import StepFailure
+from listener.redact import Redactor
+from listener.sandbox.checks import validate_spec
+
+BUILT_TYPES = ("script", "claude_agent")
+NAME_CHARS = 200
+
+
+class InvalidIdea(ValueError):
+    """An `add` that cannot be written as given; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class NewIdea:
+    name: str
+    type: str
+    task_description: str
+    infrastructure_requirement: str | None
+    priority: int | None
+    acceptance_check: dict[str, Any] | None
+    ready: bool
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "type": self.type, "status": "ready_to_build" if self.ready else "idea",
+            "priority": self.priority, "task_description": self.task_description,
+            "infrastructure_requirement": self.infrastructure_requirement,
+            "acceptance_check": Jsonb(self.acceptance_check) if self.acceptance_check is not None else None,
+        }
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidIdea(f"{what} {path!r} cannot be read: {exc.strerror if isinstance(exc, OSError) else exc}") from exc
+
+
+def parse_idea(*, name: str, type_: str, spec: str | None, spec_file: str | None, infrastructure: str | None,
+               priority: str | None, checks: str | None, check_file: str | None, ready: bool) -> NewIdea:
+    name = name.strip()
+    if not name:
+        raise InvalidIdea("the name is empty: give one, e.g. agent-builder add 'Disk report' 'Write …'")
+    if len(name) > NAME_CHARS:
+        raise InvalidIdea(f"the name has {len(name)} characters; at most {NAME_CHARS}")
+    if type_ not in BUILT_TYPES:
+        raise InvalidIdea(f"--type {type_!r} is not one the builder builds: {', '.join(BUILT_TYPES)}")
+    if spec is not None and spec_file is not None:
+        raise InvalidIdea("give the spec either as an argument or with --spec-file, not both")
+    text = _read_text(spec_file, "--spec-file") if spec_file is not None else spec
+    if text is None or not text.strip():
+        raise InvalidIdea("the spec (task_description) is empty: give it as an argument or with --spec-file FILE")
+    number: int | None = None
+    if priority is not None:
+        try:
+            number = int(priority)
+        except ValueError:
+            raise InvalidIdea(f"--priority {priority!r} is not a whole number") from None
+    if checks is not None and check_file is not None:
+        raise InvalidIdea("give the acceptance checks either with --checks JSON or with --check-file FILE, not both")
+    source = "--check-file" if check_file is not None else "--checks"
+    raw = _read_text(check_file, "--check-file") if check_file is not None else checks
+    acceptance: dict[str, Any] | None = None
+    if raw is not None:
+        try:
+            acceptance = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InvalidIdea(f"{source} is not JSON: {exc}") from None
+        if isinstance(acceptance, list):
+            acceptance = {"checks": acceptance}  # a bare list of checks is accepted as the "checks" list
+        try:
+            validate_spec(acceptance)
+        except StepFailure as exc:
+            raise InvalidIdea(f"{source}: {exc.message}") from None
+    infrastructure = infrastructure.strip() if infrastructure is not None else None
+    return NewIdea(name=name, type=type_, task_description=text.strip(),
+                   infrastructure_requirement=infrastructure or None, priority=number,
+                   acceptance_check=acceptance, ready=ready)
+
+
+def add_idea(conn: psycopg.Connection[dict[str, Any]], queries: Queries, idea: NewIdea) -> dict[str, Any]:
+    row = conn.execute(queries["add_idea"], idea.params()).fetchone()
+    assert row is not None
+    return row
+
+
+def list_ideas(conn: psycopg.Connection[dict[str, Any]], queries: Queries, status: str | None,
+               redactor: Redactor) -> list[dict[str, Any]]:
+    rows = conn.execute(queries["list_ideas"], {"status": status}).fetchall()
+    return redactor.redact_tree(rows)
+
+
+def render_list(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no automations)"
+    lines = [f"{'id':>6}  {'builder_status':<17} {'status':<15} {'priority':>8}  {'type':<12} name"]
+    for r in rows:
+        priority = "none" if r["priority"] is None else str(r["priority"])
+        lines.append(f"{r['id']:>6}  {r['builder_status']:<17} {(r['status'] or '-'):<15} {priority:>8}  "
+                     f"{(r['type'] or '-'):<12} {' '.join((r['name'] or '(no name)').split())}")
+    return "\n".join(lines)
+
+
+def failed_ids(conn: psycopg.Connection[dict[str, Any]], queries: Queries) -> list[int]:
+    return [int(r["id"]) for r in conn.execute(queries["failed_ids"], {}).fetchall()]
+
+
+def render_files(report: dict[str, Any]) -> str:
+    """The files of the latest attempt that has any (already redacted and escaped), each under a header."""
+    with_files = [b for b in report["attempts"] if b.get("files")]
+    if not with_files:
+        return "(no generated files yet)"
+    latest = with_files[-1]
+    parts = [f"files of {latest['kind']} {latest['build_id']}:"]
+    for path in sorted(latest["files"]):
+        content = latest["files"][path]
+        parts.append(f"--- {path} ---")
+        parts.append(content if isinstance(content, str) else json.dumps(content, ensure_ascii=False))
+    return "\n".join(parts)

