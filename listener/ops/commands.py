@@ -102,7 +102,7 @@ def add_idea(conn: psycopg.Connection[dict[str, Any]], queries: Queries, idea: N
 def list_ideas(conn: psycopg.Connection[dict[str, Any]], queries: Queries, status: str | None,
                redactor: Redactor) -> list[dict[str, Any]]:
     rows = conn.execute(queries["list_ideas"], {"status": status}).fetchall()
-    return redactor.redact_tree(rows)
+    return redactor.redact_rows(rows)
 
 
 def render_list(rows: list[dict[str, Any]]) -> str:

@@ -25,7 +25,7 @@ def status_report(conn: psycopg.Connection[dict[str, Any]], queries: Queries, re
         "in_flight": conn.execute(queries["status_in_flight"], {}).fetchall(),
         "recent_failures": conn.execute(queries["status_recent_failures"], {"limit": failures}).fetchall(),
     }
-    return redactor.redact_tree(report)
+    return redactor.redact_record(report)
 
 
 def show_report(conn: psycopg.Connection[dict[str, Any]], queries: Queries, automation_id: int,
@@ -35,7 +35,7 @@ def show_report(conn: psycopg.Connection[dict[str, Any]], queries: Queries, auto
         return None
     params = {"automation_id": automation_id}
     attempts = conn.execute(queries["show_attempts"], params).fetchall()
-    return redactor.redact_tree({
+    return redactor.redact_record({
         "automation": row,
         "history": conn.execute(queries["show_history"], params).fetchall(),
         "results": conn.execute(queries["show_results"], params).fetchall(),

@@ -309,9 +309,10 @@ class ImageBuilder:
             raise BuildFailure(f"the image does not build: the RUN at Dockerfile line {step.line} exited with code "
                                f"{exit_code} ({NO_NETWORK_HINT})", detail=_last_line(output))
         image = container.commit(conf=self._conf(None, role=BUILD_ROLE, final=False))
-        leftovers.images.append(image.id)
+        committed: str = image.id
+        leftovers.images.append(committed)
         _remove(container)
-        return image.id
+        return committed
 
     def _final(self, image_id: str, pending: list[Path | bytes], config: ImageConfig, tag: str,
                leftovers: _Leftovers) -> BuiltImage:
