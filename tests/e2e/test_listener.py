@@ -253,6 +253,8 @@ def test_metrics_and_health_endpoint(db_url, operator, start) -> None:
 
     import httpx
 
+    from tests.metrics_text import types, value
+
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -265,14 +267,14 @@ def test_metrics_and_health_endpoint(db_url, operator, start) -> None:
     # the worker counts the attempt just after it committed the status the wait above saw
     def counted() -> str | None:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-        return text if 'agent_builder_attempts_total{kind="build",outcome="succeeded"} 1' in text else None
+        return text if value(text, "agent_builder_attempts_total", kind="build", outcome="succeeded") == 1 else None
 
     text = wait_until(counted, 5, "the attempt in the metrics", listener)
-    assert 'agent_builder_step_seconds_count{step="generate"} 1' in text
-    assert 'agent_builder_queue_depth{queue="buildable"} 0' in text
-    assert "agent_builder_listener_reconnects_total 0" in text and "agent_builder_up 1" in text
-    assert "agent_builder_overseer_calls_total 0" in text
-    assert "# TYPE agent_builder_attempts_total counter" in text
+    assert value(text, "agent_builder_step_seconds_count", step="generate") == 1
+    assert value(text, "agent_builder_queue_depth", queue="buildable") == 0
+    assert value(text, "agent_builder_listener_reconnects_total") == 0 and value(text, "agent_builder_up") == 1
+    assert value(text, "agent_builder_overseer_calls_total") == 0
+    assert types(text)["agent_builder_attempts_total"] == "counter"
     assert listener.stop() == 0
 
 
