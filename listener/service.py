@@ -6,11 +6,12 @@ handed to every sink: the stores of the workers, the rescuer, the notifier, the 
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 import signal
+import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import psycopg
 from loguru import logger
@@ -56,13 +57,20 @@ def load_handler(spec: str, variable: str) -> Callable[..., Any]:
     if not module_name or not attribute:
         raise HandlerError(f"{variable}={spec!r}: expected 'package.module:function'")
     try:
-        module = importlib.import_module(module_name)
+        handler = pkgutil.resolve_name(spec)
+    except ValueError as exc:  # not a dotted name on either side of the colon
+        raise HandlerError(f"{variable}={spec!r}: expected 'package.module:function'") from exc
     except ImportError as exc:
         raise HandlerError(f"{variable}={spec!r}: cannot import {module_name}: {exc}") from exc
-    handler = getattr(module, attribute, None)
+    except AttributeError as exc:
+        if module_name not in sys.modules:  # raised by the module's own code while it was imported
+            raise HandlerError(f"{variable}={spec!r}: cannot import {module_name}: AttributeError: {exc}") from exc
+        raise HandlerError(f"{variable}={spec!r}: {module_name} has no function {attribute!r}") from exc
+    except Exception as exc:  # noqa: BLE001 - the module failed while it was imported
+        raise HandlerError(f"{variable}={spec!r}: cannot import {module_name}: {type(exc).__name__}: {exc}") from exc
     if not callable(handler):
         raise HandlerError(f"{variable}={spec!r}: {module_name} has no function {attribute!r}")
-    return handler
+    return cast(Callable[..., Any], handler)
 
 
 def load_handlers(settings: Settings) -> Handlers:
