@@ -57,7 +57,7 @@ def backoff_seconds(streak: int, base_s: float, max_s: float) -> float:
     """Release backoff: the first release retries at once, then base, 2*base, 4*base … up to max."""
     if streak <= 0:
         return 0.0
-    return min(max_s, base_s * 2 ** (streak - 1))
+    return min(max_s, base_s * 2.0 ** (streak - 1))
 
 
 def installation_of(conn: psycopg.Connection[dict[str, Any]], queries: Queries) -> str:

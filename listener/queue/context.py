@@ -14,7 +14,7 @@ from listener.config import Settings
 from listener.ops.metrics import Metrics
 from listener.clients.ntfy import Notification, Notifier
 from listener.queue.outcome import BuildSucceeded, LevelResult, Released
-from listener.queue.records import Claim
+from listener.queue.records import Automation, Claim
 from listener.redact import Redactor
 
 
@@ -38,7 +38,7 @@ class AttemptContext:
             self.log = logger.bind(automation_id=self.claim.automation.id, build_id=self.claim.build_id)
 
     @property
-    def automation(self):  # noqa: ANN201 - records.Automation
+    def automation(self) -> Automation:
         return self.claim.automation
 
     @property

@@ -58,11 +58,11 @@ def _run(ctx: AttemptContext, handler: Callable[[AttemptContext], Any]) -> Endin
     except StepFailure as failure:
         return _fail(ctx, failure)
     except Exception as exc:  # noqa: BLE001 - the playbook: any unhandled exception fails the build
-        failure = StepFailure(
+        crash = StepFailure(
             level=0, step=ctx.step_name, message=f"{type(exc).__name__}: {exc}",
             log=traceback.format_exc()[-MAX_LOG_CHARS:], transient=isinstance(exc, psycopg.Error),
         )
-        return _fail(ctx, failure)
+        return _fail(ctx, crash)
     return _succeed(ctx)
 
 

@@ -117,7 +117,7 @@ class Rescuer:
             if active:
                 locked = self.conn.execute(self.queries["lock_dead_attempt"],
                                            {"build_id": build_id, "automation_id": automation_id}).fetchone()
-                if not locked["got"] or (require_lock and locked["alive"]):
+                if locked is None or not locked["got"] or (require_lock and locked["alive"]):
                     return None  # finished meanwhile, busy, another rescuer has it, or alive after all
             new_status = None
             if status in ("queued", "building", "deploying") and (candidate.get("owns_row") or not active):
@@ -125,7 +125,7 @@ class Rescuer:
                 delay = None
                 if new_status == "not_started":
                     streak = self.conn.execute(self.queries["release_streak"], {"automation_id": automation_id}).fetchone()
-                    delay = backoff_seconds(int(streak["streak"]), self.settings.release_backoff_base_s,
+                    delay = backoff_seconds(int(streak["streak"]) if streak else 0, self.settings.release_backoff_base_s,
                                             self.settings.release_backoff_max_s)
                 row = self.conn.execute(self.queries["rescue_row"], {
                     "automation_id": automation_id, "build_id": build_id, "expected": status,

@@ -101,10 +101,13 @@ class WorkerPool:
             return list(self.in_flight.values())
 
     def _run(self, index: int) -> None:
+        def pause(seconds: float) -> None:  # tenacity's sleep, cut short by a stop
+            self.stop_claiming.wait(seconds)
+
         retrying = Retrying(
             retry=retry_if_exception_type(psycopg.OperationalError),
             wait=wait_exponential_jitter(initial=0.2, max=15, jitter=0.5),
-            sleep=self.stop_claiming.wait,
+            sleep=pause,
             stop=lambda _state: self.stop_claiming.is_set(),
             before_sleep=lambda state: self._log_retry(index, state),
             reraise=False,
