@@ -72,8 +72,7 @@ OPERATOR_COMMANDS = {
     "reject": "reject a tested build (awaiting_approval -> rejected)",
     "retry": "build again (failed or rejected -> not_started)",
 }
-OPERATOR_STATUS = {"approve": "approved", "reject": "rejected", "retry": "not_started"}
-OPERATOR_FROM = {"approve": "'awaiting_approval'", "reject": "'awaiting_approval'", "retry": "'failed' or 'rejected'"}
+# Their UPDATE and its answers: listener/ops/commands.py operator_change (the review page's buttons use it too).
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,7 +139,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor, 
         return _inspect(settings.database_url, args, redactor)
     if args.command == "retry":
         return _retry(settings, args)
-    if args.command in OPERATOR_STATUS:
+    if args.command in OPERATOR_COMMANDS:
         return _operator_changes(settings, args.command, [args.automation_id])
     ops = run_ops_command(args, settings, redactor)
     return EXIT_USAGE if ops is None else ops
@@ -201,26 +200,14 @@ def _operator_changes(settings: Settings, command: str, automation_ids: list[int
 
 def _operator_change(conn: psycopg.Connection[dict[str, Any]], queries: Queries, command: str,
                      automation_id: int) -> int:
-    try:
-        row = conn.execute(queries["operator_set_status"],
-                           {"automation_id": automation_id, "new_status": OPERATOR_STATUS[command]}).fetchone()
-    except psycopg.errors.CheckViolation as exc:
-        print(exc.diag.message_primary or str(exc), file=sys.stderr)
-        return EXIT_NOT_CLAIMABLE
-    except psycopg.errors.InsufficientPrivilege as exc:
-        print(exc.diag.message_primary or str(exc), file=sys.stderr)
-        return EXIT_ERROR
-    if row is None:
-        current = conn.execute(queries["automation_by_id"], {"automation_id": automation_id}).fetchone()
-        if current is None:
-            print(f"agent-builder: there is no automation with id {automation_id}", file=sys.stderr)
-        else:
-            print(f"agent-builder: builder_status of automation {automation_id} cannot change from "
-                  f"{current['builder_status']!r} to {OPERATOR_STATUS[command]!r}: {command} is an operator's move, "
-                  f"allowed only from {OPERATOR_FROM[command]}", file=sys.stderr)
-        return EXIT_NOT_CLAIMABLE
-    print(f"automation {automation_id}: builder_status is now {row['builder_status']}")
-    return EXIT_OK
+    from listener.ops.commands import operator_change
+
+    change = operator_change(conn, queries, command, automation_id)
+    if change.done:
+        print(change.message)
+        return EXIT_OK
+    print(change.message, file=sys.stderr)
+    return EXIT_ERROR if change.forbidden else EXIT_NOT_CLAIMABLE
 
 
 def _migrate(database_url: str, *, rollback: bool, embedded: bool = False) -> int:

@@ -132,3 +132,56 @@ def render_files(report: dict[str, Any]) -> str:
         parts.append(f"--- {path} ---")
         parts.append(content if isinstance(content, str) else json.dumps(content, ensure_ascii=False))
     return "\n".join(parts)
+
+
+# The operator's changes, exactly the UPDATE a person would type in SQL (sql/operator_set_status.sql),
+# made through an operator session: by the CLI (approve/reject/retry) and the review page's buttons.
+OPERATOR_STATUS = {"approve": "approved", "reject": "rejected", "retry": "not_started"}
+OPERATOR_FROM = {"approve": "'awaiting_approval'", "reject": "'awaiting_approval'", "retry": "'failed' or 'rejected'"}
+
+
+@dataclass(frozen=True)
+class OperatorChange:
+    """What an operator's change did: `done`, or refused by the state machine (`refused`), by the
+    roles (`forbidden`), or because there is no such automation (`missing`); `message` says which."""
+
+    automation_id: int
+    command: str
+    done: bool
+    message: str
+    builder_status: str | None = None
+    refused: bool = False
+    forbidden: bool = False
+    missing: bool = False
+
+
+def operator_change(conn: psycopg.Connection[dict[str, Any]], queries: Queries, command: str, automation_id: int,
+                    build_id: int | None = None) -> OperatorChange:
+    """Approve, reject or retry one automation through `conn` (an operator session); with `build_id`,
+    only while the row still points at that build."""
+    new_status = OPERATOR_STATUS[command]
+    try:
+        row = conn.execute(queries["operator_set_status"],
+                           {"automation_id": automation_id, "new_status": new_status, "build_id": build_id}).fetchone()
+    except psycopg.errors.CheckViolation as exc:
+        return OperatorChange(automation_id, command, False, exc.diag.message_primary or str(exc), refused=True)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        return OperatorChange(automation_id, command, False, exc.diag.message_primary or str(exc), forbidden=True)
+    if row is not None:
+        return OperatorChange(automation_id, command, True, f"automation {automation_id}: builder_status is now "
+                              f"{row['builder_status']}", builder_status=row["builder_status"])
+    current = conn.execute(queries["automation_by_id"], {"automation_id": automation_id}).fetchone()
+    if current is None:
+        return OperatorChange(automation_id, command, False, f"agent-builder: there is no automation with id {automation_id}",
+                              missing=True)
+    if build_id is not None and current["builder_build_id"] != build_id:
+        return OperatorChange(automation_id, command, False,
+                              f"agent-builder: automation {automation_id} no longer points at build {build_id} (now "
+                              f"{current['builder_build_id']}, builder_status {current['builder_status']!r}): nothing "
+                              "was changed; look at the current build first", builder_status=current["builder_status"],
+                              refused=True)
+    return OperatorChange(automation_id, command, False,
+                          f"agent-builder: builder_status of automation {automation_id} cannot change from "
+                          f"{current['builder_status']!r} to {new_status!r}: {command} is an operator's move, "
+                          f"allowed only from {OPERATOR_FROM[command]}", builder_status=current["builder_status"],
+                          refused=True)
