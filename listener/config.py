@@ -19,7 +19,7 @@ DEFAULT_APPROLE_DIR = "/opt/appdata/docker/docker-compose/vault/approle"
 # an explicit SANDBOX_NETWORK is used as written ({installation} is the only placeholder).
 DEFAULT_SANDBOX_NETWORK = "agent-builder-sandbox-{installation}"
 DEFAULT_WEB_ADDR = "127.0.0.1:8787"
-SECRET_FIELDS = frozenset({"ntfy_token", "approval_secret", "builder_signing_key"})
+SECRET_FIELDS = frozenset({"ntfy_token", "approval_secret", "builder_signing_key", "web_token"})
 URL_FIELDS_WITH_PASSWORDS = frozenset({"database_url", "operator_database_url", "sandbox_database_url"})
 MAX_CLAUDE_RETRIES = 5
 
@@ -97,6 +97,7 @@ class Settings:
     approval_secret: str | None
     approval_addr: str
     approval_ttl_s: float
+    web_token: str | None
     metrics_addr: str | None
     operator_database_url: str | None
     builder_signing_key: str | None
@@ -315,6 +316,9 @@ class _Reader:
         approval_secret = self.raw("APPROVAL_SECRET")
         if approval_secret is not None and len(approval_secret) < 16:
             self.problems.append("APPROVAL_SECRET: must be at least 16 characters")
+        web_token = self.raw("WEB_TOKEN")
+        if web_token is not None and len(web_token) < 16:
+            self.problems.append("WEB_TOKEN: must be at least 16 characters (e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
         database_url = self.database_url("DATABASE_URL")
         signing_key = self.raw("BUILDER_SIGNING_KEY")
         if signing_key is not None and len(signing_key) < 16:
@@ -388,6 +392,7 @@ class _Reader:
             approval_secret=approval_secret,
             approval_addr=self.web_addr(),
             approval_ttl_s=self.number("APPROVAL_TTL_S", 86400.0, float, 60),
+            web_token=web_token,
             metrics_addr=self.address("METRICS_ADDR", self.raw("METRICS_ADDR")),
             operator_database_url=self.database_url("OPERATOR_DATABASE_URL"),
             builder_signing_key=signing_key,
