@@ -419,7 +419,9 @@ class ReviewApp:
         return Response(status, html.encode(), headers=headers)
 
     def _message(self, status: int, text: str, *, login: bool = False) -> Response:
-        headers = (("WWW-Authenticate", 'Basic realm="agent-builder", charset="UTF-8"'),) if status == 401 else ()
+        # a Bearer challenge: browsers show the page (its /login form) instead of their own prompt;
+        # basic auth sent by a client or a proxy is still accepted
+        headers = (("WWW-Authenticate", 'Bearer realm="agent-builder"'),) if status == 401 else ()
         return self._render(status, "message.html", {"status": status, "text": self.redactor.redact(text), "login": login},
                             headers)
 

@@ -161,7 +161,7 @@ def test_the_overview_needs_web_token_when_one_is_set(serve, operator, builder_c
     endpoint = serve(WEB_TOKEN=TOKEN)
     automation_id, _ = built(operator, builder_conn, queries)
     refused = httpx.get(endpoint + "/")
-    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic")
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
     assert "Disk report" not in refused.text
     assert httpx.get(endpoint + "/", headers={"Authorization": "Bearer wrong-token-0123456789"}).status_code == 401
     assert httpx.get(f"{endpoint}/a/{automation_id}").status_code == 401  # a page without a link: the same rule
