@@ -155,6 +155,15 @@ class Request:
         return jar
 
 
+def loopback_host(host_header: str | None) -> bool:
+    """Whether a Host header names this machine's loopback (a literal address or localhost)."""
+    if not host_header:
+        return False
+    text = host_header.strip().lower()
+    host = text[1:text.index("]")] if text.startswith("[") and "]" in text else text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+    return host == "localhost." or is_loopback(host)
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -178,6 +187,9 @@ class Gate:
             if any(request.headers.get(name) for name in FORWARDED_HEADERS):
                 return Refusal(403, "forbidden: this request came through a proxy and WEB_TOKEN is not set; set WEB_TOKEN "
                                     "to serve the overview beyond this machine")
+            if not loopback_host(request.headers.get("Host")):  # DNS rebinding: another site's name for 127.0.0.1
+                return Refusal(403, "forbidden: without WEB_TOKEN the overview answers only to a loopback Host "
+                                    "(127.0.0.1, [::1], localhost); set WEB_TOKEN to serve it under another name")
             return Access(AccessKind.LOOPBACK)
         if self._has_token(request, token):
             return Access(AccessKind.TOKEN)

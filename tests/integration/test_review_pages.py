@@ -187,6 +187,9 @@ def test_without_web_token_the_overview_is_loopback_only(serve, operator, builde
     assert httpx.get(endpoint + "/").status_code == 200
     proxied = httpx.get(endpoint + "/", headers={"X-Forwarded-For": "203.0.113.9"})
     assert proxied.status_code == 403 and "WEB_TOKEN" in proxied.text
+    rebound = httpx.get(endpoint + "/", headers={"Host": "attacker.example:8787"})  # DNS rebinding to 127.0.0.1
+    assert rebound.status_code == 403 and "loopback Host" in rebound.text
+    assert httpx.get(endpoint + "/", headers={"Host": "localhost"}).status_code == 200
     assert exposure_problem(settings(WEB_ADDR="0.0.0.0:8787")) is not None
     assert exposure_problem(settings(WEB_ADDR="0.0.0.0:8787", WEB_TOKEN=TOKEN)) is None
     assert exposure_problem(settings(WEB_ADDR="[::1]:8787")) is None
