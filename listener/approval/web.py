@@ -31,7 +31,9 @@ import hmac
 import json
 import re
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from email.message import Message
 from importlib import resources
@@ -61,6 +63,7 @@ TOKEN_HEADER = "X-Agent-Builder-Token"
 FORWARDED_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 CSRF_TTL_S = 2 * 3600
 MAX_FORM_BYTES = 16 * 1024
+HIGHLIGHT_CACHE = 64  # highlighted files kept (the key is the path and the content's sha256)
 HIGHLIGHT_MAX_CHARS = 256 * 1024  # a larger file is shown as plain (escaped) text
 LOG_MAX_CHARS = 64 * 1024  # of each level's log on the page (the rest: agent-builder show)
 GZIP_MIN_BYTES = 1024
@@ -386,6 +389,23 @@ class ReviewApp:
         self.env = templates()
         self.css = stylesheet()
         self.css_etag = '"' + hashlib.sha256(self.css).hexdigest()[:16] + '"'
+        self._highlighted: OrderedDict[str, FileView] = OrderedDict()  # a build's files never change
+        self._highlight_lock = threading.Lock()
+
+    def highlighted(self, path: str, content: str) -> FileView:
+        """highlighted(), remembered for the last HIGHLIGHT_CACHE files (Pygments takes tens of ms
+        for a file of a few hundred lines; a page is opened again and again while it waits)."""
+        key = hashlib.sha256(f"{path}\0{content}".encode()).hexdigest()
+        with self._highlight_lock:
+            if (cached := self._highlighted.get(key)) is not None:
+                self._highlighted.move_to_end(key)
+                return cached
+        view = highlighted(path, content)
+        with self._highlight_lock:
+            self._highlighted[key] = view
+            while len(self._highlighted) > HIGHLIGHT_CACHE:
+                self._highlighted.popitem(last=False)
+        return view
 
     # routing
     def handle(self, request: Request) -> Response:
@@ -514,7 +534,7 @@ class ReviewApp:
         return {
             "automation": automation, "history": report["history"], "build": build, "build_id": build_id,
             "attempt_id": attempt_id, "points_here": attempt_id is not None and automation["builder_build_id"] == attempt_id,
-            "files": [highlighted(path, _text(files[path])) for path in sorted(files)],
+            "files": [self.highlighted(path, _text(files[path])) for path in sorted(files)],
             "diff": diff, "production": production,
             "levels": level_views(report["results"], build_id),
             "usage": inspect.overseer_usage(build) if build and build.get("overseer_verdict") else None,
