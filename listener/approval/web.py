@@ -53,7 +53,7 @@ from listener.approval.links import VIEW, ApprovalServer, Link, LinkError, verif
 from listener.config import Settings
 from listener.httpserver import Limits, Response, TextHandler, is_loopback, split_address
 from listener.ops import inspect
-from listener.ops.commands import OPERATOR_STATUS, operator_change
+from listener.ops.commands import operator_change
 from listener.queue.db import OperatorSessionError, Queries
 from listener.queue.registry import live_listeners
 from listener.redact import Redactor
@@ -328,10 +328,11 @@ def level_views(results: list[dict[str, Any]], build_id: int | None) -> list[Lev
             latest[int(r["test_level"])] = r
     views = []
     for level in ([0] if 0 in latest else []) + [1, 2, 3, 4]:
-        r = latest.get(level)
-        if r is None:
+        found = latest.get(level)
+        if found is None:
             views.append(LevelView(level, "not run", None, "", False))
             continue
+        r = found
         log = r["execution_log"] or ""
         evaluations = tuple(inspect.level_4_evaluations(log)) if level == 4 else ()
         views.append(LevelView(level, r["status"], r["duration_ms"], log[:LOG_MAX_CHARS], len(log) > LOG_MAX_CHARS,
@@ -368,7 +369,8 @@ def templates() -> Environment:
 def stylesheet() -> bytes:
     """The package's style.css and Pygments' classes for the highlighting, one file."""
     own = resources.files("listener.approval").joinpath("static/style.css").read_text(encoding="utf-8")
-    return (own + "\n" + _FORMATTER.get_style_defs(".hl") + "\n").encode()
+    pygments_css: str = _FORMATTER.get_style_defs(".hl")
+    return (own + "\n" + pygments_css + "\n").encode()
 
 
 # -- the application ----------------------------------------------------------------------------

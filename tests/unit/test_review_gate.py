@@ -61,7 +61,8 @@ def test_a_link_opens_its_own_automation_only() -> None:
     assert isinstance(access, Access) and access.kind is AccessKind.LINK and access.link is not None
     assert access.link.build_id == 70 and not access.everything and access.actor == "web-link"
     for key, why in ((view_key(8, 80), "another automation"), (view_key(7, 70, expires_in=-1), "expired"),
-                     (view_key(7, 70, action="approve"), "unknown action"), ("x.y", "malformed"), (view_key(7, 70)[:-3] + "AAA", "bad signature")):
+                     (view_key(7, 70, action="approve"), "unknown action"), ("x.y", "malformed"),
+                     (view_key(7, 70)[:-3] + "AAA", "bad signature")):
         refused = g.page(request(), 7, key)
         assert isinstance(refused, Refusal) and refused.status == 403 and why in refused.message, why
     without_links = Gate(Settings.from_env({"WEB_TOKEN": TOKEN})).page(request(), 7, view_key(7, 70))
