@@ -289,3 +289,13 @@ def test_retry_of_a_failed_build_from_its_page(serve, operator, builder_conn, qu
     actor = operator.execute("SELECT actor FROM builder_status_history WHERE automation_id = %s ORDER BY id DESC LIMIT 1",
                              (automation_id,)).fetchone()["actor"]
     assert actor == "web"
+
+
+def test_live_refresh_needs_no_script(serve, operator, builder_conn, queries) -> None:
+    endpoint = serve()
+    automation_id, _ = built(operator, builder_conn, queries)
+    for path in ("/", f"/a/{automation_id}"):
+        still = httpx.get(endpoint + path).text
+        live = httpx.get(endpoint + path, params={"live": "1"}).text
+        assert 'http-equiv="refresh"' not in still and '<meta http-equiv="refresh" content="10">' in live
+        assert "<script" not in live and "live: on" in live
