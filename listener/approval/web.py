@@ -417,6 +417,9 @@ class ReviewApp:
             response = self._message(503, f"the review page cannot decide: {exc}")
         except psycopg.OperationalError:
             response = self._message(503, "the database is unreachable; try again")
+        except psycopg.Error as exc:  # an unmigrated database, say: one line, never a traceback
+            logger.warning("review page: database error: {}", self.redactor.one_line(str(exc)))
+            response = self._message(500, f"database error: {exc.diag.message_primary or type(exc).__name__}")
         return self._finish(request, response)
 
     def _route(self, request: Request) -> Response:

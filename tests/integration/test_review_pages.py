@@ -299,3 +299,13 @@ def test_live_refresh_needs_no_script(serve, operator, builder_conn, queries) ->
         live = httpx.get(endpoint + path, params={"live": "1"}).text
         assert 'http-equiv="refresh"' not in still and '<meta http-equiv="refresh" content="10">' in live
         assert "<script" not in live and "live: on" in live
+
+
+def test_a_database_without_the_schema_is_one_line_not_a_dropped_connection(empty_db_url, queries) -> None:
+    server = ReviewServer(settings(), empty_db_url, queries)
+    server.start()
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{server.port}/")
+        assert answer.status_code == 500 and "database error" in answer.text and "Traceback" not in answer.text
+    finally:
+        server.stop()
