@@ -86,8 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     redactor = Redactor.from_settings(settings)
     setup_logging(settings.log_format, settings.log_level, redactor)
     if args.command == "config":
-        for name, value in settings.redacted().items():
-            print(redactor.redact(f"{name}={value}"))
+        print(redactor.redact(render_config(settings)))
         return EXIT_OK
     embedded = None
     if settings.database_url is None:
@@ -116,6 +115,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def render_config(settings: Settings) -> str:
+    """NAME=value per setting, by the names users set; with no DATABASE_URL, the embedded
+    database's URIs (the listener's and the operator's), marked as such."""
+    values = settings.redacted()
+    notes: dict[str, str] = {}
+    if settings.database_url is None:
+        from listener.ops.embedded import embedded_address
+
+        address = embedded_address(settings.home)
+        state = "running" if address.running else "not running: listen starts it"
+        values["DATABASE_URL"] = address.url
+        notes["DATABASE_URL"] = f"DATABASE_URL is not set: the embedded PostgreSQL under AGENT_BUILDER_HOME ({state})"
+        if settings.operator_database_url is None:
+            values["OPERATOR_DATABASE_URL"] = address.operator_url
+            notes["OPERATOR_DATABASE_URL"] = "the embedded database's operator login (psql, approve, reject, retry)"
+    return "\n".join(f"{name}={value}" + (f"  # {notes[name]}" if name in notes else "")
+                     for name, value in values.items())
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor, *, embedded: bool = False) -> int:

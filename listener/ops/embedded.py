@@ -45,6 +45,33 @@ def as_user(url: str, user: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
 
 
+@dataclass(frozen=True)
+class EmbeddedAddress:
+    """Where the embedded database of AGENT_BUILDER_HOME is (or will be), without starting it."""
+
+    url: str  # the listener's login
+    operator_url: str
+    running: bool
+
+
+def embedded_address(home: Path) -> EmbeddedAddress:
+    """The URIs `listen` would use, read from the server's postmaster.pid when one runs; else the
+    socket directory pgserver uses for a data directory whose socket path is short enough (the data
+    directory itself: a longer path gets a runtime directory, known once the server runs)."""
+    pgdata = home / "pgdata"
+    socket_dir, running = str(pgdata), False
+    try:
+        lines = (pgdata / "postmaster.pid").read_text(encoding="utf-8").splitlines()
+        pid, recorded = int(lines[0]), lines[4].strip()
+        os.kill(pid, 0)
+        socket_dir, running = recorded or socket_dir, True
+    except (OSError, ValueError, IndexError):
+        pass
+    admin = f"postgresql://postgres:@/postgres?host={socket_dir}"
+    return EmbeddedAddress(url=as_user(admin, LISTENER_LOGIN), operator_url=as_user(admin, OPERATOR_LOGIN),
+                           running=running)
+
+
 def start_embedded(home: Path) -> EmbeddedDatabase:
     os.environ.setdefault("XDG_RUNTIME_DIR", str(home))  # pgserver's runtime files live with the data
     with warnings.catch_warnings():

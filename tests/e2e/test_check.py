@@ -134,9 +134,9 @@ def test_config_refuses_web_addr_and_approval_addr_that_disagree(db_url) -> None
     assert done.returncode == 1
     assert "WEB_ADDR='127.0.0.1:8787' and APPROVAL_ADDR='0.0.0.0:8787' disagree" in done.stderr
     same = run_cli(base_env(db_url, WEB_ADDR="127.0.0.1:8787", APPROVAL_ADDR="127.0.0.1:8787"), "config")
-    assert same.returncode == 0 and "APPROVAL_ADDR=127.0.0.1:8787" in same.stdout
+    assert same.returncode == 0 and "WEB_ADDR=127.0.0.1:8787" in same.stdout
     default = run_cli(base_env(db_url), "config")
-    assert "APPROVAL_ADDR=127.0.0.1:8787" in default.stdout and "METRICS_ADDR=\n" in default.stdout + "\n"
+    assert "WEB_ADDR=127.0.0.1:8787" in default.stdout and "METRICS_ADDR=\n" in default.stdout + "\n"
 
 
 @pytest.mark.parametrize("env", [
