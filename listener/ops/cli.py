@@ -139,11 +139,11 @@ def render_config(settings: Settings) -> str:
 def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor, *, embedded: bool = False) -> int:
     assert settings.database_url is not None
     if args.command == "check":
-        from listener.ops.check import render, run_checks
+        from listener.ops.check import exit_code, render, run_checks
 
         results = run_checks(settings)
         print(redactor.redact(render(results)))
-        return EXIT_OK if all(check.ok for check in results) else EXIT_ERROR
+        return exit_code(results)
     if args.command == "migrate":
         return _migrate(settings.database_url, rollback=args.rollback, embedded=embedded)
     if args.command == "listen":
