@@ -347,6 +347,26 @@ def check_metrics(settings: Settings) -> Check:
                  optional=True)
 
 
+def check_base_image(settings: Settings) -> Check:
+    """The engine and the image a script build starts from (what a first build needs of Docker)."""
+    from listener.sandbox.ready import base_image_problem
+
+    problem = base_image_problem(settings, "script")
+    if problem is None:
+        return Check("docker", True, f"the engine has SANDBOX_BASE_IMAGE={settings.sandbox_base_image}")
+    detail, _, fix = problem.partition("; fix: ")
+    return Check("docker", False, detail, fix or "start Docker, or set DOCKER_HOST")
+
+
+FIRST_BUILD_NEEDS: tuple[Callable[[Settings], Check], ...] = (check_ollama, check_claude, check_base_image)
+
+
+def first_build_needs(settings: Settings) -> list[Check]:
+    """What the first build of a script needs besides the database (Ollama and the model, claude
+    logged in, Docker with SANDBOX_BASE_IMAGE): printed by the embedded first run."""
+    return [check(settings) for check in FIRST_BUILD_NEEDS]
+
+
 ALL_CHECKS: tuple[Callable[[Settings], Check], ...] = (
     check_database, check_roles, check_ollama, check_claude, check_docker, check_vault, check_approle,
     check_ntfy, check_metrics, check_sandbox_database)

@@ -105,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = replace(settings, database_url=embedded.admin_url if args.command == "migrate" else embedded.url,
                            operator_database_url=settings.operator_database_url or embedded.operator_url)
         if args.command == "listen":
-            print(welcome(embedded), flush=True)
+            from listener.ops.check import first_build_needs
+
+            print(redactor.redact(welcome(embedded, first_build_needs(settings))), flush=True)
     try:
         return _dispatch(args, settings, redactor, embedded=embedded is not None)
     except psycopg.Error as exc:

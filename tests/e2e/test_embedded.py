@@ -85,12 +85,24 @@ def test_the_first_run_hint_works_when_followed_twice(tmp_path: Path) -> None:
     that id) builds a new idea every time it is followed, not just the first time."""
     import shlex
 
+    from tests.fakes.http_fake import closed_port_url
+
     home = tmp_path / "home"
-    listener = ListenerProcess(embedded_env(home), tmp_path / "hint.log")
+    ollama = closed_port_url()
+    missing_image = "agent-builder-missing-first-run:latest"
+    env = {**embedded_env(home), "OLLAMA_URL": ollama, "CLAUDE_CMD": "no-such-claude -p", "SANDBOX_BASE_IMAGE": missing_image}
+    listener = ListenerProcess(env, tmp_path / "hint.log")
     try:
         listener.wait_for_log("follow the build:", timeout=60)
         listener.wait_listening()
         log = listener.log()
+        # what a first build still lacks, each with its fix
+        assert "missing for a first build (3 of 3;" in log, log
+        assert f"ollama: cannot connect to Ollama at {ollama}" in log and f"fix: start Ollama at OLLAMA_URL={ollama}" in log
+        assert "claude: 'no-such-claude' (CLAUDE_CMD) is not on PATH" in log and "fix: install the claude CLI" in log
+        assert (f"docker: the sandbox base image SANDBOX_BASE_IMAGE={missing_image} is not on the Docker engine" in log
+                or "docker: the Docker engine is unreachable" in log), log
+        assert f"fix: docker pull {missing_image}, or set SANDBOX_BASE_IMAGE" in log or "fix: start Docker" in log
         url = re.search(r'psql "([^"]+)"', log).group(1)
         command = shlex.split(re.search(r"add an idea: +(.+)", log).group(1))
         insert = re.search(r"or in SQL: +(.+;)", log).group(1)
