@@ -171,6 +171,8 @@ def test_listeners_and_healthcheck_follow_the_sessions(db_url, tmp_path: Path) -
     try:
         assert run_cli(base_env(db_url), "healthcheck").returncode == 1
         assert run_cli(base_env(db_url), "listeners").stdout.strip() == "no live listener"
+        assert "live listeners:\n  (none: nothing is built until `agent-builder listen` runs)" in run_cli(
+            base_env(db_url), "status").stdout
         first = listeners.start(BUILDER_CONCURRENCY="2")
         second = listeners.start()
         both = wait_until(lambda: len(rows := live(db_url)) == 2 and rows, 20, "two live listeners", first)
@@ -183,10 +185,17 @@ def test_listeners_and_healthcheck_follow_the_sessions(db_url, tmp_path: Path) -
         assert str(first.pid) in table and str(second.pid) in table
         healthy = run_cli(base_env(db_url), "healthcheck")
         assert healthy.returncode == 0 and "healthy" in healthy.stdout
+        status = run_cli(base_env(db_url), "status").stdout
+        for listener, concurrency in ((first, 2), (second, 1)):
+            assert f"{socket.gethostname()} pid {listener.pid} (version {version('agent-builder')}): concurrency {concurrency}, 0 in flight" in status, status
+        assert {r["pid"] for r in json.loads(run_cli(base_env(db_url), "status", "--json").stdout)["listeners"]} == {
+            first.pid, second.pid}
 
         first.kill()  # SIGKILL: no clean-up, no heartbeat timeout to wait for
         wait_until(lambda: [r["pid"] for r in live(db_url)] == [second.pid], 15, "the killed listener gone", second)
         assert run_cli(base_env(db_url), "healthcheck").returncode == 0
+        status = run_cli(base_env(db_url), "status").stdout
+        assert f"pid {second.pid} " in status and f"pid {first.pid} " not in status, status
 
         assert second.stop() == 0
         wait_until(lambda: live(db_url) == [], 10, "no live listener")
