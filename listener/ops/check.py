@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import quote
 
-import errno
 import os
 import socket
 import stat
@@ -321,30 +320,47 @@ def image_fix(variable: str, image: str) -> str:
     return f"docker pull {image}, or set {variable} to an image the engine has"
 
 
-def check_metrics(settings: Settings) -> Check:
-    """METRICS_ADDR: off when unset; when set, the address must be free to listen on or already
-    answered by a listener's /healthz."""
+def bind_problem(variable: str, address: str) -> str | None:
+    """None when `address` (host:port, already validated) can be listened on now; else why not."""
     from listener.httpserver import split_address
 
-    if settings.metrics_addr is None:
-        return Check("metrics", True, "METRICS_ADDR is not set: no /metrics endpoint", optional=True)
-    host, port = split_address(settings.metrics_addr)
+    host, port = split_address(address)
     try:
         with socket.create_server((host, port)):
-            pass
+            return None
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            try:
-                answer = httpx.get(f"http://{settings.metrics_addr}/healthz", timeout=3)
-                if answer.status_code in (200, 503):
-                    return Check("metrics", True, f"{settings.metrics_addr} is served by a running listener "
-                                 f"(/healthz answered {answer.status_code})", optional=True)
-            except httpx.HTTPError:
-                pass
-        return Check("metrics", False, f"cannot listen on METRICS_ADDR={settings.metrics_addr}: {exc.strerror or exc}",
-                     "choose a free address for METRICS_ADDR, or unset it", optional=True)
-    return Check("metrics", True, f"METRICS_ADDR={settings.metrics_addr} is free: the listener serves /metrics there",
-                 optional=True)
+        return f"cannot listen on {variable}={address}: {os.strerror(exc.errno) if exc.errno else exc}"
+
+
+def listen_addresses(settings: Settings) -> list[tuple[str, str]]:
+    """The addresses `listen` binds: METRICS_ADDR when set, WEB_ADDR when one-tap approval is on."""
+    found = [("METRICS_ADDR", settings.metrics_addr)] if settings.metrics_addr else []
+    if settings.approval_secret and settings.approval_base_url:
+        found.append(("WEB_ADDR", settings.approval_addr))
+    return [(variable, address) for variable, address in found if address]
+
+
+def _answers_healthz(address: str) -> int | None:
+    try:
+        return httpx.get(f"http://{address}/healthz", timeout=3).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def check_metrics(settings: Settings) -> Check:
+    """METRICS_ADDR: off when unset; when set, the address must be free to listen on, or already
+    answered by a listener's /healthz (the listener this check is about)."""
+    if settings.metrics_addr is None:
+        return Check("metrics", True, "METRICS_ADDR is not set: no /metrics endpoint", optional=True)
+    problem = bind_problem("METRICS_ADDR", settings.metrics_addr)
+    if problem is None:
+        return Check("metrics", True, f"METRICS_ADDR={settings.metrics_addr} is free: the listener serves /metrics there",
+                     optional=True)
+    status = _answers_healthz(settings.metrics_addr) if "in use" in problem else None
+    if status in (200, 503):
+        return Check("metrics", True, f"{settings.metrics_addr} is served by a running listener (/healthz answered "
+                     f"{status}); a second listener on this host needs another METRICS_ADDR", optional=True)
+    return Check("metrics", False, problem, "choose a free address for METRICS_ADDR, or unset it", optional=True)
 
 
 def check_base_image(settings: Settings) -> Check:

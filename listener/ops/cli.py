@@ -149,8 +149,16 @@ def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor, 
     if args.command == "migrate":
         return _migrate(settings.database_url, rollback=args.rollback, embedded=embedded)
     if args.command == "listen":
+        from listener.ops.check import bind_problem, listen_addresses
         from listener.service import run_listener
 
+        # An address that cannot be bound is refused before any worker claims anything.
+        for variable, address in listen_addresses(settings):
+            problem = bind_problem(variable, address)
+            if problem is not None:
+                print(f"agent-builder: {problem}; fix: set {variable} to a free host:port (or stop what listens there)",
+                      file=sys.stderr)
+                return EXIT_ERROR
         return run_listener(settings, redactor)
     if args.command == "build-once":
         from listener.service import run_build_once

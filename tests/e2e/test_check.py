@@ -257,3 +257,20 @@ def test_optional_dependencies_warn_and_leave_the_exit_code_alone(
     unset_found = lines(run_cli(unset, "check").stdout)
     assert unset_found["vault"].startswith("WARN") and "VAULT_ADDR is not set" in unset_found["vault"]
     assert unset_found["approle"].startswith("ok") and unset_found["ntfy"].startswith("WARN")
+
+
+@pytest.mark.parametrize("variable", ["METRICS_ADDR", "WEB_ADDR"])
+def test_listen_refuses_an_address_in_use_before_it_starts_anything(db_url, variable) -> None:
+    import socket
+
+    automation_id = insert_idea_in(db_url)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = run_cli(base_env(db_url, **ONE_TAP, **{variable: address}), "listen", timeout=60)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"agent-builder: cannot listen on {variable}={address}: Address already in use; fix: set {variable}")
+    assert "Traceback" not in done.stderr and "started" not in done.stdout + done.stderr
+    assert query(db_url, "SELECT builder_status FROM automation_ideas WHERE id = %s", (automation_id,)) == [
+        {"builder_status": "not_started"}]
+    assert query(db_url, "SELECT count(*) AS n FROM agent_builds") == [{"n": 0}]
