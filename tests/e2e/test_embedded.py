@@ -80,6 +80,19 @@ def test_check_without_database_url_checks_the_embedded_database(tmp_path: Path)
     assert "ok   roles     the listener's login listener is a builder" in done.stdout, done.stdout
 
 
+def psql(url: str, sql: str) -> str:
+    """One statement through the real psql client (the one the hint names), its output unaligned."""
+    import shutil
+    import subprocess
+
+    if shutil.which("psql") is None:
+        pytest.skip("psql (the PostgreSQL client) is not installed")
+    done = subprocess.run(["psql", url, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_the_first_run_hint_works_when_followed_twice(tmp_path: Path) -> None:
     """Each part of the printed hint (the CLI command, the INSERT … RETURNING id and the UPDATE with
     that id) builds a new idea every time it is followed, not just the first time."""
@@ -119,9 +132,11 @@ def test_the_first_run_hint_works_when_followed_twice(tmp_path: Path) -> None:
                 added = run_cli(embedded_env(home), *command[1:])
                 assert added.returncode == 0, added.stderr
                 ids.append(int(added.stdout))
-                new_id = conn.execute(insert).fetchone()["id"]
-                assert conn.execute(update.replace("WHERE id = ID", f"WHERE id = {int(new_id)}")).rowcount == 1
-                ids.append(int(new_id))
+                new_id = int(psql(url, insert))  # the printed SQL, as a person pastes it into psql
+                assert psql(url, update.replace("WHERE id = ID", f"WHERE id = {new_id}")) == ""
+                assert conn.execute("SELECT status FROM automation_ideas WHERE id = %s", (new_id,)).fetchone() == {
+                    "status": "ready_to_build"}
+                ids.append(new_id)
             assert len(set(ids)) == 4
             wait_until(lambda: [r["builder_status"] for r in conn.execute(
                 "SELECT builder_status FROM automation_ideas WHERE id = ANY(%s)", (ids,)).fetchall()]
