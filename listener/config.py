@@ -154,6 +154,17 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _conninfo_ok(value: str) -> bool:
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(value)
+    except ProgrammingError:
+        return False
+    return True
+
+
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
@@ -272,6 +283,9 @@ class _Reader:
         value = self.raw(name)
         if value is not None and "://" in value and not value.startswith(("postgres://", "postgresql://")):
             self.problems.append(f"{name}: must be a libpq URI (postgresql://…), got scheme {value.split('://')[0]!r}")
+        elif value is not None and not _conninfo_ok(value):  # the text is not echoed: it may hold a password
+            self.problems.append(f"{name}: cannot be read as a libpq connection string: give a URI "
+                                 "(postgresql://user@host:5432/db) or keywords (host=… dbname=… user=…)")
         return value
 
     def address(self, name: str, value: str | None) -> str | None:
@@ -360,6 +374,9 @@ class _Reader:
                 and not sandbox_database_url.startswith(("postgres://", "postgresql://"))):
             self.problems.append("SANDBOX_DATABASE_URL: must be a libpq URI (postgresql://reader@host/db), got scheme "
                                  f"{sandbox_database_url.split('://')[0]!r}")
+        elif sandbox_database_url is not None and not _conninfo_ok(sandbox_database_url):
+            self.problems.append("SANDBOX_DATABASE_URL: cannot be read as a libpq connection string: give a URI "
+                                 "(postgresql://reader@host/db) or keywords (host=… dbname=… user=…)")
         settings = Settings(
             database_url=database_url,
             home=home,

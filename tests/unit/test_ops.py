@@ -83,3 +83,24 @@ def test_the_first_run_hint_lists_what_a_first_build_lacks_with_the_fix(tmp_path
     assert lacking.endswith("    claude: not logged in\n      fix: run: claude login")
     assert "ollama" not in lacking.split("missing for a first build")[1]
     assert "WHERE id = ID;" in text and "WHERE id = 1" not in text  # works every time: the id comes back
+
+
+def test_where_reads_keyword_strings_and_names_no_password() -> None:
+    from listener.ops.errors import where
+
+    assert where("host=db.lan port=5433 dbname=api password=sekrit-value") == "db.lan:5433/api"
+    assert where("dbname=api") == "local socket/api"
+    assert where("nonsense") == "DATABASE_URL"
+
+
+def test_an_unreadable_database_url_is_refused_without_echoing_it() -> None:
+    import pytest
+
+    from listener.config import ConfigError, Settings
+
+    for name in ("DATABASE_URL", "OPERATOR_DATABASE_URL", "SANDBOX_DATABASE_URL"):
+        with pytest.raises(ConfigError) as raised:
+            Settings.from_env({name: "sekrit-password-not-a-dsn"})
+        assert raised.value.problems[0].startswith(f"{name}: cannot be read as a libpq connection string")
+        assert "sekrit" not in str(raised.value)
+    assert Settings.from_env({"DATABASE_URL": "host=/run/pg dbname=api"}).database_url == "host=/run/pg dbname=api"
