@@ -153,7 +153,7 @@ def startup_checks(settings: Settings) -> bool:
             logger.error("check {} FAILED: {} (fix: {})", check.name, check.detail, check.fix)
             fine = False
         else:
-            logger.warning("check {} FAILED: {} (fix: {}); starting anyway", check.name, check.detail, check.fix)
+            logger.warning("check {} {}: {} (fix: {}); starting anyway", check.name, check.mark, check.detail, check.fix)
     return fine
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -51,8 +51,36 @@ def _read_text(path: str, what: str) -> str:
         raise InvalidIdea(f"{what} {path!r} cannot be read: {exc.strerror if isinstance(exc, OSError) else exc}") from exc
 
 
+def check_from_flag(text: str) -> dict[str, Any]:
+    """One `--check 'KIND key=value …'`: the words are split like a shell line; each value is read
+    as JSON when it is JSON (numbers, lists like ["-p"]), a list when it is [a,b] (the quotes a
+    shell took), and as text otherwise."""
+    import shlex
+
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise InvalidIdea(f"--check {text!r}: cannot be split like a shell line ({exc})") from None
+    if not words or "=" in words[0]:
+        raise InvalidIdea(f"--check {text!r}: start with the kind, e.g. --check 'file_exists path=/tmp/report.json'")
+    check: dict[str, Any] = {"kind": words[0]}
+    for word in words[1:]:
+        key, equals, value = word.partition("=")
+        if not equals or not key:
+            raise InvalidIdea(f"--check {text!r}: {word!r} is not key=value")
+        try:
+            check[key] = json.loads(value)
+        except json.JSONDecodeError:
+            if value.startswith("[") and value.endswith("]"):  # [-p,--model] once the shell took the quotes
+                check[key] = [item.strip() for item in value[1:-1].split(",") if item.strip()]
+            else:
+                check[key] = value
+    return check
+
+
 def parse_idea(*, name: str, type_: str, spec: str | None, spec_file: str | None, infrastructure: str | None,
-               priority: str | None, checks: str | None, check_file: str | None, ready: bool) -> NewIdea:
+               priority: str | None, checks: str | None, check_file: str | None, ready: bool,
+               check_flags: Sequence[str] = ()) -> NewIdea:
     name = name.strip()
     if not name:
         raise InvalidIdea("the name is empty: give one, e.g. agent-builder add 'Disk report' 'Write …'")
@@ -71,18 +99,23 @@ def parse_idea(*, name: str, type_: str, spec: str | None, spec_file: str | None
             number = int(priority)
         except ValueError:
             raise InvalidIdea(f"--priority {priority!r} is not a whole number") from None
-    if checks is not None and check_file is not None:
-        raise InvalidIdea("give the acceptance checks either with --checks JSON or with --check-file FILE, not both")
-    source = "--check-file" if check_file is not None else "--checks"
+    given = [flag for flag, value in (("--checks", checks), ("--check-file", check_file), ("--check", check_flags or None))
+             if value is not None]
+    if len(given) > 1:
+        raise InvalidIdea(f"give the acceptance checks one way: {' or '.join(given)}, not both")
+    source = given[0] if given else "--checks"
     raw = _read_text(check_file, "--check-file") if check_file is not None else checks
     acceptance: dict[str, Any] | None = None
-    if raw is not None:
+    if check_flags:
+        acceptance = {"checks": [check_from_flag(flag) for flag in check_flags]}
+    elif raw is not None:
         try:
             acceptance = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise InvalidIdea(f"{source} is not JSON: {exc}") from None
         if isinstance(acceptance, list):
             acceptance = {"checks": acceptance}  # a bare list of checks is accepted as the "checks" list
+    if acceptance is not None:
         try:
             validate_spec(acceptance)
         except StepFailure as exc:
