@@ -17,7 +17,7 @@ import psycopg
 from loguru import logger
 
 from listener.clients import ntfy as notify
-from listener.approval.links import ApprovalServer
+from listener.approval.web import ReviewServer, WebSetupError, exposure_problem, serves_web
 from listener.queue.claims import AttemptStore
 from listener.config import Settings
 from listener.queue.context import AttemptContext
@@ -161,7 +161,7 @@ def startup_checks(settings: Settings) -> bool:
             logger.error("check {} FAILED: {} (fix: {})", check.name, check.detail, check.fix)
             fine = False
         else:
-            logger.warning("check {} FAILED: {} (fix: {}); starting anyway", check.name, check.detail, check.fix)
+            logger.warning("check {} {}: {} (fix: {}); starting anyway", check.name, check.mark, check.detail, check.fix)
     return fine
 
 
@@ -179,6 +179,9 @@ def run_listener(settings: Settings, redactor: Redactor | None = None) -> int:
         handlers = load_handlers(settings)
     except HandlerError as exc:
         logger.error("{}", exc)
+        return EXIT_FAILED
+    if (exposed := exposure_problem(settings)) is not None:  # before anything starts
+        logger.error("the review page cannot start: {}", exposed)
         return EXIT_FAILED
     if not startup_checks(settings):
         return EXIT_FAILED
@@ -208,9 +211,13 @@ def run_listener(settings: Settings, redactor: Redactor | None = None) -> int:
     registry_thread = threading.Thread(target=registry.run, name="registry", daemon=True)
     registry_thread.start()
     approvals = None
-    if settings.approval_secret and settings.approval_base_url:
-        approvals = ApprovalServer(settings, dsn, queries, redactor)
-        approvals.start()
+    if serves_web(settings):  # one-tap links and the review pages (listener/approval/web.py)
+        try:
+            approvals = ReviewServer(settings, dsn, queries, redactor)
+        except WebSetupError as exc:  # checked above; kept for a direct caller
+            logger.error("the review page cannot start: {}", exc)
+        else:
+            approvals.start()
     logger.info("listener {} started: concurrency {}, poll every {:g} s", worker, settings.builder_concurrency,
                 settings.poll_interval_s)
     if handlers.deploy is None:

@@ -14,6 +14,7 @@ import psycopg
 from listener.queue.db import Queries
 
 OVERSEER = "overseer"
+SANDBOX_IMAGE = "sandbox-image"  # the build's sandbox base image is not on the Docker engine
 
 
 @dataclass(frozen=True)

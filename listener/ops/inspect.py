@@ -20,8 +20,13 @@ RESULT_LOG_CHARS = 400
 
 def status_report(conn: psycopg.Connection[dict[str, Any]], queries: Queries, redactor: Redactor,
                   failures: int = 10) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from listener.queue.registry import live_listeners
+
     report = {
         "counts": {r["builder_status"]: r["automations"] for r in conn.execute(queries["status_counts"], {}).fetchall()},
+        "listeners": [asdict(item) for item in live_listeners(conn, queries)],
         "in_flight": conn.execute(queries["status_in_flight"], {}).fetchall(),
         "recent_failures": conn.execute(queries["status_recent_failures"], {"limit": failures}).fetchall(),
     }
@@ -59,6 +64,10 @@ def render_status(report: dict[str, Any]) -> str:
     lines = ["builder_status counts:"]
     counts = report["counts"]
     lines += [f"  {status:<18} {count}" for status, count in counts.items()] or ["  (no automations)"]
+    lines.append("live listeners:")
+    lines += [f"  {item['host']} pid {item['pid']} (version {item['version']}): concurrency {item['concurrency']}, "
+              f"{item['in_flight']} in flight, since {_when(item['started_at'])}"
+              for item in report["listeners"]] or ["  (none: nothing is built until `agent-builder listen` runs)"]
     lines.append("in flight:")
     lines += [f"  build {b['build_id']} automation {b['automation_id']} {_name(b)}: {b['kind']} at step {b['step']} "
               f"for {_age(b['step_age_s'])} (claimed {_age(b['age_s'])} ago by {b['worker']})"

@@ -15,7 +15,7 @@ import psycopg
 from loguru import logger
 
 from listener.clients import ntfy as notify
-from listener.approval.links import approval_actions
+from listener.approval.links import approval_actions, review_link
 from listener.queue.context import AttemptContext
 from listener.queue.outcome import LevelResult, LostClaim, Released, StepFailure
 from listener.redact import Redactor
@@ -75,7 +75,8 @@ def _succeed(ctx: AttemptContext) -> Ending:
     else:
         done = ctx.store.finish(ctx.claim, expected="building", new_status="awaiting_approval", outcome="succeeded")
         message = notify.ready_for_approval(
-            automation, actions=approval_actions(ctx.settings, automation.id, ctx.claim.build_id))
+            automation, actions=approval_actions(ctx.settings, automation.id, ctx.claim.build_id),
+            click=review_link(ctx.settings, automation.id, ctx.claim.build_id))
     if not done.owned:
         ctx.log.warning("attempt lost its claim before it could record success")
         return Ending.LOST

@@ -186,7 +186,11 @@ class ImageBuilder:
         try:
             return self.client.images.get(reference)
         except docker.errors.ImageNotFound:
-            raise BuildFailure(f"base image {reference} is not available to the Docker engine (builds never pull)") from None
+            settings = self.sandbox.settings
+            variable = ("SANDBOX_BASE_IMAGE" if reference == settings.sandbox_base_image else
+                        "SANDBOX_AGENT_IMAGE" if reference == settings.sandbox_agent_image else "SANDBOX_BASE_IMAGES")
+            raise BuildFailure(f"base image {reference} ({variable}) is not available to the Docker engine (builds never "
+                               f"pull): docker pull {reference}") from None
 
     def _check_time(self, where: str) -> None:
         if self.deadline.remaining() <= 0:

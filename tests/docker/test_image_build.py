@@ -394,3 +394,14 @@ def test_a_requirement_without_a_wheel_fails_level_2_naming_it(attempt) -> None:
                      SANDBOX_PIP_FIND_LINKS=str(WHEELS))
     assert result.levels() == [(2, "fail")]
     assert "no wheel of agentbuilder-missing-dep" in result.log(2)
+
+
+def test_an_allowed_base_missing_from_the_engine_fails_level_2_naming_its_variable(attempt) -> None:
+    """SANDBOX_BASE_IMAGES allows it, the engine lacks it: Level 2 says which variable and the fix."""
+    missing = "agent-builder-missing-extra-base:latest"
+    result = attempt(script(WRITES, f"FROM {missing}\nCOPY script.py /app/script.py\nCMD [\"python3\", \"/app/script.py\"]\n"),
+                     SANDBOX_BASE_IMAGES=missing)
+    assert result.levels() == [(2, "fail")]
+    assert (f"base image {missing} (SANDBOX_BASE_IMAGES) is not available to the Docker engine (builds never pull): "
+            f"docker pull {missing}") in result.log(2)
+    assert result.created == []
