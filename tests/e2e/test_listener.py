@@ -326,7 +326,8 @@ def test_the_web_and_metrics_servers_of_a_listener_bind_loopback_unless_told(db_
     assert re.search(r"WARNING.*check ntfy: .*anyone who can read the topic can approve \(fix: protect the topic", log)
     assert listener.stop() == 0
 
-    exposed = start(WEB_ADDR="0.0.0.0:0", **one_tap)
+    # every interface needs WEB_TOKEN (the review page's overview); with it, it starts and warns
+    exposed = start(WEB_ADDR="0.0.0.0:0", WEB_TOKEN="a-long-web-token-value", **one_tap)
     exposed.wait_for_log("one-tap approval endpoint on 0.0.0.0:")
     assert re.search(r"WARNING.*the approvals endpoint listens on 0\.0\.0\.0:\d+, every interface", exposed.log())
     assert exposed.stop() == 0
