@@ -80,6 +80,7 @@ class Dispatcher(ThreadService):
         self._wakes = 0
         self._approval_wakes = 0
         self._approvals_done = -1  # approval wake-ups already answered by finding nothing to deploy
+        self._reasons: set[str] = set()  # what woke it since the last round (for the debug log)
         self.claims = 0  # claim statements run (found something or not)
         self.handed = 0  # jobs handed to workers
 
@@ -88,6 +89,7 @@ class Dispatcher(ThreadService):
         """Look for work now (the listen loop's callback)."""
         with self._cond:
             self._wakes += 1
+            self._reasons.add(reason or "wake")
             if reason != "build":  # an approval, the catch-up, the recheck, the safety poll: approved rows too
                 self._approval_wakes += 1
             self._cond.notify()
@@ -101,6 +103,7 @@ class Dispatcher(ThreadService):
                 return
             self._free.append(slot)
             self._wakes += 1
+            self._reasons.add("free worker")
             self._cond.notify()
 
     def free_count(self) -> int:
@@ -117,6 +120,7 @@ class Dispatcher(ThreadService):
     # -- the dispatcher's own thread ---------------------------------------------------------
     def run(self) -> None:
         seen = 0
+        rounds = 0
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self.stopping.is_set() or (bool(self._free) and self._wakes != seen))
@@ -124,7 +128,10 @@ class Dispatcher(ThreadService):
                     return
                 seen = self._wakes
                 approvals = self._approval_wakes
-            self.round(approvals)
+                reasons, self._reasons = self._reasons, set()
+            handed = self.round(approvals)
+            rounds += 1
+            logger.debug("dispatch round {} after {}: {} job(s) handed", rounds, ", ".join(sorted(reasons)), handed)
 
     def round(self, approvals: int) -> int:
         """Claim for free workers until none is free or a claim finds nothing; jobs handed."""

@@ -96,11 +96,17 @@ class Leader(ThreadService):
                     logger.info("no longer the leader (its session ended)")
 
     def _campaign(self, session: LeaderSession) -> None:
+        said_following = False
         while not self.stopping.is_set():
-            if not self.leading.is_set() and session.try_lead():
-                self.leading.set()
-                logger.info("leading: this listener runs the rescuer and the sweeps ({})",
-                            ", ".join(duty.name for duty in self.duties))
+            if not self.leading.is_set():
+                if session.try_lead():
+                    self.leading.set()
+                    logger.info("leading: this listener runs the rescuer and the sweeps ({})",
+                                ", ".join(duty.name for duty in self.duties))
+                elif not said_following:
+                    said_following = True
+                    logger.info("following: another listener leads (runs the rescuer and the sweeps); "
+                                "trying to take over every {:g} s", self.interval_s)
             if self.leading.is_set():
                 self.run_duties(session.conn)
             self.stopping.wait(self.interval_s)

@@ -18,7 +18,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import psycopg
 from loguru import logger
-from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential, wait_random
 
 
 @runtime_checkable
@@ -174,7 +174,7 @@ class Reconnect:
             self._up = False
             retrying = Retrying(
                 retry=retry_if_exception(self._retry_while_down),
-                wait=wait_exponential_jitter(initial=self.initial_s, max=self.max_s, jitter=self.jitter_s),
+                wait=wait_exponential(multiplier=self.initial_s, max=self.max_s) + wait_random(0, self.jitter_s),
                 sleep=self.stopping.wait,
                 before_sleep=self._before_sleep,
                 reraise=True,
