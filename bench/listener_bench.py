@@ -140,11 +140,12 @@ def floor_main(url: str, ready_file: str) -> None:
 async def _pgq_worker(url: str, out: str, batch_size: int, drain: bool) -> None:
     from datetime import timedelta
 
-    from pgqueuer import PsycopgDriver, Queries, QueueManager
+    import asyncpg
+    from pgqueuer import AsyncpgDriver, Queries, QueueManager
     from pgqueuer.types import QueueExecutionMode
 
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-    qm = QueueManager(Queries(PsycopgDriver(conn)))
+    conn = await asyncpg.connect(url)  # PgQueuer's own recommended driver
+    qm = QueueManager(Queries(AsyncpgDriver(conn)))
     sink = open(out, "a", buffering=1)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, qm.shutdown.set)

@@ -1,4 +1,4 @@
-"""The dispatcher: one thread claims, free workers run.
+"""The dispatcher: one claimer at a time, free workers run.
 
 A wake-up (a notification, the catch-up after a (re)connect, the recheck, the safety poll, a worker
 that just became free) makes the dispatcher claim on behalf of the free workers, one claim per free
@@ -6,7 +6,13 @@ worker, for as long as claims find something: the claim runs on the free worker'
 so the attempt's session advisory lock is taken by the connection that will run the attempt (the
 invariant of listener.queue.claims), and the worker is handed the claim. Nothing else is woken: one
 notification costs one claim statement (plus the one that finds nothing), whatever the concurrency
-and however many builds are in flight, and no worker thread competes for the interpreter to look.
+and however many builds are in flight.
+
+The claims run in the thread that brings the wake-up, one thread at a time: the listen loop's
+thread for a notification (no hand-over to another thread before the claim: a thread that must be
+scheduled first is what a loaded machine delays), a worker's own thread when it becomes free (it
+claims its next job on its own connection and runs it, without waking anyone). A wake-up that
+arrives while another thread claims is taken up by that thread before it stops claiming.
 
 Approval wake-ups (anything but a plain build notification) also look for rejected builds to clean
 up and approved rows to deploy, until one such look finds neither.
@@ -23,7 +29,7 @@ import psycopg
 from loguru import logger
 
 from listener.queue.records import Automation, Claim
-from listener.queue.services import ThreadService, one_line
+from listener.queue.services import one_line
 
 
 class ClaimSource(Protocol):
@@ -69,34 +75,38 @@ class Slot:
     inbox: "queue.SimpleQueue[Job]" = field(default_factory=queue.SimpleQueue)
 
 
-class Dispatcher(ThreadService):
-    name = "dispatch"
-
+class Dispatcher:
     def __init__(self, *, deploys: bool, stopping: threading.Event | None = None) -> None:
-        super().__init__(stopping)
+        self.stopping = stopping if stopping is not None else threading.Event()
         self.deploys = deploys  # False: no deploy handler, approved rows wait for a listener that has one
         self._cond = threading.Condition()
         self._free: list[Slot] = []  # the most recently freed last: it is taken first (its connection is warm)
         self._wakes = 0
+        self._seen = 0  # wake-ups already answered by a round
         self._approval_wakes = 0
         self._approvals_done = -1  # approval wake-ups already answered by finding nothing to deploy
+        self._claiming = False  # a thread is running rounds
         self._reasons: set[str] = set()  # what woke it since the last round (for the debug log)
+        self.rounds = 0
         self.claims = 0  # claim statements run (found something or not)
         self.handed = 0  # jobs handed to workers
+        self._errors_reported: set[str] = set()
 
-    # -- called from other threads -----------------------------------------------------------
+    # -- wake-ups ----------------------------------------------------------------------------
     def wake(self, reason: str = "") -> None:
-        """Look for work now (the listen loop's callback)."""
+        """Look for work now (the listen loop's callback): claims in this thread unless another
+        thread is claiming, which then takes this wake-up up too."""
         with self._cond:
             self._wakes += 1
             self._reasons.add(reason or "wake")
             if reason != "build":  # an approval, the catch-up, the recheck, the safety poll: approved rows too
                 self._approval_wakes += 1
-            self._cond.notify()
+        self._drive()
 
     def free(self, slot: Slot) -> None:
         """A worker is connected and idle: it waits for a job on its inbox. A free worker is a
-        wake-up too (there may be more rows than there were workers)."""
+        wake-up too (there may be more rows than there were workers): called from the worker's own
+        thread, it claims its next job itself."""
         with self._cond:
             if self.stopping.is_set():
                 slot.inbox.put(STOP)
@@ -104,35 +114,43 @@ class Dispatcher(ThreadService):
             self._free.append(slot)
             self._wakes += 1
             self._reasons.add("free worker")
-            self._cond.notify()
+        self._drive()
 
     def free_count(self) -> int:
         with self._cond:
             return len(self._free)
 
-    def _wake(self) -> None:
+    def stop(self) -> None:
+        """No more claims: every free worker is told to return, and so is each one freed later."""
+        self.stopping.set()
         with self._cond:
             for slot in self._free:
                 slot.inbox.put(STOP)
             self._free.clear()
-            self._cond.notify_all()
 
-    # -- the dispatcher's own thread ---------------------------------------------------------
-    def run(self) -> None:
-        seen = 0
-        rounds = 0
-        while True:
+    def _drive(self) -> None:
+        with self._cond:
+            if self._claiming:
+                return  # the claiming thread sees this wake-up before it stops
+            self._claiming = True
+        try:
+            while True:
+                with self._cond:
+                    if self.stopping.is_set() or not self._free or self._wakes == self._seen:
+                        self._claiming = False
+                        return
+                    self._seen = self._wakes
+                    approvals = self._approval_wakes
+                    reasons, self._reasons = self._reasons, set()
+                handed = self.round(approvals)
+                self.rounds += 1
+                logger.debug("dispatch round {} after {}: {} job(s) handed", self.rounds, ", ".join(sorted(reasons)), handed)
+        except BaseException:
             with self._cond:
-                self._cond.wait_for(lambda: self.stopping.is_set() or (bool(self._free) and self._wakes != seen))
-                if self.stopping.is_set():
-                    return
-                seen = self._wakes
-                approvals = self._approval_wakes
-                reasons, self._reasons = self._reasons, set()
-            handed = self.round(approvals)
-            rounds += 1
-            logger.debug("dispatch round {} after {}: {} job(s) handed", rounds, ", ".join(sorted(reasons)), handed)
+                self._claiming = False
+            raise
 
+    # -- claiming ----------------------------------------------------------------------------
     def round(self, approvals: int) -> int:
         """Claim for free workers until none is free or a claim finds nothing; jobs handed."""
         handed = 0
@@ -182,3 +200,9 @@ class Dispatcher(ThreadService):
         except psycopg.OperationalError as exc:
             logger.debug("worker {}: its connection failed during a claim: {}", slot.index, one_line(exc))
             return Lost(exc)
+        except psycopg.Error as exc:  # not the connection: say it once per kind, claim again at the next wake-up
+            text = one_line(exc)
+            if text not in self._errors_reported:
+                self._errors_reported.add(text)
+                logger.error("a claim failed: {}", text)
+            return None

@@ -68,7 +68,6 @@ class WorkerPool:
 
     # -- the service shape -------------------------------------------------------------------
     def start(self) -> None:
-        self.dispatcher.start()
         for index in range(self.settings.builder_concurrency):
             thread = threading.Thread(target=self._run, name=f"worker-{index}", args=(Slot(index),), daemon=True)
             thread.start()
@@ -85,7 +84,6 @@ class WorkerPool:
     def join_until(self, deadline: float | None) -> bool:
         for thread in [*self.threads]:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        self.dispatcher.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not any(thread.is_alive() for thread in self.threads)
 
     def snapshot(self) -> list[InFlight]:
