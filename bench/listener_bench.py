@@ -17,9 +17,12 @@ Uses TEST_DATABASE_URL when set, else an embedded PostgreSQL. Three systems, eac
 
 Ready-to-claim latency: from the statement that makes a row ready (its NOTIFY is sent at commit) to
 the claim statement's start (agent_builds.claimed_at), on the database's clock; for PgQueuer from the
-enqueue call to its entrypoint. "50 in flight": 50 `hold` builds running, in the listener measured
-when its concurrency leaves room (64), else in a second listener on the same database (so the
-database carries the same 50 locked attempts for every point, the floor's included).
+enqueue call to its entrypoint. The floor and ours run at the same time, each on its own database,
+and are sampled in turns (so the rest of the machine weighs on both alike): every "ours" point has
+its own floor figures. "50 in flight": 50 `hold` builds running in the listener measured when its
+concurrency leaves room (64: 50 threads waiting on the slow model, 14 free); otherwise, and for the
+floor, 50 attempts claimed and held by one session of the bench (the database carries the same
+50 locked, unfinished attempts).
 Drain: 5,000 ready rows, one or four listeners (concurrency 1 each) against one or four PgQueuer
 workers; rows per second between the first claim and the last finish. Idle CPU: the listener's
 own CPU time (utime + stime) over --idle-s seconds with nothing to do, as a share of one core.
@@ -191,6 +194,7 @@ def ready_rows(url: str, count: int, name: str, status: str = "idea") -> list[in
 
 
 def hold_builds(url: str, count: int) -> None:
+    """`count` builds in flight in the listener running on this database (its slow model)."""
     if count == 0:
         return
     ready_rows(url, count, HOLD_PREFIX, status="ready_to_build")
@@ -198,26 +202,53 @@ def hold_builds(url: str, count: int) -> None:
                                   " AND builder_status = 'building'")[0]["n"] == count, 60, f"{count} builds in flight")
 
 
-def sample_ours(url: str, samples: int) -> list[float]:
-    """Make rows ready one at a time; the time from the UPDATE to the claim statement, in ms."""
-    ids = ready_rows(url, samples, "sample")
-    latencies: list[float] = []
-    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
-        for automation_id in ids:
-            time.sleep(0.01)  # the listener is idle again (between samples, not in a measurement)
-            start = conn.execute("UPDATE automation_ideas SET status = 'ready_to_build' WHERE id = %s"
-                                 " RETURNING extract(epoch FROM clock_timestamp()) AS t", (automation_id,)).fetchone()
-            deadline = time.monotonic() + 30
-            while True:
-                row = conn.execute("SELECT extract(epoch FROM claimed_at) AS t FROM agent_builds WHERE automation_id = %s",
-                                   (automation_id,)).fetchone()
-                if row is not None:
-                    break
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"automation {automation_id} was not claimed within 30 s")
-                time.sleep(0.002)
-            latencies.append((float(row["t"]) - float(start["t"])) * 1000)
-    return latencies
+def hold_on_one_session(url: str, count: int) -> psycopg.Connection[Any] | None:
+    """`count` attempts in flight, claimed and held (locks and all) by one session of the bench:
+    the database carries what `count` running builds make it carry, without their processes."""
+    if count == 0:
+        return None
+    from listener.queue.claims import AttemptStore
+    from listener.queue.db import Queries
+
+    ready_rows(url, count, HOLD_PREFIX, status="ready_to_build")
+    conn = psycopg.connect(url, autocommit=True, row_factory=dict_row)
+    store = AttemptStore(conn, Queries.load(), "bench-holder")
+    for _ in range(count):
+        claim = store.claim_next_build()
+        assert claim is not None
+        store.move(claim, "queued", "building", "generate")
+    return conn
+
+
+def sample_once(conn: psycopg.Connection[Any], automation_id: int) -> float:
+    """Make one row ready; the time from its UPDATE to the claim statement, in ms (database clock)."""
+    start = conn.execute("UPDATE automation_ideas SET status = 'ready_to_build' WHERE id = %s"
+                         " RETURNING extract(epoch FROM clock_timestamp()) AS t", (automation_id,)).fetchone()
+    deadline = time.monotonic() + 30
+    while True:
+        row = conn.execute("SELECT extract(epoch FROM claimed_at) AS t FROM agent_builds WHERE automation_id = %s",
+                           (automation_id,)).fetchone()
+        if row is not None:
+            return (float(row["t"]) - float(start["t"])) * 1000
+        if time.monotonic() > deadline:
+            raise AssertionError(f"automation {automation_id} was not claimed within 30 s")
+        time.sleep(0.002)
+
+
+def sample_pair(floor_url: str, url: str, samples: int) -> tuple[list[float], list[float]]:
+    """Samples of the floor and of ours taken in turns (the order swapped every time), so that
+    whatever else the machine does weighs on both alike."""
+    floor_ids, ids = ready_rows(floor_url, samples, "sample"), ready_rows(url, samples, "sample")
+    floor_ms: list[float] = []
+    ours_ms: list[float] = []
+    with psycopg.connect(floor_url, autocommit=True, row_factory=dict_row) as floor_conn, \
+            psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        for i, (floor_id, automation_id) in enumerate(zip(floor_ids, ids)):
+            order = [(floor_conn, floor_id, floor_ms), (conn, automation_id, ours_ms)]
+            for target, row_id, into in (order if i % 2 == 0 else order[::-1]):
+                time.sleep(0.01)  # the system is idle again (between samples, not in a measurement)
+                into.append(sample_once(target, row_id))
+    return floor_ms, ours_ms
 
 
 def measure(rows: list[Row], what: str, concurrency: str, in_flight: int, latencies: list[float]) -> None:
@@ -230,37 +261,37 @@ def measure(rows: list[Row], what: str, concurrency: str, in_flight: int, latenc
 def bench_latency(server: TestServer, work: Path, samples: int, concurrencies: list[int], in_flights: list[int]) -> list[Row]:
     rows: list[Row] = []
     for in_flight in in_flights:
-        # the floor, with the same attempts in flight held by a listener next to it
-        url = server.new_database()
-        procs: list[Any] = []
+        floor_url = server.new_database()
+        floor_holder = hold_on_one_session(floor_url, in_flight)
+        ready = work / f"floor-{in_flight}.ready"
+        floor = start_script(["_floor", floor_url, str(ready)], work / f"floor-{in_flight}.log")
         try:
-            if in_flight:
-                procs.append(start_listener(url, work, f"holder-floor-{in_flight}", in_flight))
-                hold_builds(url, in_flight)
-            ready = work / f"floor-{in_flight}.ready"
-            procs.append(start_script(["_floor", url, str(ready)], work / f"floor-{in_flight}.log"))
             wait_until(ready.exists, 30, "the floor to start")
-            measure(rows, "floor", "-", in_flight, sample_ours(url, samples))
+            for concurrency in concurrencies:
+                url = server.new_database()
+                holder = None
+                listener = None
+                try:
+                    inside = concurrency > in_flight  # room for the builds in flight in the listener itself
+                    if not inside:
+                        holder = hold_on_one_session(url, in_flight)
+                    listener = start_listener(url, work, f"ours-{concurrency}-{in_flight}", concurrency)
+                    if inside:
+                        hold_builds(url, in_flight)
+                    floor_ms, ours_ms = sample_pair(floor_url, url, samples)
+                    measure(rows, "floor", str(concurrency), in_flight, floor_ms)
+                    measure(rows, "ours", str(concurrency), in_flight, ours_ms)
+                finally:
+                    if listener is not None:
+                        stop_process(listener)
+                    if holder is not None:
+                        holder.close()
+                    server.drop_database(url)
         finally:
-            for proc in reversed(procs):
-                stop_process(proc)
-            server.drop_database(url)
-        for concurrency in concurrencies:
-            url = server.new_database()
-            procs = []
-            try:
-                inside = concurrency > in_flight
-                if in_flight and not inside:
-                    procs.append(start_listener(url, work, f"holder-{concurrency}-{in_flight}", in_flight))
-                    hold_builds(url, in_flight)
-                procs.append(start_listener(url, work, f"ours-{concurrency}-{in_flight}", concurrency))
-                if in_flight and inside:
-                    hold_builds(url, in_flight)
-                measure(rows, "ours", str(concurrency), in_flight, sample_ours(url, samples))
-            finally:
-                for proc in reversed(procs):
-                    stop_process(proc)
-                server.drop_database(url)
+            stop_process(floor)
+            if floor_holder is not None:
+                floor_holder.close()
+            server.drop_database(floor_url)
         rows.extend(bench_pgqueuer_latency(server, work, samples, in_flight))
     return rows
 
@@ -423,10 +454,11 @@ def bench_recovery(server: TestServer, work: Path, rounds: int = 5) -> None:
 
 def print_table(rows: list[Row], drains: dict[str, float], idle: float | None) -> None:
     print("\n| system | concurrency | in flight | p50 ms | p99 ms | p50 / floor | p99 / floor |")
+    # each "ours" row is measured in turns with the "floor" row just above it
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    floors = {r.in_flight: r for r in rows if r.what == "floor"}
+    floors = {(r.in_flight, r.concurrency): r for r in rows if r.what == "floor"}
     for r in rows:
-        base = floors.get(r.in_flight)
+        base = floors.get((r.in_flight, r.concurrency))
         ratio = (f"{r.p50 / base.p50:.2f}× | {r.p99 / base.p99:.2f}×" if base and r.what != "floor" else "- | -")
         print(f"| {r.what} | {r.concurrency} | {r.in_flight} | {r.p50:.2f} | {r.p99:.2f} | {ratio} |")
     if drains:
