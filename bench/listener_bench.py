@@ -23,8 +23,9 @@ its own floor figures. "50 in flight": 50 `hold` builds running in the listener 
 concurrency leaves room (64: 50 threads waiting on the slow model, 14 free); otherwise, and for the
 floor, 50 attempts claimed and held by one session of the bench (the database carries the same
 50 locked, unfinished attempts).
-Drain: 5,000 ready rows, one or four listeners (concurrency 1 each) against one or four PgQueuer
-workers; rows per second between the first claim and the last finish. Idle CPU: the listener's
+Drain: 5,000 ready rows, one or four listeners (BUILDER_CONCURRENCY 1, and --drain-concurrency) against
+one or four PgQueuer workers (batch size 1; PgQueuer runs the jobs it picks concurrently); rows per
+second between the first claim and the last finish (PgQueuer: between its first and last job). Idle CPU: the listener's
 own CPU time (utime + stime) over --idle-s seconds with nothing to do, as a share of one core.
 """
 
@@ -349,21 +350,22 @@ def _picked(out: Path, job_id: int) -> float | None:
 
 # -- drain ------------------------------------------------------------------------------------
 
-def bench_drain(server: TestServer, work: Path, listeners: int, rows: int) -> float:
+def bench_drain(server: TestServer, work: Path, listeners: int, rows: int, concurrency: int = 1) -> float:
     url = server.new_database()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("INSERT INTO automation_ideas (name, type, status, priority, task_description)"
                      " SELECT 'bench ' || g, 'script', 'ready_to_build', g %% 5, 'x' FROM generate_series(1, %s) g", (rows,))
         conn.execute("ANALYZE automation_ideas")
     procs = [ListenerProcess(base_env(url, LOG_LEVEL="WARNING", BUILD_HANDLER="bench.listener_bench:slow_model_build",
-                                      RESCUE_INTERVAL_S="2"), work / f"drain-{listeners}-{i}.log") for i in range(listeners)]
+                                      RESCUE_INTERVAL_S="2", BUILDER_CONCURRENCY=str(concurrency)),
+                             work / f"drain-{listeners}-{i}.log") for i in range(listeners)]
     try:
         wait_until(lambda: query(url, "SELECT count(*) AS n FROM automation_ideas WHERE builder_status = 'awaiting_approval'")[0]["n"] == rows,
                    600, "the drain")
         stats = query(url, "SELECT count(*) AS attempts, count(DISTINCT automation_id) AS rows,"
                            " extract(epoch FROM max(finished_at) - min(claimed_at)) AS seconds FROM agent_builds")[0]
         rate = rows / float(stats["seconds"])
-        print(f"  ours       drain {rows} rows, {listeners} listener(s): {rate:6.0f} builds/s ({float(stats['seconds']):.2f} s);"
+        print(f"  ours       drain {rows} rows, {listeners} listener(s), concurrency {concurrency}: {rate:6.0f} builds/s ({float(stats['seconds']):.2f} s);"
               f" duplicates {stats['attempts'] - stats['rows']}", flush=True)
         return rate
     finally:
@@ -466,10 +468,12 @@ def print_table(rows: list[Row], drains: dict[str, float], idle: float | None) -
         print("| --- | --- |")
         for name, rate in drains.items():
             print(f"| {name} | {rate:.0f} |")
-        for n in (1, 4):
-            ours, theirs = drains.get(f"ours, {n} listener(s)"), drains.get(f"PgQueuer batch 1, {n} worker(s)")
-            if ours and theirs:
-                print(f"drain, {n}: ours / PgQueuer = {ours / theirs:.2f}×")
+        for name, rate in drains.items():
+            if name.startswith("ours"):
+                n = name.split(", ")[1].split()[0]
+                theirs = drains.get(f"PgQueuer batch 1, {n} worker(s)")
+                if theirs:
+                    print(f"{name}: {rate / theirs:.2f}× PgQueuer's")
     if idle is not None:
         print(f"\nidle CPU of a listener (concurrency 16): {idle:.2f} % of a core")
 
@@ -487,6 +491,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5000, help="rows per drain")
     parser.add_argument("--concurrency", default="1,16,64", help="BUILDER_CONCURRENCY values (comma separated)")
     parser.add_argument("--in-flight", default="0,50", help="builds in flight during the latency samples")
+    parser.add_argument("--drain-concurrency", type=int, default=4,
+                        help="BUILDER_CONCURRENCY of the drain's listeners, besides 1 (PgQueuer runs its jobs concurrently)")
     parser.add_argument("--idle-s", type=float, default=10.0, help="seconds of idle CPU measurement")
     args = parser.parse_args()
     rows: list[Row] = []
@@ -502,7 +508,8 @@ def main() -> None:
         if args.which in ("drain", "all"):
             print("drain", flush=True)
             for n in (1, 4):
-                drains[f"ours, {n} listener(s)"] = bench_drain(server, work, n, args.rows)
+                for concurrency in sorted({1, args.drain_concurrency}):
+                    drains[f"ours, {n} listener(s), concurrency {concurrency}"] = bench_drain(server, work, n, args.rows, concurrency)
                 drains[f"PgQueuer batch 1, {n} worker(s)"] = bench_pgqueuer_drain(server, work, n, args.rows)
         if args.which in ("idle", "all"):
             print("idle", flush=True)
