@@ -374,6 +374,29 @@ def bench_drain(server: TestServer, work: Path, listeners: int, rows: int, concu
         server.drop_database(url)
 
 
+def bench_floor_drain(server: TestServer, work: Path, loops: int, rows: int) -> float:
+    """The floor's loop (claim, building, finish: the same three statements as a build) draining
+    the same rows: what the database makes those statements cost, with no listener around them."""
+    url = server.new_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO automation_ideas (name, type, status, priority, task_description)"
+                     " SELECT 'bench ' || g, 'script', 'ready_to_build', g %% 5, 'x' FROM generate_series(1, %s) g", (rows,))
+        conn.execute("ANALYZE automation_ideas")
+    procs = [start_script(["_floor", url, str(work / f"floor-drain-{loops}-{i}.ready")], work / f"floor-drain-{loops}-{i}.log")
+             for i in range(loops)]
+    try:
+        wait_until(lambda: query(url, "SELECT count(*) AS n FROM automation_ideas WHERE builder_status = 'awaiting_approval'")[0]["n"] == rows,
+                   600, "the floor's drain")
+        stats = query(url, "SELECT extract(epoch FROM max(finished_at) - min(claimed_at)) AS seconds FROM agent_builds")[0]
+        rate = rows / float(stats["seconds"])
+        print(f"  floor      drain {rows} rows, {loops} loop(s): {rate:6.0f} builds/s", flush=True)
+        return rate
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        server.drop_database(url)
+
+
 def bench_pgqueuer_drain(server: TestServer, work: Path, workers: int, rows: int) -> float:
     url = server.new_database()
     try:
@@ -469,7 +492,7 @@ def print_table(rows: list[Row], drains: dict[str, float], idle: float | None) -
         for name, rate in drains.items():
             print(f"| {name} | {rate:.0f} |")
         for name, rate in drains.items():
-            if name.startswith("ours"):
+            if name.startswith(("ours", "floor")):
                 n = name.split(", ")[1].split()[0]
                 theirs = drains.get(f"PgQueuer batch 1, {n} worker(s)")
                 if theirs:
@@ -510,6 +533,7 @@ def main() -> None:
             for n in (1, 4):
                 for concurrency in sorted({1, args.drain_concurrency}):
                     drains[f"ours, {n} listener(s), concurrency {concurrency}"] = bench_drain(server, work, n, args.rows, concurrency)
+                drains[f"floor, {n} loop(s)"] = bench_floor_drain(server, work, n, args.rows)
                 drains[f"PgQueuer batch 1, {n} worker(s)"] = bench_pgqueuer_drain(server, work, n, args.rows)
         if args.which in ("idle", "all"):
             print("idle", flush=True)
