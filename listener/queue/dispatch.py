@@ -200,7 +200,7 @@ class Dispatcher:
         except psycopg.OperationalError as exc:
             logger.debug("worker {}: its connection failed during a claim: {}", slot.index, one_line(exc))
             return Lost(exc)
-        except psycopg.Error as exc:  # not the connection: say it once per kind, claim again at the next wake-up
+        except Exception as exc:  # not the connection: say it once per kind, claim again at the next wake-up
             text = one_line(exc)
             if text not in self._errors_reported:
                 self._errors_reported.add(text)

@@ -83,7 +83,7 @@ class Leader(ThreadService):
         return cls(lambda: DatabaseLeaderSession(dsn, queries, worker), duties, interval_s, stopping)
 
     def run(self) -> None:
-        self.reconnect.run(self._session)
+        self.reconnect.run_forever(self._session, self.interval_s)
 
     def _session(self) -> None:
         with self.session_factory() as session:

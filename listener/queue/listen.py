@@ -48,7 +48,7 @@ class ListenLoop(ThreadService):
     def run(self) -> None:
         """Until stopped: connect, LISTEN, catch up, wait for notifications; on any connection
         failure, reconnect with exponential backoff and jitter (listener.queue.services.Reconnect)."""
-        self.reconnect.run(self._session)
+        self.reconnect.run_forever(self._session)
 
     def _session(self) -> None:
         with connect(self.dsn, actor=f"builder-listen:{self.worker}", application="agent-builder listen") as conn:

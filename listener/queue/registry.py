@@ -82,7 +82,7 @@ class RegistryLoop(ThreadService):
         return listener_id
 
     def run(self) -> None:
-        self.reconnect.run(self._session)
+        self.reconnect.run_forever(self._session)
 
     def _session(self) -> None:
         with connect(self.dsn, actor=f"builder-registry:{self.worker}", application="agent-builder registry") as conn:

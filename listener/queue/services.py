@@ -169,6 +169,16 @@ class Reconnect:
             logger.warning("{}: the database is unreachable, retrying (attempt {}): {}", self.what, state.attempt_number,
                            one_line(exc))
 
+    def run_forever(self, session: Callable[[], object], pause_s: float = 1.0) -> None:
+        """`run`, and after an unexpected error (a bug, not the connection) log it and start
+        again after `pause_s`: a background loop of a listener never dies of one bad moment."""
+        while not self.stopping.is_set():
+            try:
+                self.run(session)
+            except Exception as exc:  # noqa: BLE001 - said in full, then the loop goes on
+                logger.opt(exception=exc).error("{} failed unexpectedly: {}; starting again", self.what, one_line(exc))
+                self.stopping.wait(pause_s)
+
     def run(self, session: Callable[[], object]) -> None:
         while not self.stopping.is_set():
             self._up = False

@@ -93,7 +93,7 @@ class WorkerPool:
     # -- one worker --------------------------------------------------------------------------
     def _run(self, slot: Slot) -> None:
         reconnect = Reconnect(f"worker {slot.index}", self.stopping)
-        reconnect.run(lambda: self._session(slot, reconnect))
+        reconnect.run_forever(lambda: self._session(slot, reconnect))
 
     def _session(self, slot: Slot, reconnect: Reconnect) -> None:
         with connect(self.dsn, actor=f"builder:{self.worker}/{slot.index}",

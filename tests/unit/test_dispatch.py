@@ -294,3 +294,15 @@ def test_claims_per_notification_do_not_grow_with_concurrency(concurrency: int) 
         assert dispatcher.claims == before + 1
     # per notification: the claim, and (when another worker is free) the one that finds nothing
     assert dispatcher.claims == 10 * ((1 if concurrency == 1 else 2) + 1)
+
+
+def test_an_unexpected_error_in_a_claim_does_not_escape_into_the_waking_thread() -> None:
+    class Buggy(FakeStore):
+        def claim_next_build(self) -> Claim | None:
+            raise KeyError("build_id")
+
+    dispatcher = Dispatcher(deploys=False)
+    slot = Slot(0, Buggy("x", Rows()))
+    dispatcher.free(slot)
+    dispatcher.wake("build")  # the listen loop's thread: must not die of it
+    assert jobs(slot) == [] and dispatcher.free_count() == 1

@@ -114,3 +114,17 @@ def test_a_service_that_dies_says_so_and_joins() -> None:
     service = Dying()
     service.start()
     assert service.join(10)
+
+
+def test_run_forever_starts_again_after_an_unexpected_error() -> None:
+    stopping = threading.Event()
+    calls: list[int] = []
+
+    def session() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("a bug, not the connection")
+        stopping.set()
+
+    Reconnect("test", stopping).run_forever(session, pause_s=0.0)
+    assert len(calls) == 2
