@@ -160,6 +160,9 @@ class Reconnect:
         down, self.down_since = self.down_since, None
         return down
 
+    def _sleep(self, seconds: float) -> None:
+        self.stopping.wait(seconds)  # a stop ends the backoff at once
+
     def _retry_while_down(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.OperationalError) and not self._up and not self.stopping.is_set()
 
@@ -185,7 +188,7 @@ class Reconnect:
             retrying = Retrying(
                 retry=retry_if_exception(self._retry_while_down),
                 wait=wait_exponential(multiplier=self.initial_s, max=self.max_s) + wait_random(0, self.jitter_s),
-                sleep=self.stopping.wait,
+                sleep=self._sleep,
                 before_sleep=self._before_sleep,
                 reraise=True,
             )
