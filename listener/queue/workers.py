@@ -78,7 +78,7 @@ class WorkerPool:
         self.dispatcher.stop()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait until the dispatcher and every worker returned (or the timeout passed)."""
+        """Wait until every worker returned (or the timeout passed); True when all did."""
         return self.join_until(None if timeout is None else time.monotonic() + timeout)
 
     def join_until(self, deadline: float | None) -> bool:
