@@ -19,6 +19,7 @@ import psycopg
 from loguru import logger
 
 from listener.queue.db import Queries, connect
+from listener.queue.services import Reconnect, ThreadService, one_line
 from listener.version import builder_version
 
 LOCK_CLASS = 1094861833  # 'AB09': the advisory-lock class of registry rows (migration 0009)
@@ -47,20 +48,23 @@ def live_listeners(conn: psycopg.Connection[dict[str, Any]], queries: Queries,
     return [LiveListener.from_row(row) for row in rows]
 
 
-class RegistryLoop:
+class RegistryLoop(ThreadService):
     """Registers this listener, refreshes its in-flight count every LIVENESS_INTERVAL_S, re-registers
     after a lost connection, and removes its row on a clean stop."""
 
+    name = "registry"
+
     def __init__(self, dsn: str, queries: Queries, worker: str, concurrency: int, interval_s: float,
-                 in_flight: Callable[[], int], stop: threading.Event) -> None:
+                 in_flight: Callable[[], int], stopping: threading.Event | None = None) -> None:
+        super().__init__(stopping)
         self.dsn = dsn
         self.queries = queries
         self.worker = worker
         self.concurrency = concurrency
         self.interval_s = interval_s
         self.in_flight = in_flight
-        self.stop = stop
         self.registered = threading.Event()
+        self.reconnect = Reconnect("listener registry", self.stopping)
 
     def _register(self, conn: psycopg.Connection[dict[str, Any]]) -> int:
         with conn.transaction():
@@ -78,29 +82,26 @@ class RegistryLoop:
         return listener_id
 
     def run(self) -> None:
-        failures = 0
-        while not self.stop.is_set():
+        self.reconnect.run_forever(self._session)
+
+    def _session(self) -> None:
+        with connect(self.dsn, actor=f"builder-registry:{self.worker}", application="agent-builder registry") as conn:
             try:
-                with connect(self.dsn, actor=f"builder-registry:{self.worker}",
-                             application="agent-builder registry") as conn:
-                    listener_id = self._register(conn)
-                    failures = 0
-                    self.registered.set()
-                    logger.info("registered as listener {} in agent_builder_listeners", listener_id)
-                    try:
-                        while not self.stop.is_set():
-                            conn.execute(self.queries["registry_heartbeat"],
-                                         {"listener_id": listener_id, "in_flight": self.in_flight()})
-                            self.stop.wait(self.interval_s)
-                        conn.execute(self.queries["registry_delete"], {"listener_id": listener_id})
-                    finally:
-                        self.registered.clear()
-            except psycopg.OperationalError as exc:
-                failures += 1
-                if failures == 1 and not self.stop.is_set():
-                    logger.warning("listener registry lost its database connection: {}", " ".join(str(exc).split()))
-                self.stop.wait(min(15.0, 0.2 * 2 ** failures))
+                listener_id = self._register(conn)
+            except psycopg.OperationalError:
+                raise
             except psycopg.Error as exc:  # e.g. migration 0009 not applied: the listener runs unregistered
-                logger.error("listener registry unavailable ({}); fix: run: agent-builder migrate",
-                             " ".join(str(exc).split()))
-                self.stop.wait(60.0)
+                logger.error("listener registry unavailable ({}); fix: run: agent-builder migrate", one_line(exc))
+                self.stopping.wait(60.0)
+                return
+            self.reconnect.connected()
+            self.registered.set()
+            logger.info("registered as listener {} in agent_builder_listeners", listener_id)
+            try:
+                while not self.stopping.is_set():
+                    conn.execute(self.queries["registry_heartbeat"],
+                                 {"listener_id": listener_id, "in_flight": self.in_flight()})
+                    self.stopping.wait(self.interval_s)
+                conn.execute(self.queries["registry_delete"], {"listener_id": listener_id})
+            finally:
+                self.registered.clear()
