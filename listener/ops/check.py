@@ -370,19 +370,19 @@ def check_review_page(settings: Settings) -> Check:
     non-loopback address it needs WEB_TOKEN (`listen` refuses to start otherwise), and the
     address must be free (or already a listener's)."""
     if not serves_web(settings):
-        return Check("review page", True, "APPROVAL_SECRET and WEB_TOKEN are not set: no review page, no one-tap "
+        return Check("review-page", True, "APPROVAL_SECRET and WEB_TOKEN are not set: no review page, no one-tap "
                      "buttons", optional=True)
     exposed = exposure_problem(settings)
     if exposed is not None:
-        return Check("review page", False, exposed, "set WEB_TOKEN, or bind WEB_ADDR to 127.0.0.1")
+        return Check("review-page", False, exposed, "set WEB_TOKEN, or bind WEB_ADDR to 127.0.0.1")
     access = "WEB_TOKEN required for the overview" if settings.web_token else "loopback only"
     problem = bind_problem("WEB_ADDR", settings.approval_addr)
     if problem is not None and "in use" in problem and _answers_healthz(settings.approval_addr) is not None:
-        return Check("review page", True, f"WEB_ADDR={settings.approval_addr} already answers HTTP (a running "
+        return Check("review-page", True, f"WEB_ADDR={settings.approval_addr} already answers HTTP (a running "
                      f"listener?); a second listener on this host needs another WEB_ADDR ({access})")
     if problem is not None:
-        return Check("review page", False, problem, "choose a free address for WEB_ADDR")
-    return Check("review page", True, f"WEB_ADDR={settings.approval_addr} is free: the listener serves the review "
+        return Check("review-page", False, problem, "choose a free address for WEB_ADDR")
+    return Check("review-page", True, f"WEB_ADDR={settings.approval_addr} is free: the listener serves the review "
                  f"page there ({access})")
 
 

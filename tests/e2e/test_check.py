@@ -54,7 +54,7 @@ def test_check_with_healthy_dependencies(listener_url, fake_ollama, fake_vault, 
     assert done.returncode == 0, done.stdout + done.stderr
     found = lines(done.stdout)
     assert set(found) == {"database", "roles", "sandbox-db", "ollama", "claude", "vault", "approle", "ntfy", "metrics",
-                          "docker"}
+                          "docker", "review-page"}
     assert all(line.startswith("ok") for line in found.values()), done.stdout
     assert fake_ntfy.published == []  # checking publishes nothing
     assert "review flags ok" in found["claude"] and "logged in (api_key from ANTHROPIC_API_KEY)" in found["claude"]
