@@ -85,7 +85,7 @@ class Pipeline:
         whichever listener sees it first (the alert lives in the database)."""
         ctx.step("overseer-login")
         readiness = self._overseer(ctx).readiness()
-        alerts = Alerts(ctx.store.conn, ctx.store.queries)
+        alerts = Alerts(ctx.store)
         if readiness.ready:
             if alerts.clear(OVERSEER):
                 ctx.log.info("the overseer is ready again: {}", readiness.summary())
@@ -131,8 +131,8 @@ class Pipeline:
             files, problems = self._extract_and_check(output, automation_type)
         if problems or files is None:
             log = problems_summary(problems)
-            ctx.record(LevelResult(level=1, passed=False, log=f"{log}\n\n--- model output ---\n{output[:8000]}"))
-            raise StepFailure(level=1, step="preflight", kind="level", recorded=True,
+            raise StepFailure(level=1, step="preflight", kind="level",
+                              result=LevelResult(level=1, passed=False, log=f"{log}\n\n--- model output ---\n{output[:8000]}"),
                               message=f"{len(problems)} problem(s) after {ctx.settings.repair_attempts} repair(s): "
                                       f"{problems[0].message if problems else 'no code'}")
         ctx.save(files=files.as_dict(), artifact_sha256=artifact_digest(files))

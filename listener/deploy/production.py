@@ -89,7 +89,7 @@ def _fail(message: str, detail: str = "") -> NoReturn:
 def read_source(ctx: AttemptContext) -> Source:
     """The build this deployment was claimed for (sql/deploy_source.sql), refused unless it belongs
     to this automation, was finished with success by a builder session, and passed levels 1-4."""
-    row = ctx.store.conn.execute(ctx.store.queries["deploy_source"], {"deploy_id": ctx.claim.build_id}).fetchone()
+    row = ctx.store.deploy_source(ctx.claim.build_id)
     problem = source_problem(row, ctx.automation.id)
     if problem is not None:
         _fail(problem)

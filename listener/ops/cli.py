@@ -15,6 +15,7 @@ from loguru import logger
 
 from listener.config import ConfigError, Settings
 from listener.queue.db import Queries
+from listener.queue.store import Store
 from listener.logs import setup_logging
 from listener.ops.commands_cli import add_ops_commands, run_ops_command
 from listener.ops.errors import EXIT_DATABASE, database_problem
@@ -202,8 +203,7 @@ def _operator_changes(settings: Settings, command: str, automation_ids: list[int
 def _operator_change(conn: psycopg.Connection[dict[str, Any]], queries: Queries, command: str,
                      automation_id: int) -> int:
     try:
-        row = conn.execute(queries["operator_set_status"],
-                           {"automation_id": automation_id, "new_status": OPERATOR_STATUS[command]}).fetchone()
+        row = Store(conn, queries).operator_set_status(automation_id, OPERATOR_STATUS[command])
     except psycopg.errors.CheckViolation as exc:
         print(exc.diag.message_primary or str(exc), file=sys.stderr)
         return EXIT_NOT_CLAIMABLE
@@ -211,7 +211,7 @@ def _operator_change(conn: psycopg.Connection[dict[str, Any]], queries: Queries,
         print(exc.diag.message_primary or str(exc), file=sys.stderr)
         return EXIT_ERROR
     if row is None:
-        current = conn.execute(queries["automation_by_id"], {"automation_id": automation_id}).fetchone()
+        current = Store(conn, queries).automation(automation_id)
         if current is None:
             print(f"agent-builder: there is no automation with id {automation_id}", file=sys.stderr)
         else:

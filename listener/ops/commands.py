@@ -13,6 +13,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from listener.queue.db import Queries
+from listener.queue.store import Store
 from listener.queue.outcome import StepFailure
 from listener.redact import Redactor
 from listener.sandbox.checks import validate_spec
@@ -94,14 +95,12 @@ def parse_idea(*, name: str, type_: str, spec: str | None, spec_file: str | None
 
 
 def add_idea(conn: psycopg.Connection[dict[str, Any]], queries: Queries, idea: NewIdea) -> dict[str, Any]:
-    row = conn.execute(queries["add_idea"], idea.params()).fetchone()
-    assert row is not None
-    return row
+    return Store(conn, queries).add_idea(idea.params())
 
 
 def list_ideas(conn: psycopg.Connection[dict[str, Any]], queries: Queries, status: str | None,
                redactor: Redactor) -> list[dict[str, Any]]:
-    rows = conn.execute(queries["list_ideas"], {"status": status}).fetchall()
+    rows = Store(conn, queries).list_ideas(status)
     return redactor.redact_tree(rows)
 
 
@@ -117,7 +116,7 @@ def render_list(rows: list[dict[str, Any]]) -> str:
 
 
 def failed_ids(conn: psycopg.Connection[dict[str, Any]], queries: Queries) -> list[int]:
-    return [int(r["id"]) for r in conn.execute(queries["failed_ids"], {}).fetchall()]
+    return Store(conn, queries).failed_ids()
 
 
 def render_files(report: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from listener.queue.db import Queries
+from listener.queue.store import Store
 from listener.redact import Redactor
 
 FOLLOW_INTERVAL_S = 0.5
@@ -43,10 +44,7 @@ def parse_duration(text: str) -> timedelta:
 
 def prune(conn: psycopg.Connection[dict[str, Any]], queries: Queries, older_than: timedelta) -> dict[str, int]:
     cutoff = datetime.now(timezone.utc) - older_than
-    with conn.transaction():
-        row = conn.execute(queries["prune_attempts"], {"cutoff": cutoff}).fetchone()
-    assert row is not None
-    return {"attempts": int(row["attempts"]), "results": int(row["results"])}
+    return Store(conn, queries).prune_attempts(cutoff)
 
 
 def is_resting(row: dict[str, Any]) -> bool:
@@ -101,13 +99,11 @@ def _flat(text: str | None) -> str:
 def read_once(conn: psycopg.Connection[dict[str, Any]], queries: Queries, automation_id: int, cursor: LogCursor,
               redactor: Redactor) -> tuple[dict[str, Any] | None, list[str]]:
     """The row (read first: whatever led to its status is then read too) and the new event lines."""
-    params = {"automation_id": automation_id}
-    row = conn.execute(queries["automation_by_id"], params).fetchone()
+    store = Store(conn, queries)
+    row = store.automation(automation_id)
     if row is None:
         return None, []
-    events = cursor.new_events(conn.execute(queries["logs_history"], params).fetchall(),
-                               conn.execute(queries["logs_attempts"], params).fetchall(),
-                               conn.execute(queries["logs_results"], params).fetchall(), redactor)
+    events = cursor.new_events(*store.log_events(automation_id), redactor)
     return row, [f"{when.strftime('%Y-%m-%d %H:%M:%S')}  {text}" for when, _order, text in events]
 
 

@@ -9,6 +9,7 @@ import psycopg
 from loguru import logger
 
 from listener.queue.db import Queries, connect
+from listener.queue.store import Store
 from listener.httpserver import BackgroundServer, Limits, TextHandler
 
 HELP = {
@@ -94,7 +95,7 @@ class MetricsServer:
         samples.append(("agent_builder_up", {}, 1.0 if self.listening() else 0.0))
         try:
             with connect(self.dsn, actor="metrics", application="agent-builder metrics") as conn:
-                row: dict[str, Any] = conn.execute(self.queries["metrics_totals"], {}).fetchone() or {}
+                row: dict[str, Any] = Store(conn, self.queries).metrics_totals()
         except psycopg.Error as exc:
             logger.warning("metrics: database unreachable: {}", exc)
             return samples

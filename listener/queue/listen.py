@@ -17,6 +17,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 
 from listener.config import Settings
 from listener.queue.db import connect
+from listener.queue.store import Store
 
 READY_CHANNEL = "agent_builder_ready"
 APPROVAL_CHANNEL = "agent_builder_approval"
@@ -72,7 +73,7 @@ class ListenLoop:
     def _session(self) -> None:
         with connect(self.dsn, actor=f"builder-listen:{self.worker}", application="agent-builder listen") as conn:
             for channel in CHANNELS:
-                conn.execute(f"LISTEN {channel}")
+                Store(conn).listen(channel)
             if self._down_since is not None:
                 self.reconnects += 1
                 logger.info("listening again after {:.1f} s without a connection", time.monotonic() - self._down_since)
@@ -114,7 +115,7 @@ class ListenLoop:
             if now >= next_check:
                 # A silently dead connection (no RST: a cut network, a frozen proxy) delivers no
                 # notifications and raises nothing; a round trip proves it is alive.
-                conn.execute("SELECT 1")
+                Store(conn).ping()
                 next_check = now + settings.liveness_interval_s
             if now >= next_poll:
                 self.wake("poll")

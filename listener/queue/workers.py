@@ -12,23 +12,19 @@ import psycopg
 from loguru import logger
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, wait_exponential_jitter
 
-from listener.clients import ntfy as notify
-from listener.queue.claims import AttemptStore
+from listener import notices as notify
 from listener.config import Settings
-from listener.queue.context import AttemptContext, BuildHandler, DeployHandler
+from listener.notices import Notifier
+from listener.queue.context import AttemptContext, Metrics
 from listener.queue.db import Queries, connect
-from listener.deploy.production import clean_rejected
 from listener.queue.finish import run_attempt
-from listener.ops.metrics import Metrics
-from listener.clients.ntfy import Notifier
+from listener.queue.hooks import Handlers
 from listener.queue.records import Claim
+from listener.queue.states import AttemptKind
+from listener.queue.store import Store
 from listener.redact import Redactor
 
-
-@dataclass(frozen=True)
-class Handlers:
-    build: BuildHandler
-    deploy: DeployHandler | None  # None: this listener does not deploy; approved rows wait
+__all__ = ["Handlers", "WakeSignal", "WorkerPool", "InFlight"]
 
 
 class WakeSignal:
@@ -125,13 +121,13 @@ class WorkerPool:
     def _session(self, index: int) -> None:
         with connect(self.dsn, actor=f"builder:{self.worker}/{index}", application=f"agent-builder worker {index}") as conn:
             try:
-                self._claim_loop(index, AttemptStore(conn, self.queries, self.worker, self.redactor))
+                self._claim_loop(index, Store(conn, self.queries, self.worker, self.redactor))
             except psycopg.OperationalError as exc:
                 # Connected, then lost (mid-build too: the attempt's lock went with the connection,
                 # so the rescuer takes over). Return so the next outage starts its backoff afresh.
                 logger.warning("worker {} lost its database connection: {}", index, " ".join(str(exc).split()))
 
-    def _claim_loop(self, index: int, store: AttemptStore) -> None:
+    def _claim_loop(self, index: int, store: Store) -> None:
         approvals_done = -1  # approval wake-ups already answered by finding no approved row
         while not self.stop_claiming.is_set():
             seen = self.wake.seen()
@@ -150,21 +146,21 @@ class WorkerPool:
             self._run_one(index, store, claim)
 
     def _handler_for(self, claim: Claim) -> Callable[[AttemptContext], Any]:
-        if claim.kind == "deploy" and self.handlers.deploy is not None:  # deploy claims need a deploy handler
+        if claim.kind is AttemptKind.DEPLOY and self.handlers.deploy is not None:  # deploy claims need a deploy handler
             return self.handlers.deploy
         return self.handlers.build
 
-    def _clean_rejections(self, store: AttemptStore) -> None:
+    def _clean_rejections(self, store: Store) -> None:
         while (rejected := store.claim_rejected_cleanup()) is not None:
             automation, build_id, image_id = rejected
-            done = clean_rejected(self.settings, image_id)
+            done = self.handlers.hooks.rejected(automation, build_id, image_id)
             logger.bind(automation_id=automation.id, build_id=build_id).info("rejected: {}", done)
             self.notifier.send(notify.rejected(automation, done))
 
-    def _run_one(self, index: int, store: AttemptStore, claim: Claim) -> None:
+    def _run_one(self, index: int, store: Store, claim: Claim) -> None:
         context = AttemptContext(claim=claim, store=store, settings=self.settings, notifier=self.notifier,
-                                 stop=self.stop_claiming, status="deploying" if claim.kind == "deploy" else "queued",
-                                 metrics=self.metrics)
+                                 stop=self.stop_claiming, status=claim.kind.claimed_status,
+                                 metrics=self.metrics, hooks=self.handlers.hooks)
         context.log.info("claimed {} of {!r} (worker {})", claim.kind, claim.automation.label, index)
         with self._lock:
             self.in_flight[claim.build_id] = InFlight(claim, context)

@@ -37,6 +37,7 @@ from loguru import logger
 from listener.queue.claims import installation_of
 from listener.config import Settings
 from listener.queue.db import Queries, connect
+from listener.queue.store import Store
 from listener.sandbox.engine import remove_container, network_warning
 from listener.sandbox.naming import LABEL_AUTOMATION, LABEL_BUILD, LABEL_DEADLINE, LABEL_ROLE, installation_filter
 
@@ -67,8 +68,8 @@ class DatabaseRecords:
     def _select(self, name: str, build_ids: list[int]) -> set[int]:
         if not build_ids:
             return set()
-        rows = self.conn.execute(self.queries[name], {"build_ids": sorted(set(build_ids))}).fetchall()
-        return {int(row["build_id"]) for row in rows}
+        store = Store(self.conn, self.queries)
+        return store.attempts_over(build_ids) if name == "attempts_over" else store.images_unneeded(build_ids)
 
 
 @dataclass(frozen=True)
