@@ -7,22 +7,32 @@
 CREATE OR REPLACE FUNCTION agent_builder_built_type(type text) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$ SELECT coalesce(type IN ('claude_agent', 'script'), false) $fn$;
 
--- Why a row with these values cannot be built (NULL: it is buildable, as far as the row says).
-CREATE OR REPLACE FUNCTION agent_builder_unbuildable_reason(type text, status text, builder_status text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
-    SELECT CASE
-        WHEN builder_status IS DISTINCT FROM 'not_started'
-            THEN 'another builder has it or it was built already (builder_status is ' || quote_nullable(builder_status) || ')'
-        WHEN status IS DISTINCT FROM 'ready_to_build'
-            THEN 'it is not ready (status is ' || quote_nullable(status) || ', not ''ready_to_build'')'
-        WHEN NOT agent_builder_built_type(type)
-            THEN 'its type ' || quote_nullable(type) || ' is not one the builder builds (script, claude_agent)'
-    END
-$fn$;
-
--- The one definition of buildable (release backoff and a running attempt aside, which the claim adds).
-CREATE OR REPLACE FUNCTION agent_builder_buildable(type text, status text, builder_status text) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$ SELECT agent_builder_unbuildable_reason(type, status, builder_status) IS NULL $fn$;
+-- Why a row with these values cannot be built (NULL: it is buildable, as far as the row says), and
+-- buildable itself, defined by that reason. Made with the schema written into their bodies: an
+-- index's expressions are evaluated with search_path = pg_catalog, pg_temp (PostgreSQL 17+), and
+-- a function that sets its own search_path is never inlined (the claim's plan needs it inlined).
+DO $do$
+BEGIN
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION %1$I.agent_builder_unbuildable_reason(type text, status text, builder_status text)
+        RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+            SELECT CASE
+                WHEN builder_status IS DISTINCT FROM 'not_started'
+                    THEN 'another builder has it or it was built already (builder_status is ' || quote_nullable(builder_status) || ')'
+                WHEN status IS DISTINCT FROM 'ready_to_build'
+                    THEN 'it is not ready (status is ' || quote_nullable(status) || ', not ''ready_to_build'')'
+                WHEN NOT %1$I.agent_builder_built_type(type)
+                    THEN 'its type ' || quote_nullable(type) || ' is not one the builder builds (script, claude_agent)'
+            END
+        $fn$$f$, current_schema());
+    -- The one definition of buildable (release backoff and a running attempt aside: the claim adds those).
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION %1$I.agent_builder_buildable(type text, status text, builder_status text)
+        RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+            SELECT %1$I.agent_builder_unbuildable_reason(type, status, builder_status) IS NULL
+        $fn$$f$, current_schema());
+END
+$do$;
 
 -- The triggers and indexes of 0003 and 0010, on that definition.
 DROP TRIGGER IF EXISTS agent_builder_ready_insert ON automation_ideas;

@@ -10,32 +10,34 @@
 --                 index gives the order) whose release backoff is over;
 --   build, an id: that row, when buildable (an explicit request ignores release backoff);
 --   deploy:       the next approved row (or the one given), in id order.
-WITH next AS (
-    (SELECT a.id, NULL::bigint AS source_build_id
-     FROM automation_ideas a
-     WHERE %(kind)s::text = 'build' AND %(automation_id)s::bigint IS NULL
-       AND agent_builder_buildable(a.type, a.status, a.builder_status)
-       AND (a.builder_retry_at IS NULL OR a.builder_retry_at <= now())
-       AND NOT EXISTS (SELECT 1 FROM agent_builds b WHERE b.automation_id = a.id AND b.finished_at IS NULL)
-     ORDER BY a.priority ASC NULLS LAST, a.id ASC
-     LIMIT 1
-     FOR UPDATE OF a SKIP LOCKED)
-    UNION ALL
-    (SELECT a.id, NULL::bigint
-     FROM automation_ideas a
-     WHERE %(kind)s::text = 'build' AND a.id = %(automation_id)s::bigint
-       AND agent_builder_buildable(a.type, a.status, a.builder_status)
-       AND NOT EXISTS (SELECT 1 FROM agent_builds b WHERE b.automation_id = a.id AND b.finished_at IS NULL)
-     FOR UPDATE OF a SKIP LOCKED)
-    UNION ALL
-    (SELECT a.id, a.builder_build_id
-     FROM automation_ideas a
-     WHERE %(kind)s::text = 'deploy' AND a.builder_status = 'approved'
-       AND (%(automation_id)s::bigint IS NULL OR a.id = %(automation_id)s::bigint)
-       AND NOT EXISTS (SELECT 1 FROM agent_builds b WHERE b.automation_id = a.id AND b.finished_at IS NULL)
-     ORDER BY a.id
-     LIMIT 1
-     FOR UPDATE OF a SKIP LOCKED)
+WITH next_build AS (
+    SELECT a.id, NULL::bigint AS source_build_id
+    FROM automation_ideas a
+    WHERE %(kind)s::text = 'build' AND %(automation_id)s::bigint IS NULL
+      AND agent_builder_buildable(a.type, a.status, a.builder_status)
+      AND (a.builder_retry_at IS NULL OR a.builder_retry_at <= now())
+      AND NOT EXISTS (SELECT 1 FROM agent_builds b WHERE b.automation_id = a.id AND b.finished_at IS NULL)
+    ORDER BY a.priority ASC NULLS LAST, a.id ASC
+    LIMIT 1
+    FOR UPDATE OF a SKIP LOCKED
+), build_by_id AS (
+    SELECT a.id, NULL::bigint AS source_build_id
+    FROM automation_ideas a
+    WHERE %(kind)s::text = 'build' AND a.id = %(automation_id)s::bigint
+      AND agent_builder_buildable(a.type, a.status, a.builder_status)
+      AND NOT EXISTS (SELECT 1 FROM agent_builds b WHERE b.automation_id = a.id AND b.finished_at IS NULL)
+    FOR UPDATE OF a SKIP LOCKED
+), next_deploy AS (
+    SELECT a.id, a.builder_build_id AS source_build_id
+    FROM automation_ideas a
+    WHERE %(kind)s::text = 'deploy' AND a.builder_status = 'approved'
+      AND (%(automation_id)s::bigint IS NULL OR a.id = %(automation_id)s::bigint)
+      AND NOT EXISTS (SELECT 1 FROM agent_builds b WHERE b.automation_id = a.id AND b.finished_at IS NULL)
+    ORDER BY a.id
+    LIMIT 1
+    FOR UPDATE OF a SKIP LOCKED
+), next AS (
+    SELECT * FROM next_build UNION ALL SELECT * FROM build_by_id UNION ALL SELECT * FROM next_deploy
 ), attempt AS (
     INSERT INTO agent_builds (automation_id, kind, worker, step, source_build_id)
     SELECT id, %(kind)s::text, %(worker)s, 'claimed', source_build_id FROM next

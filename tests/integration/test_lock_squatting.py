@@ -59,7 +59,7 @@ def test_a_lock_miss_undoes_the_claim_statement(admin, builder_login, squatter, 
     squat(squatter, [taken])
     with connect(builder_login.url, actor="builder:test") as conn:
         with pytest.raises(psycopg.errors.LockNotAvailable) as refused:
-            conn.execute(queries["claim_build_by_id"], {"automation_id": automation_id, "worker": "w"})
+            conn.execute(queries["claim"], {"kind": "build", "automation_id": automation_id, "worker": "w"})
     assert f"the advisory lock of attempt {taken} is held by another session" in str(refused.value)
     assert "application 'squatter'" in str(refused.value) and "so this claim was undone" in str(refused.value)
     assert builder_status(admin, automation_id) == "not_started"
