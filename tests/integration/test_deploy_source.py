@@ -18,6 +18,7 @@ from listener.build.extract import GeneratedFiles
 from listener.queue.outcome import LevelResult, StepFailure
 from listener.build.pipeline import artifact_digest
 from listener.queue.records import Claim
+from listener.queue.states import BuilderStatus as S, Move, Outcome
 from listener.signing import sign
 from tests.helpers import force_status, insert_idea
 from tests.logins import Login, Logins
@@ -53,7 +54,7 @@ def finished_build(store: AttemptStore, automation_id: int, *, levels: tuple[int
         store.record_result(claim, LevelResult(level=level, passed=level != failed, log="ok"))
     if key:
         store.sign(claim, key)
-    assert store.finish(claim, expected="building", new_status="awaiting_approval", outcome="succeeded").owned
+    assert store.finish(claim, Move(S.BUILDING, S.AWAITING_APPROVAL, Outcome.SUCCEEDED)).owned
     return claim
 
 

@@ -15,6 +15,7 @@ from listener.config import Settings
 from listener.queue.db import Queries, connect
 from listener.clients.ntfy import Notifier
 from listener.queue.rescue import Rescuer
+from listener.queue.states import BuilderStatus as S, Move, Outcome
 from tests.e2e.listeners import wait_until
 from tests.helpers import builder_status, insert_idea
 from tests.logins import Logins
@@ -82,7 +83,7 @@ def test_squatting_the_next_attempt_ids_does_not_kill_a_live_build(admin, builde
         squatter.execute("SELECT pg_advisory_unlock_all()")  # the squatter lets go: nothing changes
         assert rescuer(rescue_conn, queries).sweep() == []
         assert builder_status(admin, automation_id) == "building"
-        store.finish(claim, expected="building", new_status="awaiting_approval", outcome="succeeded")
+        store.finish(claim, Move(S.BUILDING, S.AWAITING_APPROVAL, Outcome.SUCCEEDED))
     assert builder_status(admin, automation_id) == "awaiting_approval"
 
 

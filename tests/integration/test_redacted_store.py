@@ -22,6 +22,7 @@ from listener.queue.finish import Ending, run_attempt
 from listener.queue.outcome import LevelResult, StepFailure
 from listener.redact import REDACTED, Redactor
 from listener.queue.rescue import Rescuer
+from listener.queue.states import BuilderStatus as S, Move, Outcome
 from listener.sandbox.checks import RunState, evaluate, summarize
 from listener.sandbox.recorder import Recorder
 from tests.conftest import ROLE_ID, SECRET_ID
@@ -56,8 +57,8 @@ def test_every_field_an_attempt_stores_is_redacted(store: AttemptStore, operator
                overseer_reason=f"FAIL it prints {SECRET_ID} \x1b]0;title\x07",
                acceptance_check={"checks": [{"kind": "http_status", "url": f"http://x/{SECRET_ID}", "status": 200}]})
     store.record_result(claim, LevelResult(level=3, passed=False, log=f"out {SECRET_ID}\n\x00\x1b[31m {ENCODED}"))
-    store.finish(claim, expected="queued", new_status="failed", outcome="failed", error=f"Level 3: {ROLE_ID}",
-                 result=LevelResult(level=0, passed=False, log=f"tb {SECRET_ID.upper()}"))
+    store.finish(claim, Move(S.QUEUED, S.FAILED, Outcome.FAILED, result=True), error=f"Level 3: {ROLE_ID}",
+                 results=[LevelResult(level=0, passed=False, log=f"tb {SECRET_ID.upper()}")])
     row = operator.execute("SELECT prompt, model_output, overseer_reason, acceptance_check, error FROM agent_builds"
                            " WHERE id = %s", (claim.build_id,)).fetchone()
     assert row["prompt"] == f"task mentions {REDACTED}\r\n"  # code and prompts keep their characters
