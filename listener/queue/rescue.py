@@ -50,11 +50,11 @@ class Rescued:
 class Rescuer:
     def __init__(self, conn: psycopg.Connection[dict[str, Any]], queries: Queries, settings: Settings,
                  notifier: notify.Notifier, on_rescued: Callable[[str, int], Any] | None = None,
-                 redactor: Redactor | None = None) -> None:
+                 redactor: Redactor | None = None, store: Store | None = None) -> None:
         self.redactor = redactor if redactor is not None else notifier.redactor  # its writes: redacted like the store's
         self.conn = conn
         self.queries = queries
-        self.store = Store(conn, queries, redactor=self.redactor)
+        self.store = store if store is not None else Store(conn, queries, redactor=self.redactor)  # a fake in unit tests
         self.settings = settings
         self.notifier = notifier
         self.on_rescued = on_rescued  # e.g. remove the containers a dead attempt left behind
