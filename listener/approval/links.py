@@ -26,11 +26,12 @@ from loguru import logger
 
 from listener.config import Settings
 from listener.queue.db import OperatorSessionError, Queries, connect, operator_connect
+from listener.queue.states import BuilderStatus
 from listener.queue.store import Store
 from listener.httpserver import BackgroundServer, Limits, TextHandler
 from listener.redact import Redactor
 
-ACTIONS = {"approve": "approved", "reject": "rejected"}
+ACTIONS = {"approve": BuilderStatus.APPROVED, "reject": BuilderStatus.REJECTED}
 
 
 class LinkError(Exception):

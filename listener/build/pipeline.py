@@ -8,7 +8,6 @@ REPAIR_ATTEMPTS repairs by the local model) runs before the one paid overseer ca
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,7 +16,7 @@ from typing import Callable
 from listener.clients import ntfy as notify
 from listener.build.alerts import OVERSEER, Alerts
 from listener.queue.context import AttemptContext
-from listener.build.extract import GeneratedFiles, extract
+from listener.build.extract import GeneratedFiles, artifact_digest, extract
 from listener.build.ollama import OllamaClient
 from listener.queue.outcome import BuildSucceeded, LevelResult, StepFailure
 from listener.build.overseer import Overseer, Readiness, Verdict
@@ -178,14 +177,6 @@ def overseer_unavailable(message: str) -> notify.Notification:
         tags=("warning", "overseer"),
         priority=4,
     )
-
-
-def artifact_digest(files: GeneratedFiles) -> str:
-    """sha256 over the files in a fixed order: what was tested is what gets deployed."""
-    digest = hashlib.sha256()
-    for name, text in sorted(files.as_dict().items()):
-        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
-    return digest.hexdigest()
 
 
 def structure_log(files: GeneratedFiles) -> str:

@@ -47,9 +47,8 @@ from loguru import logger
 from listener import signing
 from listener.config import DEFAULT_APPROLE_DIR, Settings
 from listener.queue.context import AttemptContext
-from listener.build.extract import GeneratedFiles
+from listener.build.extract import GeneratedFiles, artifact_digest
 from listener.queue.outcome import StepFailure
-from listener.build.pipeline import artifact_digest
 from listener.sandbox.engine import Limits, SANDBOX_USER, read_logs
 from listener.sandbox.naming import LABEL_INSTALLATION, labels, production_tag, repository
 

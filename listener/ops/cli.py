@@ -15,6 +15,7 @@ from loguru import logger
 
 from listener.config import ConfigError, Settings
 from listener.queue.db import Queries
+from listener.queue.states import OPERATOR_MOVES, BuilderStatus
 from listener.queue.store import Store
 from listener.logs import setup_logging
 from listener.ops.commands_cli import add_ops_commands, run_ops_command
@@ -73,8 +74,10 @@ OPERATOR_COMMANDS = {
     "reject": "reject a tested build (awaiting_approval -> rejected)",
     "retry": "build again (failed or rejected -> not_started)",
 }
-OPERATOR_STATUS = {"approve": "approved", "reject": "rejected", "retry": "not_started"}
-OPERATOR_FROM = {"approve": "'awaiting_approval'", "reject": "'awaiting_approval'", "retry": "'failed' or 'rejected'"}
+OPERATOR_STATUS = {"approve": BuilderStatus.APPROVED, "reject": BuilderStatus.REJECTED, "retry": BuilderStatus.NOT_STARTED}
+# From where each command may move a row: the operator's moves of the state machine.
+OPERATOR_FROM = {command: " or ".join(repr(old.value) for old, new in OPERATOR_MOVES.items() if target in new)
+                 for command, target in OPERATOR_STATUS.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -216,7 +219,7 @@ def _operator_change(conn: psycopg.Connection[dict[str, Any]], queries: Queries,
             print(f"agent-builder: there is no automation with id {automation_id}", file=sys.stderr)
         else:
             print(f"agent-builder: builder_status of automation {automation_id} cannot change from "
-                  f"{current['builder_status']!r} to {OPERATOR_STATUS[command]!r}: {command} is an operator's move, "
+                  f"{current['builder_status']!r} to {OPERATOR_STATUS[command].value!r}: {command} is an operator's move, "
                   f"allowed only from {OPERATOR_FROM[command]}", file=sys.stderr)
         return EXIT_NOT_CLAIMABLE
     print(f"automation {automation_id}: builder_status is now {row['builder_status']}")

@@ -17,11 +17,11 @@ from typing import Any
 import psycopg
 
 from listener.queue.db import Queries
+from listener.queue.states import RESTING, BuilderStatus, status_of
 from listener.queue.store import Store
 from listener.redact import Redactor
 
 FOLLOW_INTERVAL_S = 0.5
-RESTING = frozenset({"failed", "awaiting_approval", "rejected", "deployed"})
 LOG_CHARS = 300
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -48,8 +48,8 @@ def prune(conn: psycopg.Connection[dict[str, Any]], queries: Queries, older_than
 
 
 def is_resting(row: dict[str, Any]) -> bool:
-    return row["builder_status"] in RESTING or (row["builder_status"] == "not_started"
-                                                and row["status"] != "ready_to_build")
+    status = status_of(row["builder_status"])
+    return status in RESTING or (status is BuilderStatus.NOT_STARTED and row["status"] != "ready_to_build")
 
 
 @dataclass

@@ -9,6 +9,7 @@ import psycopg
 from loguru import logger
 
 from listener.queue.db import Queries, connect
+from listener.queue.states import BuilderStatus
 from listener.queue.store import Store
 from listener.httpserver import BackgroundServer, Limits, TextHandler
 
@@ -101,7 +102,7 @@ class MetricsServer:
             return samples
         samples += [
             ("agent_builder_queue_depth", {"queue": "buildable"}, float(row["queue_buildable"])),
-            ("agent_builder_queue_depth", {"queue": "approved"}, float(row["queue_approved"])),
+            ("agent_builder_queue_depth", {"queue": BuilderStatus.APPROVED.value}, float(row["queue_approved"])),
             ("agent_builder_in_flight", {}, float(row["in_flight"])),
             ("agent_builder_overseer_calls_total", {}, float(row["overseer_calls"])),
             ("agent_builder_overseer_cost_usd_total", {}, float(row["overseer_cost_usd"])),

@@ -47,3 +47,10 @@ def test_the_probe_sees_a_stage_when_one_is_imported() -> None:
     """The check above can fail: importing the wiring does load the stages it registers."""
     loaded = loaded_by("listener.service")
     assert "listener.sandbox.engine" in loaded and "docker" in loaded and "httpx" in loaded
+
+
+def test_deploy_does_not_import_the_build_pipeline() -> None:
+    """Deploying needs the tested files and their digest (listener.build.extract), not the pipeline
+    that makes them (Ollama, the overseer, Vault)."""
+    loaded = loaded_by("listener.deploy.production")
+    assert "listener.build.pipeline" not in loaded and "listener.build.ollama" not in loaded
