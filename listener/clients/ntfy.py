@@ -9,7 +9,7 @@ uses without loading this transport.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Callable
 
 import httpx

@@ -16,7 +16,7 @@ from listener.queue.resources import sql_dir
 
 # Keepalives so that a silently dead peer (host loss, a cut network) is noticed in seconds:
 # client side through libpq, server side through the session's settings.
-_CLIENT_KEEPALIVES = {
+_CLIENT_KEEPALIVES: dict[str, Any] = {
     "keepalives": "1",
     "keepalives_idle": "5",
     "keepalives_interval": "2",

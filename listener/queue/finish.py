@@ -55,11 +55,11 @@ def _run(ctx: AttemptContext, handler: Callable[[AttemptContext], Any]) -> Outco
     except StepFailure as failure:
         return end_attempt(ctx, HandlerEnd.TRANSIENT if failure.transient else HandlerEnd.FAILED, failure=failure)
     except Exception as exc:  # noqa: BLE001 - the playbook: any unhandled exception fails the build
-        failure = StepFailure(
+        unexpected = StepFailure(
             level=0, step=ctx.step_name, message=f"{type(exc).__name__}: {exc}",
             log=traceback.format_exc()[-MAX_LOG_CHARS:], transient=isinstance(exc, psycopg.Error),
         )
-        return end_attempt(ctx, HandlerEnd.TRANSIENT if failure.transient else HandlerEnd.FAILED, failure=failure)
+        return end_attempt(ctx, HandlerEnd.TRANSIENT if unexpected.transient else HandlerEnd.FAILED, failure=unexpected)
     results = list(returned.results) if isinstance(returned, BuildSucceeded) else []
     return end_attempt(ctx, HandlerEnd.RETURNED, results=results)
 

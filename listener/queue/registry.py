@@ -19,7 +19,6 @@ import psycopg
 from loguru import logger
 
 from listener.queue.db import Queries, connect
-from listener.queue.store import REGISTRY_LOCK_CLASS as LOCK_CLASS
 from listener.queue.store import Store
 from listener.version import builder_version
 

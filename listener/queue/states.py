@@ -158,7 +158,7 @@ def backoff_seconds(streak: int, base_s: float, max_s: float) -> float:
     """Release backoff: the first release retries at once, then base, 2*base, 4*base … up to max."""
     if streak <= 0:
         return 0.0
-    return min(max_s, base_s * 2 ** (streak - 1))
+    return float(min(max_s, base_s * 2.0 ** (streak - 1)))
 
 
 def status_of(value: str | None) -> BuilderStatus | None:

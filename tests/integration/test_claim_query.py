@@ -49,8 +49,8 @@ def test_skip_locked_gives_concurrent_claimers_different_rows(operator, db_url, 
     first = insert_idea(operator, priority=1)
     second = insert_idea(operator, priority=2)
     with connect(db_url, actor="builder:a", autocommit=False) as a, connect(db_url, actor="builder:b") as b:
-        row_a = a.execute(queries["claim"], {"kind": "build", "automation_id": None, "worker": "a"}).fetchone()  # transaction left open
-        row_b = b.execute(queries["claim"], {"kind": "build", "automation_id": None, "worker": "b"}).fetchone()
+        row_a = claim(a, queries, worker="a")  # transaction left open
+        row_b = claim(b, queries, worker="b")
         assert (row_a["id"], row_b["id"]) == (first, second)
         a.rollback()
     assert builder_status(operator, first) == "not_started"

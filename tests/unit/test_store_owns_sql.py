@@ -19,8 +19,9 @@ STORE = "queue/store.py"
 EXCEPTIONS = {"sandbox/checks.py", "sandbox/sqlrole.py"}
 RUNS_SQL = {"execute", "executemany", "copy"}
 # A statement written in Python: a string that starts like one (as text sent to a server would).
-SQL_TEXT = re.compile(r"^\s*(SELECT\s.+\sFROM\s|SELECT\s+\d|INSERT\s+INTO\s|UPDATE\s+\w+\s+SET\s|DELETE\s+FROM\s|"
-                      r"WITH\s+\w+\s+AS\s*\(|LISTEN\s|NOTIFY\s|COPY\s+\S+(\s*\([^)]*\))?\s+(FROM|TO)\s|SHOW\s+\w+$|TRUNCATE\s)", re.S)
+SQL_TEXT = re.compile(r"^\s*(SELECT\s.+\sFROM\s|SELECT\s+\d|INSERT\s+INTO\s|UPDATE\s+\w+\s+SET\s|DELETE\s+FROM\s"
+                      r"|WITH\s+\w+\s+AS\s*\(|LISTEN\s|NOTIFY\s|COPY\s+\S+(\s*\([^)]*\))?\s+(FROM|TO)\s"
+                      r"|SHOW\s+\w+$|TRUNCATE\s)", re.S)
 
 
 def modules() -> list[tuple[str, ast.Module]]:
