@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import listener
+from listener.queue.resources import migrations_dir, sql_dir
 
 PACKAGE = Path(listener.__file__).parent
 STORE = "queue/store.py"
@@ -102,3 +103,15 @@ def test_the_scanner_catches(source: str) -> None:
 ])
 def test_the_scanner_passes(source: str) -> None:
     assert offences("x.py", ast.parse(source)) == [], source
+
+
+def test_the_attempt_lock_key_has_one_definition() -> None:
+    """agent_builder_lock_key() (migration 0006) is the only place the key's class is written: every
+    query, and no Python, computes it (a second copy could drift and make live attempts look dead)."""
+    key_class = "424242"
+    folders = {"sql": sql_dir(), "migrations": migrations_dir(), "listener": PACKAGE}
+    holders = [f"{name}/{p.relative_to(folder).as_posix()}" for name, folder in folders.items()
+               for p in sorted(folder.rglob("*")) if p.suffix in (".sql", ".py") and key_class in p.read_text(encoding="utf-8")]
+    assert holders == ["migrations/0006_roles.sql"]
+    users = [p.name for p in sorted(sql_dir().glob("*.sql")) if "agent_builder_lock_key(" in p.read_text(encoding="utf-8")]
+    assert {"finish_attempt.sql", "find_dead_attempts.sql", "unlock_attempt.sql"} <= set(users)
