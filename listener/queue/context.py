@@ -41,6 +41,8 @@ class AttemptContext:
     log: Any = field(default=None)
     metrics: Metrics | None = None
     hooks: Hooks = field(default_factory=Hooks)
+    # The levels that passed so far: the attempt's ending records them (listener.queue.finish).
+    results: list[LevelResult] = field(default_factory=list)
     _step_started: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
@@ -95,9 +97,11 @@ class AttemptContext:
         self.store.save(self.claim, **fields)
 
     def record(self, result: LevelResult) -> None:
-        """Record a level that passed as it happens (a failing level goes with its StepFailure, and
-        is recorded by the attempt's ending)."""
-        self.store.record_result(self.claim, result)
+        """Hand in the result of a level that ran. It is written by the attempt's ending, with the
+        status move and in its transaction, through the store's one writer of agent_test_results
+        (a failing level goes with its StepFailure instead)."""
+        self.log.info("level {} {}", result.level, "passed" if result.passed else "failed")
+        self.results.append(result)
 
     def notify(self, notification: Notification) -> None:
         self.notifier.send(notification)

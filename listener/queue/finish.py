@@ -61,7 +61,7 @@ def _run(ctx: AttemptContext, handler: Callable[[AttemptContext], Any]) -> Outco
         )
         return end_attempt(ctx, HandlerEnd.TRANSIENT if unexpected.transient else HandlerEnd.FAILED, failure=unexpected)
     results = list(returned.results) if isinstance(returned, BuildSucceeded) else []
-    return end_attempt(ctx, HandlerEnd.RETURNED, results=results)
+    return end_attempt(ctx, HandlerEnd.RETURNED, results=results)  # with those handed in on the way (ctx.results)
 
 
 def end_attempt(ctx: AttemptContext, end: HandlerEnd, *, failure: StepFailure | None = None, reason: str = "",
@@ -79,11 +79,12 @@ def end_attempt(ctx: AttemptContext, end: HandlerEnd, *, failure: StepFailure | 
         failure = StepFailure(level=0, step=ctx.step_name, message=(
             f"the listener stopped this {kind.value} during step {ctx.step_name} ({reason})" if end is HandlerEnd.STOPPED
             else f"the {kind.value} handler returned before the build reached Step 3 (generation): nothing was built"))
+    handed_in = [*ctx.results, *(results or [])]
     if failure is not None and move.outcome is Outcome.FAILED:
-        return _fail(ctx, move, failure)
+        return _fail(ctx, move, failure, handed_in)
     if move.outcome is Outcome.SUCCEEDED:
-        return _succeed(ctx, move, results or [])
-    return _release(ctx, move, reason=failure.message if failure is not None else reason)
+        return _succeed(ctx, move, handed_in)
+    return _release(ctx, move, handed_in, reason=failure.message if failure is not None else reason)
 
 
 def _succeed(ctx: AttemptContext, move: Move, results: list[LevelResult]) -> Outcome:
@@ -101,10 +102,10 @@ def _succeed(ctx: AttemptContext, move: Move, results: list[LevelResult]) -> Out
     return Outcome.SUCCEEDED
 
 
-def _fail(ctx: AttemptContext, move: Move, failure: StepFailure) -> Outcome:
+def _fail(ctx: AttemptContext, move: Move, failure: StepFailure, passed: list[LevelResult]) -> Outcome:
     result = failure.result if failure.result is not None else LevelResult(
         level=failure.level, passed=False, log=_result_log(failure.step or ctx.step_name, failure))
-    done = ctx.store.finish(ctx.claim, move, error=failure.message, results=[result])
+    done = ctx.store.finish(ctx.claim, move, error=failure.message, results=[*passed, result])
     if not done.owned:
         ctx.log.warning("attempt lost its claim before it could record its failure: {}", failure.message)
         return Outcome.LOST
@@ -113,13 +114,13 @@ def _fail(ctx: AttemptContext, move: Move, failure: StepFailure) -> Outcome:
     return Outcome.FAILED
 
 
-def _release(ctx: AttemptContext, move: Move, *, reason: str) -> Outcome:
+def _release(ctx: AttemptContext, move: Move, results: list[LevelResult], *, reason: str) -> Outcome:
     settings = ctx.settings
     delay = None
     if move.backoff:
         delay = backoff_seconds(ctx.store.release_streak(ctx.automation.id), settings.release_backoff_base_s,
                                 settings.release_backoff_max_s)
-    done = ctx.store.finish(ctx.claim, move, error=reason, retry_after_s=delay)
+    done = ctx.store.finish(ctx.claim, move, error=reason, retry_after_s=delay, results=results)
     if not done.owned:
         ctx.log.warning("attempt lost its claim before it could release it")
         return Outcome.LOST

@@ -153,7 +153,8 @@ def test_run_attempt_applies_the_live_table(kind: AttemptKind, status: BuilderSt
     if handler == "returns" and expected_outcome is Outcome.SUCCEEDED:
         assert levels == [(4, True)]  # the results the handler returned, written once by the ending
     elif result:
-        assert len(levels) == 1 and not levels[0][1]  # exactly one failing row, never two
+        assert [passed for _level, passed in levels].count(False) == 1  # exactly one failing row, never two
+        assert levels[-1][1] is False and levels[:-1] == ([(4, True)] if handler == "returns" else [])
         if handler == "fails":
             assert store.results[0].log == "the level's own log"
     else:
@@ -227,3 +228,29 @@ def test_rescue_leaves_a_live_attempt_alone() -> None:
     store.add(1, S.BUILDING, K.BUILD, alive=True)
     assert Rescuer(None, None, SETTINGS, RecordingNotifier(), store=store).sweep() == []  # type: ignore[arg-type]
     assert store.status(1) is S.BUILDING
+
+
+@pytest.mark.parametrize("ending", ["returns", "fails", "loses"])
+def test_results_handed_in_are_written_once_by_the_ending(ending: str) -> None:
+    store = MemoryStore()
+    ctx, _notifier = attempt(store, K.BUILD, S.BUILDING)
+    seen_while_running: list[int] = []
+
+    def handler(ctx: AttemptContext) -> BuildSucceeded:
+        ctx.record(LevelResult(level=1, passed=True, log="structure ok"))
+        ctx.record(LevelResult(level=2, passed=True, log="ran"))
+        seen_while_running.append(len(store.results))
+        if ending == "fails":
+            raise StepFailure(level=3, step="level3", message="no output", kind="level",
+                              result=LevelResult(level=3, passed=False, log="level 3 log"))
+        if ending == "loses":
+            raise LostClaim("rescued meanwhile")
+        return BuildSucceeded(results=[LevelResult(level=3, passed=True, log="l3"), LevelResult(level=4, passed=True, log="l4")])
+
+    run_attempt(ctx, handler)
+    assert seen_while_running == [0]  # nothing is written while the attempt runs
+    written = [(r.level, r.passed) for r in store.results]
+    expected = {"returns": [(1, True), (2, True), (3, True), (4, True)],
+                "fails": [(1, True), (2, True), (3, False)],
+                "loses": []}[ending]  # a lost attempt's results are discarded with it
+    assert written == expected
