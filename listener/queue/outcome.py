@@ -36,7 +36,7 @@ class StepFailure(Exception):
     message: str
     log: str = ""
     transient: bool = False
-    kind: FailureKind = FailureKind.ERROR
+    kind: FailureKind | str = FailureKind.ERROR  # a str is turned into the FailureKind it names
     detail: str = ""
     result: "LevelResult | None" = None
 
