@@ -19,7 +19,8 @@ from listener import notices as notify
 from listener.queue.context import AttemptContext
 from listener.queue.records import Automation
 from listener.queue.outcome import BuildSucceeded, LevelResult, LostClaim, Released, StepFailure
-from listener.queue.states import AttemptKind, BuilderStatus, FailureKind, HandlerEnd, Move, Outcome, backoff_seconds, live_ending
+from listener.queue.states import (AttemptKind, BuilderStatus, FailureKind, HandlerEnd, Move, Outcome, backoff_seconds,
+                                   live_ending)
 from listener.redact import Redactor
 
 MAX_LOG_CHARS = 20_000
