@@ -1,11 +1,12 @@
 """The rescuer: finds attempts whose worker died and applies the playbook to their rows.
 
-An attempt is dead when no builder session holds its session advisory lock (listener.queue.claims):
+An attempt is dead when no builder session holds its session advisory lock (listener.queue.store):
 a lock held by anyone else (any login can take advisory locks) is reported once and not trusted,
 so a squatter can neither keep a dead attempt's row wedged nor make a live one look dead. Died before
 Step 3 (row still 'queued'): back to 'not_started', to be built again (with backoff when it keeps
 happening). Died at or after Step 3 ('building', 'deploying'): 'failed', with a level 0 result
-that names the step, and an ERROR notification.
+that names the step, and an ERROR notification. That rule is `dead_ending` of
+listener.queue.states, next to the live ending; every query goes through listener.queue.store.
 
 It also tells about ready rows whose type is almost one the builder builds (`Script`, `bash`,
 `' script'`, `claude-agent`, NULL: sql/fail_near_miss_types.sql): the claim never takes them, so

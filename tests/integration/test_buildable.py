@@ -88,3 +88,11 @@ def test_buildable_needs_no_search_path(db_url: str, admin) -> None:
         schema = admin.execute("SELECT current_schema() AS s").fetchone()["s"]
         assert conn.execute(f"SELECT {schema}.agent_builder_buildable('script', 'ready_to_build', 'not_started')"
                             ).fetchone() == (True,)
+
+
+def test_the_built_types_are_the_same_in_python_and_sql(builder_conn) -> None:
+    from listener.queue.records import AUTOMATION_TYPES
+
+    for type_ in (*AUTOMATION_TYPES, "Script", " script", "claude-agent", "n8n_workflow", "", None):
+        row = builder_conn.execute("SELECT agent_builder_built_type(%s) AS built", (type_,)).fetchone()
+        assert row["built"] is (type_ in AUTOMATION_TYPES), type_
