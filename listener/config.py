@@ -19,9 +19,18 @@ DEFAULT_APPROLE_DIR = "/opt/appdata/docker/docker-compose/vault/approle"
 # an explicit SANDBOX_NETWORK is used as written ({installation} is the only placeholder).
 DEFAULT_SANDBOX_NETWORK = "agent-builder-sandbox-{installation}"
 DEFAULT_WEB_ADDR = "127.0.0.1:8787"
-SECRET_FIELDS = frozenset({"ntfy_token", "approval_secret", "builder_signing_key"})
+SECRET_FIELDS = frozenset({"ntfy_token", "approval_secret", "builder_signing_key", "web_token"})
 URL_FIELDS_WITH_PASSWORDS = frozenset({"database_url", "operator_database_url", "sandbox_database_url"})
 MAX_CLAUDE_RETRIES = 5
+IMAGE_REFERENCE = r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*"
+NTFY_TOPIC = r"[-_A-Za-z0-9]{1,64}"  # what ntfy accepts as a topic name
+# The variable a user sets for each field whose name is not simply the field's name in capitals.
+ENV_NAMES = {"home": "AGENT_BUILDER_HOME", "approval_addr": "WEB_ADDR"}
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets `field_name` (AGENT_BUILDER_HOME for `home`)."""
+    return ENV_NAMES.get(field_name, field_name.upper())
 
 
 class ConfigError(ValueError):
@@ -97,6 +106,7 @@ class Settings:
     approval_secret: str | None
     approval_addr: str
     approval_ttl_s: float
+    web_token: str | None
     metrics_addr: str | None
     operator_database_url: str | None
     builder_signing_key: str | None
@@ -106,7 +116,8 @@ class Settings:
         return _Reader(os.environ if env is None else env).settings()
 
     def redacted(self) -> dict[str, str]:
-        """The effective configuration as text, safe to print or log."""
+        """The effective configuration as text, safe to print or log, keyed by the variable names
+        users set (AGENT_BUILDER_HOME, WEB_ADDR)."""
         out: dict[str, str] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -120,7 +131,7 @@ class Settings:
                 text = shlex.join(value)
             else:
                 text = str(value)
-            out[f.name.upper()] = text
+            out[env_name(f.name)] = text
         return out
 
 
@@ -142,6 +153,17 @@ def redact_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _conninfo_ok(value: str) -> bool:
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(value)
+    except ProgrammingError:
+        return False
+    return True
 
 
 class _Reader:
@@ -211,13 +233,29 @@ class _Reader:
             return None
         return value
 
+    def image(self, name: str, default: str) -> str:
+        """One image reference (no spaces, no scheme)."""
+        value = self.text(name, default)
+        if not re.fullmatch(IMAGE_REFERENCE, value):
+            self.problems.append(f"{name}={value!r}: must be an image reference like python:3.12-slim")
+            return default
+        return value
+
+    def handler(self, name: str, default: str) -> str:
+        """A handler `module:function` (loaded, and its errors named, when the listener starts)."""
+        value = self.text(name, default)
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
+            self.problems.append(f"{name}={value!r}: must be module:function, e.g. {default}")
+            return default
+        return value
+
     def images(self, name: str) -> tuple[str, ...]:
         """A comma-separated list of image references (no spaces inside one, none empty)."""
         value = self.raw(name)
         if value is None:
             return ()
         items = tuple(item.strip() for item in value.split(","))
-        bad = [item for item in items if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*", item)]
+        bad = [item for item in items if not re.fullmatch(IMAGE_REFERENCE, item)]
         if bad:
             self.problems.append(f"{name}={value!r}: must be image references separated by commas, not {bad[0]!r}")
             return ()
@@ -246,6 +284,9 @@ class _Reader:
         value = self.raw(name)
         if value is not None and "://" in value and not value.startswith(("postgres://", "postgresql://")):
             self.problems.append(f"{name}: must be a libpq URI (postgresql://…), got scheme {value.split('://')[0]!r}")
+        elif value is not None and not _conninfo_ok(value):  # the text is not echoed: it may hold a password
+            self.problems.append(f"{name}: cannot be read as a libpq connection string: give a URI "
+                                 "(postgresql://user@host:5432/db) or keywords (host=… dbname=… user=…)")
         return value
 
     def address(self, name: str, value: str | None) -> str | None:
@@ -310,11 +351,24 @@ class _Reader:
         overseer_model = self.raw("OVERSEER_MODEL")
         if overseer_model is not None and (overseer_model.startswith("-") or any(ch.isspace() for ch in overseer_model)):
             self.problems.append(f"OVERSEER_MODEL={overseer_model!r}: must be one model name or alias (no spaces, not a flag)")
+        ollama_model = self.text("OLLAMA_MODEL", "llama3.1:8b")
+        if any(ch.isspace() for ch in ollama_model):
+            self.problems.append(f"OLLAMA_MODEL={ollama_model!r}: must be one model name, e.g. llama3.1:8b")
+        ntfy_topic = self.text("NTFY_TOPIC", "agent-builder")
+        if not re.fullmatch(NTFY_TOPIC, ntfy_topic):
+            self.problems.append(f"NTFY_TOPIC={ntfy_topic!r}: must be 1 to 64 letters, digits, - or _ (an ntfy topic)")
+        http_port = self.number("SANDBOX_HTTP_PORT", 0, int, 0)
+        if http_port > 65535:
+            self.problems.append(f"SANDBOX_HTTP_PORT={http_port!r}: must be a port from 0 (any) to 65535")
+            http_port = 0
         seed = self.raw("OLLAMA_SEED")
         approval_base = self.url("APPROVAL_BASE_URL", None)
         approval_secret = self.raw("APPROVAL_SECRET")
         if approval_secret is not None and len(approval_secret) < 16:
             self.problems.append("APPROVAL_SECRET: must be at least 16 characters")
+        web_token = self.raw("WEB_TOKEN")
+        if web_token is not None and len(web_token) < 16:
+            self.problems.append("WEB_TOKEN: must be at least 16 characters (e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
         database_url = self.database_url("DATABASE_URL")
         signing_key = self.raw("BUILDER_SIGNING_KEY")
         if signing_key is not None and len(signing_key) < 16:
@@ -324,11 +378,14 @@ class _Reader:
                 and not sandbox_database_url.startswith(("postgres://", "postgresql://"))):
             self.problems.append("SANDBOX_DATABASE_URL: must be a libpq URI (postgresql://reader@host/db), got scheme "
                                  f"{sandbox_database_url.split('://')[0]!r}")
+        elif sandbox_database_url is not None and not _conninfo_ok(sandbox_database_url):
+            self.problems.append("SANDBOX_DATABASE_URL: cannot be read as a libpq connection string: give a URI "
+                                 "(postgresql://reader@host/db) or keywords (host=… dbname=… user=…)")
         settings = Settings(
             database_url=database_url,
             home=home,
             ollama_url=self.url("OLLAMA_URL", "http://localhost:11434") or "",
-            ollama_model=self.text("OLLAMA_MODEL", "llama3.1:8b"),
+            ollama_model=ollama_model,
             ollama_timeout_s=self.number("OLLAMA_TIMEOUT_S", 120.0, float, 1),
             ollama_num_ctx=self.number("OLLAMA_NUM_CTX", 8192, int, 512),
             ollama_temperature=self.number("OLLAMA_TEMPERATURE", 0.2, float, 0),
@@ -341,16 +398,16 @@ class _Reader:
             overseer_daily_limit=None if daily is None else self.number("OVERSEER_DAILY_LIMIT", 0, int, 0),
             repair_attempts=self.number("REPAIR_ATTEMPTS", 2, int, 0),
             ntfy_url=self.url("NTFY_URL", None),
-            ntfy_topic=self.text("NTFY_TOPIC", "agent-builder"),
+            ntfy_topic=ntfy_topic,
             ntfy_token=self.raw("NTFY_TOKEN"),
             vault_addr=self.url("VAULT_ADDR", None),
             vault_approle_dir=Path(self.text("VAULT_APPROLE_DIR", DEFAULT_APPROLE_DIR)),
             vault_secrets_path=self.raw("VAULT_SECRETS_PATH"),
-            sandbox_base_image=self.text("SANDBOX_BASE_IMAGE", "python:3.12-slim"),
+            sandbox_base_image=self.image("SANDBOX_BASE_IMAGE", "python:3.12-slim"),
             sandbox_network=network,
             sandbox_timeout_s=self.number("SANDBOX_TIMEOUT_S", 300.0, float, 1),
             sandbox_database_url=sandbox_database_url,
-            sandbox_agent_image=self.text("SANDBOX_AGENT_IMAGE", "agent-builder-claude:latest"),
+            sandbox_agent_image=self.image("SANDBOX_AGENT_IMAGE", "agent-builder-claude:latest"),
             sandbox_base_images=self.images("SANDBOX_BASE_IMAGES"),
             sandbox_build_timeout_s=self.number("SANDBOX_BUILD_TIMEOUT_S", 300.0, float, 1),
             sandbox_pip_index_url=self.url("SANDBOX_PIP_INDEX_URL", None),
@@ -359,9 +416,9 @@ class _Reader:
             sandbox_cpus=self.number("SANDBOX_CPUS", 1.0, float, 0.05),
             sandbox_pids=self.number("SANDBOX_PIDS", 256, int, 16),
             sandbox_log_bytes=self.number("SANDBOX_LOG_BYTES", 1 << 20, int, 1024),
-            sandbox_runtime=self.raw("SANDBOX_RUNTIME"),
+            sandbox_runtime=self.runtime("SANDBOX_RUNTIME"),
             sandbox_keep_images=self.number("SANDBOX_KEEP_IMAGES", 3, int, 1),
-            sandbox_http_port=self.number("SANDBOX_HTTP_PORT", 0, int, 0),
+            sandbox_http_port=http_port,
             sandbox_tmp_size=self.tmp_size("SANDBOX_TMP_SIZE", "256m"),
             sandbox_hold_s=self.number("SANDBOX_HOLD_S", 60.0, float, 1),
             builder_concurrency=self.number("BUILDER_CONCURRENCY", 1, int, 1),
@@ -371,8 +428,8 @@ class _Reader:
             shutdown_grace_s=self.number("SHUTDOWN_GRACE_S", 30.0, float, 0),
             release_backoff_base_s=self.number("RELEASE_BACKOFF_BASE_S", 30.0, float, 0),
             release_backoff_max_s=self.number("RELEASE_BACKOFF_MAX_S", 3600.0, float, 0),
-            build_handler=self.text("BUILD_HANDLER", "listener.build.pipeline:build"),
-            deploy_handler=self.text("DEPLOY_HANDLER", "listener.deploy.production:deploy"),
+            build_handler=self.handler("BUILD_HANDLER", "listener.build.pipeline:build"),
+            deploy_handler=self.handler("DEPLOY_HANDLER", "listener.deploy.production:deploy"),
             log_format=log_format,
             log_level=log_level,
             prod_vault_approle_dir=Path(self.text("PROD_VAULT_APPROLE_DIR", DEFAULT_APPROLE_DIR + "-prod")),
@@ -388,6 +445,7 @@ class _Reader:
             approval_secret=approval_secret,
             approval_addr=self.web_addr(),
             approval_ttl_s=self.number("APPROVAL_TTL_S", 86400.0, float, 60),
+            web_token=web_token,
             metrics_addr=self.address("METRICS_ADDR", self.raw("METRICS_ADDR")),
             operator_database_url=self.database_url("OPERATOR_DATABASE_URL"),
             builder_signing_key=signing_key,

@@ -123,8 +123,28 @@ class BoundedHandler(BaseHTTPRequestHandler):
         return
 
 
+@dataclass(frozen=True)
+class Response:
+    """One answer of a routed endpoint (the review pages): status, body, type and extra headers."""
+
+    status: int
+    body: bytes
+    content_type: str = "text/html; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
 class TextHandler(BoundedHandler):
-    """A request handler that answers with plain text."""
+    """A request handler that answers with plain text (or a whole Response)."""
+
+    def send(self, response: Response, *, head_only: bool = False) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if not head_only:
+            self.wfile.write(response.body)
 
     def send_text(self, status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> None:
         body = text.encode()

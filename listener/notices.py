@@ -69,10 +69,12 @@ def level_failed(a: Automation, level: int, error: str) -> Notification:
 
 
 def ready_for_approval(a: Automation, actions: tuple[dict[str, Any], ...] = (), click: str | None = None) -> Notification:
-    """Step 7's title and body, then the READY pattern line; approve/reject buttons may be attached."""
+    """Step 7's title and body, then the READY pattern line; approve/reject buttons may be attached.
+    The body says how to decide (ntfy has no replies): the CLI, the SQL UPDATE with this id, and the
+    buttons when one-tap approval is on."""
     body = (
         f"All 4 test levels passed in sandbox. Automation id={a.id} ({_type(a)}) is ready for production "
-        "promotion. Reply to approve or reject."
+        f"promotion.\n{how_to_decide(a.id, buttons=bool(actions))}"
     )
     return Notification(
         title=f"Agent Ready for Promotion — {a.label}",
@@ -82,6 +84,18 @@ def ready_for_approval(a: Automation, actions: tuple[dict[str, Any], ...] = (), 
         actions=actions,
         click=click,
     )
+
+
+def how_to_decide(automation_id: int, *, buttons: bool) -> str:
+    """The ways to approve or reject a tested build, for the READY message."""
+    lines = [f"Approve: agent-builder approve {automation_id}",
+             f"  or in SQL: UPDATE automation_ideas SET builder_status = 'approved' WHERE id = {automation_id};",
+             f"Reject: agent-builder reject {automation_id}",
+             f"  or in SQL: UPDATE automation_ideas SET builder_status = 'rejected' WHERE id = {automation_id};"]
+    if buttons:
+        lines.append("Or tap Approve or Reject below (the link works once).")
+    lines.append(f"`agent-builder show {automation_id} --files` has the code, `agent-builder show {automation_id}` the tests.")
+    return "\n".join(lines)
 
 
 def unhandled_error(a: Automation, exception_text: str) -> Notification:

@@ -214,19 +214,27 @@ class Redactor:
         if isinstance(value, str):
             return self.redact(value)
         if isinstance(value, Mapping):
-            return {self.redact(k) if isinstance(k, str) else k: self.redact_tree(v) for k, v in value.items()}
+            return self.redact_record(value)
         if isinstance(value, (list, tuple)):
             return [self.redact_tree(item) for item in value]
         return value
 
+    def redact_record(self, value: Mapping[str, Any]) -> dict[str, Any]:
+        """redact_tree() of one mapping (a row, a report)."""
+        return {self.redact(k) if isinstance(k, str) else k: self.redact_tree(v) for k, v in value.items()}
+
+    def redact_rows(self, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """redact_tree() of rows."""
+        return [self.redact_record(row) for row in rows]
+
     def replace_secrets(self, text: Any) -> str:
-        text = "" if text is None else str(text)
-        if not text:
-            return text
+        shown = "" if text is None else str(text)
+        if not shown:
+            return shown
         pattern = self._current().pattern
-        if "%" in text:
-            text = PERCENT_RUN.sub(lambda m: self._decoded_run(m.group(0), pattern), text)
-        return pattern.sub(REDACTED, text)
+        if "%" in shown:
+            shown = PERCENT_RUN.sub(lambda m: self._decoded_run(m.group(0), pattern), shown)
+        return pattern.sub(REDACTED, shown)
 
     @staticmethod
     def _decoded_run(run: str, pattern: re.Pattern[str]) -> str:

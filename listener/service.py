@@ -6,17 +6,19 @@ handed to every sink: the stores of the workers, the rescuer, the notifier, the 
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 import signal
+import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import psycopg
 from loguru import logger
 
 from listener.clients import ntfy as notify
-from listener.approval.links import ApprovalServer, approval_actions
+from listener.approval.links import approval_actions, review_link
+from listener.approval.web import ReviewServer, WebSetupError, exposure_problem, serves_web
 from listener.config import Settings
 from listener.queue.context import AttemptContext
 from listener.queue.db import Queries, connect, worker_name
@@ -25,15 +27,17 @@ from listener.queue.hooks import Handlers, Hooks
 from listener.queue.listen import ListenLoop
 from listener.ops.metrics import Metrics, MetricsServer
 from listener.queue.records import Automation
+from listener.redact import Redactor
+from listener.queue.leader import Duty, Leader
+from listener.queue.registry import RegistryLoop
+from listener.queue.services import ServiceGroup, Started
+from listener.queue.rescue import Rescuer
 from listener.queue.states import Outcome
 from listener.queue.store import Store
-from listener.redact import Redactor
-from listener.queue.registry import RegistryLoop
-from listener.queue.rescue import Rescuer
 from listener.sandbox.engine import remove_attempt_containers
 from listener.sandbox.sweep import SweepLoop, sweep_once
 from listener.clients.vault import VaultClient
-from listener.queue.workers import WakeSignal, WorkerPool
+from listener.queue.workers import WorkerPool
 
 EXIT_OK, EXIT_FAILED, EXIT_NOT_CLAIMABLE = 0, 1, 3
 
@@ -58,13 +62,20 @@ def load_handler(spec: str, variable: str) -> Callable[..., Any]:
     if not module_name or not attribute:
         raise HandlerError(f"{variable}={spec!r}: expected 'package.module:function'")
     try:
-        module = importlib.import_module(module_name)
+        handler = pkgutil.resolve_name(spec)
+    except ValueError as exc:  # not a dotted name on either side of the colon
+        raise HandlerError(f"{variable}={spec!r}: expected 'package.module:function'") from exc
     except ImportError as exc:
         raise HandlerError(f"{variable}={spec!r}: cannot import {module_name}: {exc}") from exc
-    handler = getattr(module, attribute, None)
+    except AttributeError as exc:
+        if module_name not in sys.modules:  # raised by the module's own code while it was imported
+            raise HandlerError(f"{variable}={spec!r}: cannot import {module_name}: AttributeError: {exc}") from exc
+        raise HandlerError(f"{variable}={spec!r}: {module_name} has no function {attribute!r}") from exc
+    except Exception as exc:  # noqa: BLE001 - the module failed while it was imported
+        raise HandlerError(f"{variable}={spec!r}: cannot import {module_name}: {type(exc).__name__}: {exc}") from exc
     if not callable(handler):
         raise HandlerError(f"{variable}={spec!r}: {module_name} has no function {attribute!r}")
-    return handler
+    return cast(Callable[..., Any], handler)
 
 
 def load_handlers(settings: Settings) -> Handlers:
@@ -78,7 +89,8 @@ def load_handlers(settings: Settings) -> Handlers:
         if deploy is production.deploy:
             on_rejected = _rejected_cleanup(settings)
     hooks = Hooks(on_rejected=on_rejected, on_dead_attempt=_remove_leftovers,
-                  approval_actions=lambda automation_id, build_id: approval_actions(settings, automation_id, build_id))
+                  approval_actions=lambda automation_id, build_id: approval_actions(settings, automation_id, build_id),
+                  review_link=lambda automation_id, build_id: review_link(settings, automation_id, build_id))
     return Handlers(build=load_handler(settings.build_handler, "BUILD_HANDLER"), deploy=deploy, hooks=hooks)
 
 
@@ -113,11 +125,14 @@ def _install_stop_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-class RescueLoop:
-    """Runs the rescuer every RESCUE_INTERVAL_S on its own connection."""
+class RescueDuty:
+    """The rescuer as the leader's duty (listener.queue.leader): one sweep per period on the
+    leader's connection; and, on any listener, the abandoning of its own attempts at shutdown."""
+
+    name = "rescue"
 
     def __init__(self, settings: Settings, dsn: str, queries: Queries, worker: str, notifier: notify.Notifier,
-                 stop: threading.Event, redactor: Redactor, hooks: Hooks | None = None) -> None:
+                 redactor: Redactor, hooks: Hooks | None = None) -> None:
         self.hooks = hooks if hooks is not None else Hooks(on_dead_attempt=_remove_leftovers)
         self.redactor = redactor
         self.settings = settings
@@ -125,33 +140,24 @@ class RescueLoop:
         self.queries = queries
         self.worker = worker
         self.notifier = notifier
-        self.stop = stop
+        self._rescuer: Rescuer | None = None  # kept while the leader's connection is the same one
 
     def _connect(self) -> psycopg.Connection[dict[str, Any]]:
         return connect(self.dsn, actor=f"builder-rescuer:{self.worker}", application="agent-builder rescuer")
 
-    def run(self) -> None:
-        failures = 0
-        while not self.stop.is_set():
-            try:
-                with self._connect() as conn:
-                    failures = 0
-                    rescuer = Rescuer(conn, self.queries, self.settings, self.notifier, on_rescued=self.hooks.dead_attempt,
-                                      redactor=self.redactor)
-                    while not self.stop.is_set():
-                        rescuer.sweep()
-                        self.stop.wait(self.settings.rescue_interval_s)
-            except psycopg.OperationalError as exc:
-                failures += 1
-                if failures == 1 and not self.stop.is_set():
-                    logger.warning("rescuer lost its database connection: {}", " ".join(str(exc).split()))
-                self.stop.wait(min(15.0, 0.2 * 2 ** failures))
+    def _make(self, conn: psycopg.Connection[dict[str, Any]]) -> Rescuer:
+        return Rescuer(conn, self.queries, self.settings, self.notifier, on_rescued=self.hooks.dead_attempt,
+                       redactor=self.redactor)
+
+    def __call__(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        if self._rescuer is None or self._rescuer.conn is not conn:
+            self._rescuer = self._make(conn)
+        self._rescuer.sweep()
 
     def abandon(self, pool: WorkerPool, why: str) -> None:
         """Treat this listener's own unfinished attempts as died (shutdown grace ran out)."""
         with self._connect() as conn:
-            rescuer = Rescuer(conn, self.queries, self.settings, self.notifier, on_rescued=self.hooks.dead_attempt,
-                              redactor=self.redactor)
+            rescuer = self._make(conn)
             for running in pool.snapshot():
                 claim, context = running.claim, running.context
                 rescuer.rescue({
@@ -175,7 +181,7 @@ def startup_checks(settings: Settings) -> bool:
             logger.error("check {} FAILED: {} (fix: {})", check.name, check.detail, check.fix)
             fine = False
         else:
-            logger.warning("check {} FAILED: {} (fix: {}); starting anyway", check.name, check.detail, check.fix)
+            logger.warning("check {} {}: {} (fix: {}); starting anyway", check.name, check.mark, check.detail, check.fix)
     return fine
 
 
@@ -194,37 +200,42 @@ def run_listener(settings: Settings, redactor: Redactor | None = None) -> int:
     except HandlerError as exc:
         logger.error("{}", exc)
         return EXIT_FAILED
+    if (exposed := exposure_problem(settings)) is not None:  # before anything starts
+        logger.error("the review page cannot start: {}", exposed)
+        return EXIT_FAILED
     if not startup_checks(settings):
         return EXIT_FAILED
     queries = Queries.load()
     notifier = make_notifier(settings, redactor)
     worker = worker_name()
-    stop, stop_claiming, stop_background = threading.Event(), threading.Event(), threading.Event()
+    stop, stop_claiming = threading.Event(), threading.Event()
     _install_stop_signals(stop)
-    wake = WakeSignal()
 
     metrics = Metrics()
-    pool = WorkerPool(settings, dsn, queries, worker, handlers, notifier, stop_claiming, wake, metrics, redactor)
-    listen = ListenLoop(settings, dsn, worker, wake.wake, stop_background)
-    metrics_server = None
-    if settings.metrics_addr:
-        metrics_server = MetricsServer(settings.metrics_addr, metrics, dsn, queries,
-                                       listening=listen.connected.is_set, reconnects=lambda: listen.reconnects)
-        metrics_server.start()
-    rescue = RescueLoop(settings, dsn, queries, worker, notifier, stop_background, redactor, handlers.hooks)
-    sweep = SweepLoop(settings, dsn, queries, worker, stop_background)  # at start, then every RESCUE_INTERVAL_S
-    threading.Thread(target=listen.run, name="listen", daemon=True).start()
-    threading.Thread(target=rescue.run, name="rescue", daemon=True).start()
-    threading.Thread(target=sweep.run, name="sweep", daemon=True).start()
-    pool.start()
+    pool = WorkerPool(settings, dsn, queries, worker, handlers, notifier, stop_claiming, metrics, redactor)
+    listen = ListenLoop(settings, dsn, worker, pool.wake)
+    rescue = RescueDuty(settings, dsn, queries, worker, notifier, redactor, handlers.hooks)
+    sweep = SweepLoop(settings, dsn, queries, worker, threading.Event())  # its once(): containers, images at most every 30 s
+    leader = Leader.over_database(dsn, queries, worker, [Duty("rescue", rescue), Duty("sandbox sweep", lambda _conn: sweep.once())],
+                                  settings.rescue_interval_s)
     registry = RegistryLoop(dsn, queries, worker, settings.builder_concurrency, settings.liveness_interval_s,
-                            lambda: len(pool.snapshot()), stop_background)
-    registry_thread = threading.Thread(target=registry.run, name="registry", daemon=True)
-    registry_thread.start()
-    approvals = None
-    if settings.approval_secret and settings.approval_base_url:
-        approvals = ApprovalServer(settings, dsn, queries, redactor)
-        approvals.start()
+                            lambda: len(pool.snapshot()))
+    background = ServiceGroup()  # stopped in reverse order after the workers
+    if settings.metrics_addr:
+        background.start(Started("metrics", MetricsServer(settings.metrics_addr, metrics, dsn, queries,
+                                                          listening=listen.connected.is_set,
+                                                          reconnects=lambda: listen.reconnects)))
+    background.start(leader)  # at start, then every RESCUE_INTERVAL_S while it leads
+    background.start(registry)
+    if serves_web(settings):  # one-tap links and the review pages (listener/approval/web.py)
+        try:
+            review = ReviewServer(settings, dsn, queries, redactor)
+        except WebSetupError as exc:  # checked before anything started; kept for a direct caller
+            logger.error("the review page cannot start: {}", exc)
+        else:
+            background.start(Started("review page", review))
+    background.start(listen)
+    pool.start()
     logger.info("listener {} started: concurrency {}, poll every {:g} s", worker, settings.builder_concurrency,
                 settings.poll_interval_s)
     if handlers.deploy is None:
@@ -232,21 +243,17 @@ def run_listener(settings: Settings, redactor: Redactor | None = None) -> int:
 
     stop.wait()
     logger.info("no new claims; giving running attempts up to {:g} s", settings.shutdown_grace_s)
-    stop_claiming.set()
-    wake.wake("stop")
-    if not pool.join(time.monotonic() + settings.shutdown_grace_s):
+    pool.stop()
+    if not pool.join_until(time.monotonic() + settings.shutdown_grace_s):
         running = pool.snapshot()
         logger.warning("{} attempt(s) still running after SHUTDOWN_GRACE_S; treating them as died", len(running))
         try:
             rescue.abandon(pool, why=f"the listener stopped and SHUTDOWN_GRACE_S ({settings.shutdown_grace_s:g} s) ran out")
         except psycopg.OperationalError as exc:
             logger.error("could not record the abandoned attempts ({}); the rescuer of the next listener will", exc)
-    stop_background.set()
-    registry_thread.join(5.0)  # removes its row; should it not manage, its lock dies with the process
-    if approvals is not None:
-        approvals.stop()
-    if metrics_server is not None:
-        metrics_server.stop()
+    background.stop()  # the registry removes its row; should it not manage, its lock dies with the process
+    if sweep.conn is not None:
+        sweep.conn.close()
     logger.info("stopped")
     return EXIT_OK
 

@@ -18,7 +18,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Collection, TypeVar
 from urllib.parse import urlsplit
 
 import psycopg
@@ -31,7 +31,9 @@ from listener.queue.store import Store
 from listener.httpserver import BackgroundServer, Limits, TextHandler
 from listener.redact import Redactor
 
+T = TypeVar("T")
 ACTIONS = {"approve": BuilderStatus.APPROVED, "reject": BuilderStatus.REJECTED}
+VIEW = "view"  # a link that opens one build's review page (listener/approval/web.py) and authorises its buttons
 
 
 class LinkError(Exception):
@@ -62,7 +64,9 @@ def sign(secret: str, link: Link) -> str:
     return f"{_b64(payload)}.{_b64(mac)}"
 
 
-def verify(secret: str, token: str, now: float | None = None) -> Link:
+def verify(secret: str, token: str, now: float | None = None, actions: Collection[str] = tuple(ACTIONS)) -> Link:
+    """The link's content when its signature holds, it has not expired and its action is one of
+    `actions` (by default a decision: a review page's link never decides by itself)."""
     try:
         payload_part, mac_part = token.split(".", 1)
         payload = _unb64(payload_part)
@@ -78,7 +82,7 @@ def verify(secret: str, token: str, now: float | None = None) -> Link:
                     expires=int(data["exp"]), nonce=str(data["n"]))
     except (ValueError, KeyError, TypeError):
         raise LinkError("malformed link") from None
-    if link.action not in ACTIONS:
+    if link.action not in actions:
         raise LinkError("unknown action")
     if (time.time() if now is None else now) > link.expires:
         raise LinkError("expired link")
@@ -96,6 +100,16 @@ def approval_actions(settings: Settings, automation_id: int, build_id: int) -> t
         buttons.append({"action": "http", "label": label, "url": f"{settings.approval_base_url}/decide/{token}",
                         "method": "POST", "clear": True})
     return tuple(buttons)
+
+
+def review_link(settings: Settings, automation_id: int, build_id: int) -> str | None:
+    """The READY notification's click: the build's review page through a signed, expiring link
+    bound to that automation and build (the same HMAC scheme as the buttons), when configured."""
+    if not settings.approval_base_url or not settings.approval_secret:
+        return None
+    expires = int(time.time() + settings.approval_ttl_s)
+    token = sign(settings.approval_secret, Link(VIEW, automation_id, build_id, expires, secrets.token_urlsafe(12)))
+    return f"{settings.approval_base_url}/a/{automation_id}?k={token}"
 
 
 @dataclass(frozen=True)
@@ -152,7 +166,6 @@ class ApprovalServer:
 
     def __init__(self, settings: Settings, dsn: str, queries: Queries, redactor: Redactor | None = None,
                  limits: Limits = Limits()) -> None:
-        assert settings.approval_secret is not None
         self.redactor = redactor if redactor is not None else Redactor.from_settings(settings)
         self.settings = settings
         self.dsn = dsn
@@ -192,26 +205,46 @@ class ApprovalServer:
         self.conn = self.operator = None
 
     def _decide(self, token: str, remote: str | None) -> Decision:
-        with self.lock:  # one pair of connections, one decision at a time: taps are rare
+        secret = self.settings.approval_secret
+        if secret is None:
+            return Decision(403, "forbidden: one-tap approval is not set up (APPROVAL_SECRET)")
+
+        def work(conn: psycopg.Connection[dict[str, Any]], operator: psycopg.Connection[dict[str, Any]] | None) -> Decision:
+            assert operator is not None
+            return decide(conn, operator, self.queries, secret, token, remote)
+
+        try:
+            return self.with_sessions(work)
+        except OperatorSessionError as exc:
+            return Decision(503, f"one-tap approval is not set up: {exc}")
+        except psycopg.OperationalError:
+            return Decision(503, "the database is unreachable; try again")
+
+    def with_sessions(self, work: Callable[[psycopg.Connection[dict[str, Any]], psycopg.Connection[dict[str, Any]] | None], T],
+                      *, operator: bool = True) -> T:
+        """Run `work` with the listener's own session and (when `operator`) the operator session
+        that decides, one request at a time; a lost connection is opened again once. Raises
+        OperatorSessionError (logged once per cause) and psycopg.OperationalError (the second loss)."""
+        with self.lock:  # one pair of connections, one request at a time: reviews and taps are rare
             for attempt in (1, 2):
                 try:
                     if self.conn is None or self.conn.closed:
                         self.conn = connect(self.dsn, actor="one-tap", application="agent-builder approvals")
-                    if self.operator is None or self.operator.closed:
+                    if operator and (self.operator is None or self.operator.closed):
                         self.operator = operator_connect(self.settings.operator_database_url, self.dsn, self.queries,
                                                          actor="one-tap", application="agent-builder approvals (operator)")
-                    assert self.settings.approval_secret is not None
-                    return decide(self.conn, self.operator, self.queries, self.settings.approval_secret, token, remote)
+                    return work(self.conn, self.operator if operator else None)
                 except OperatorSessionError as exc:
                     if self._reported != str(exc):
                         self._reported = str(exc)
                         logger.error("one-tap approval cannot decide: {}", exc)
-                    return Decision(503, f"one-tap approval is not set up: {exc}")
+                    raise
                 except psycopg.OperationalError as exc:
                     self._close()
                     if attempt == 2:
                         logger.warning("approval endpoint cannot reach the database: {}", exc)
-        return Decision(503, "the database is unreachable; try again")
+                        raise
+        raise AssertionError("unreachable")
 
     def _handler(self) -> type[TextHandler]:
         outer = self

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from listener.queue.store import Store
 
 OVERSEER = "overseer"
+SANDBOX_IMAGE = "sandbox-image"  # the build's sandbox base image is not on the Docker engine
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,7 @@ class Overseer:
         argv = self.argv(readiness, prompt)
         env = self.environment()
         logger.info("overseer start: {} (+ {} review flags, -- and the prompt) prompt_chars={} code_chars={} env={}",
-                    " ".join([readiness.cli.path, *readiness.user_flags.kept]) if readiness.user_flags else "",
+                    " ".join([readiness.cli.path, *readiness.user_flags.kept]) if readiness.cli and readiness.user_flags else "",
                     len(self.flags()), len(prompt), len(code_stdin), ",".join(sorted(env)))
         with scratch_directory(self.scratch_root) as cwd:
             return _done(_run_review(argv, env, cwd, code_stdin, self.timeout_s, started))

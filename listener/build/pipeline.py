@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from listener.clients import ntfy as notify
-from listener.build.alerts import OVERSEER, Alerts
+from listener.build.alerts import OVERSEER, SANDBOX_IMAGE, Alerts
 from listener.queue.context import AttemptContext
 from listener.build.extract import GeneratedFiles, artifact_digest, extract
 from listener.build.ollama import OllamaClient
@@ -25,6 +25,7 @@ from listener.build.prompt import build_prompt, build_repair_prompt, check_fits,
 from listener.clients.vault import VaultClient, VaultError
 
 SandboxStep = Callable[[AttemptContext, GeneratedFiles], None]
+SandboxReady = Callable[[AttemptContext], "str | None"]  # None, or why the sandbox cannot run (free)
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Pipeline:
     ollama: OllamaClient
     sandbox: SandboxStep
     overseer: Overseer | None = None  # default: from the attempt's settings
+    sandbox_ready: SandboxReady | None = None  # checked before Step 3; build() checks the base image
     _overseer_ready: Readiness | None = field(default=None, init=False, repr=False)
 
     def run(self, ctx: AttemptContext) -> BuildSucceeded:
@@ -57,6 +59,7 @@ class Pipeline:
         ctx.save(prompt=prompt)
         self._check_overseer_budget(ctx, before_step_3=True)
         self._check_overseer_ready(ctx)
+        self._check_sandbox_ready(ctx)
         self._check_vault(ctx)
         ctx.notify(notify.build_started(automation))
         return prompt
@@ -96,6 +99,24 @@ class Pipeline:
         else:
             ctx.log.info("overseer still unavailable (already notified): {}", message)
         raise StepFailure(level=0, step="overseer-login", message=message, transient=True)
+
+    def _check_sandbox_ready(self, ctx: AttemptContext) -> None:
+        """Free, like the overseer's login: the sandbox's base image must be on the engine, or the
+        claim is released (nothing failed, nothing spent) and the outage notified once."""
+        if self.sandbox_ready is None:
+            return
+        ctx.step("sandbox-image")
+        problem = self.sandbox_ready(ctx)
+        alerts = Alerts(ctx.store)
+        if problem is None:
+            if alerts.clear(SANDBOX_IMAGE):
+                ctx.log.info("the sandbox base image is there again")
+            return
+        if alerts.raise_(SANDBOX_IMAGE, problem):
+            ctx.notify(sandbox_unavailable(problem))
+        else:
+            ctx.log.info("sandbox still unavailable (already notified): {}", problem)
+        raise StepFailure(level=0, step="sandbox-image", message=problem, transient=True)
 
     def _check_overseer_budget(self, ctx: AttemptContext, *, before_step_3: bool) -> None:
         limit = ctx.settings.overseer_daily_limit
@@ -179,6 +200,18 @@ def overseer_unavailable(message: str) -> notify.Notification:
     )
 
 
+def sandbox_unavailable(message: str) -> notify.Notification:
+    """Sent once per outage: builds wait (released before generation) until the base image is there."""
+    return notify.Notification(
+        title="Sandbox base image missing" if "base image" in message and "unreachable" not in message
+        else "Docker engine unavailable",
+        message=f"[Agent Builder] PAUSED — {message}. Builds wait, released before generation and retried "
+                "with backoff, until the sandbox can run.",
+        tags=("warning", "sandbox"),
+        priority=4,
+    )
+
+
 def structure_log(files: GeneratedFiles) -> str:
     checks = ["python: ast.parse + compile ok" if files.main_name.endswith(".py") else "bash -n ok"]
     if files.dockerfile:
@@ -192,8 +225,10 @@ def structure_log(files: GeneratedFiles) -> str:
 def build(ctx: AttemptContext) -> BuildSucceeded:
     """The default BUILD_HANDLER: Ollama for the code, the Docker sandbox for levels 2–4."""
     from listener.sandbox.levels import run_sandbox_levels
+    from listener.sandbox.ready import base_image_problem
 
     started = time.monotonic()
-    result = Pipeline(ollama=OllamaClient.from_settings(ctx.settings), sandbox=run_sandbox_levels).run(ctx)
+    result = Pipeline(ollama=OllamaClient.from_settings(ctx.settings), sandbox=run_sandbox_levels,
+                      sandbox_ready=lambda c: base_image_problem(c.settings, c.automation.type or "")).run(ctx)
     ctx.log.info("build passed all levels in {:.1f} s", time.monotonic() - started)
     return result

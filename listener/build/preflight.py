@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from listener.build.extract import DOCKER_INSTRUCTIONS, GeneratedFiles
+from listener.build.pysource import read_python
 from listener.sandbox.dockerfile import logical_lines
 from listener.sandbox.wheels import requirement_problems
 
@@ -214,15 +215,17 @@ def _is_comment(line: str) -> bool:
     return line.lstrip().startswith(("#", "//", "--", ";"))
 
 
-def _line_secrets(line: str, python: bool) -> list[str]:
-    """Descriptions of the secrets on one line (never the secret itself)."""
+def _line_secrets(line: str, python: bool, *, comment: bool | None = None, assignments: bool = True) -> list[str]:
+    """Descriptions of the secrets on one line (never the secret itself). comment: whether the
+    line is only a comment (None: judged from its first characters); assignments=False leaves
+    `NAME = "…"` to the caller (Python read by its tokenizer)."""
     for spec in _TOKEN_PATTERNS:
         match = spec.pattern.search(line)
         if match:
             if spec.kind == "private key":
                 return ["a private key block"]
             return [f"{'an' if spec.kind[0] in 'AEIOU' else 'a'} {spec.kind} ({_redacted(match.group(0), spec.shown_prefix)})"]
-    if _is_comment(line):
+    if _is_comment(line) if comment is None else comment:
         return []
     url = _URL_CREDENTIALS.search(line)
     if url and not _is_placeholder(url.group(2)):
@@ -230,29 +233,82 @@ def _line_secrets(line: str, python: bool) -> list[str]:
     bearer = _BEARER.search(line)
     if bearer and not _is_placeholder(bearer.group(2)):
         return [f"a {bearer.group(1)} authorization credential ({_redacted(bearer.group(2), 0)})"]
+    if not assignments:
+        return []
+    return _assignment_secrets(line, python)
+
+
+def _assignment_secrets(text: str, python: bool) -> list[str]:
+    """`NAME = "value"` and its kin written in text (a line of bash or a Dockerfile, a Python
+    line the tokenizer could not read, or the inside of a Python string or comment)."""
     patterns = (_QUOTED_ASSIGNMENT,) if python else (_QUOTED_ASSIGNMENT, _BARE_ASSIGNMENT)
     for pattern in patterns:
-        for match in pattern.finditer(line):
-            name, value = match.group("name"), match.group("value")
-            words = _CAMEL.sub(r"\1_\2", name.strip("-_. "))
-            if not _SECRET_NAME.search(words) or _NOT_SECRET_SUFFIX.search(words):
-                continue
-            if "f" in (match.groupdict().get("prefix") or "").lower() and "{" in value:
-                continue
-            if _is_placeholder(value):
-                continue
-            return [f"a string literal assigned to {name.strip('-')[:40]!r} ({_redacted(value, 0)})"]
+        for match in pattern.finditer(text):
+            secret = _assigned_secret(match.group("name"), match.group("value"),
+                                      formatted="f" in (match.groupdict().get("prefix") or "").lower())
+            if secret:
+                return [secret]
     return []
+
+
+def _assigned_secret(name: str, value: str, *, formatted: bool) -> str | None:
+    """The description of `value` bound to `name` when it is a hardcoded secret, else None."""
+    words = _CAMEL.sub(r"\1_\2", name.strip("-_. "))
+    if not _SECRET_NAME.search(words) or _NOT_SECRET_SUFFIX.search(words):
+        return None
+    if formatted and "{" in value:
+        return None
+    if _is_placeholder(value):
+        return None
+    return f"a string literal assigned to {name.strip('-')[:40]!r} ({_redacted(value, 0)})"
+
+
+def _python_secrets(source: str, lines: list[str]) -> dict[int, list[str]] | None:
+    """The secrets of Python source by line, read with its tokenizer (pysource): a literal bound to
+    a secret's name (assignment, annotation, keyword argument, dict key, subscript; plain, raw,
+    bytes, f-strings without a field, triple-quoted, concatenated); a comment alone on its line
+    holds only well-known token shapes, one after code is read like code; what a string or a
+    comment says (`password = "…"` in its text) is read like a line. None: not tokenizable."""
+    read = read_python(source)
+    if read is None:
+        return None
+    alone = {comment.line for comment in read.comments if comment.alone}
+    found: dict[int, list[str]] = {}
+    for number, line in enumerate(lines, start=1):
+        described = _line_secrets(line, True, comment=number in alone, assignments=False)
+        if described:
+            found[number] = described
+    for literal in read.literals:
+        if literal.target is not None and literal.line not in found:
+            secret = _assigned_secret(literal.target, literal.value, formatted=literal.formatted)
+            if secret is not None:
+                found[literal.line] = [secret]
+        for number, text in literal.source_lines():
+            if number not in found:
+                said = _assignment_secrets(text, True)
+                if said:
+                    found[number] = said
+    for comment in read.comments:
+        if not comment.alone and comment.line not in found:
+            said = _assignment_secrets(comment.text, True)
+            if said:
+                found[comment.line] = said
+    return found
 
 
 def scan_secrets(files: Mapping[str, str]) -> list[Problem]:
     """Hardcoded secrets in any file, at most one problem per line; messages never contain the
-    secret (only its kind, where it is, its length and at most a well-known prefix)."""
+    secret (only its kind, where it is, its length and at most a well-known prefix). Python is
+    read by its tokenizer; other files, and Python it cannot read, line by line."""
     problems: list[Problem] = []
     for filename, content in files.items():
+        text = content.replace("\r\n", "\n")
+        lines = text.split("\n")
         python = filename.endswith(".py")
-        for number, line in enumerate(content.replace("\r\n", "\n").split("\n"), start=1):
-            for description in _line_secrets(line, python):
+        by_line = _python_secrets(text, lines) if python else None
+        for number, line in enumerate(lines, start=1):
+            descriptions = by_line.get(number, []) if by_line is not None else _line_secrets(line, python)
+            for description in descriptions:
                 problems.append(
                     Problem("secrets", f"{filename} line {number}: hardcoded secret, {description}; fetch it from Vault")
                 )

@@ -17,12 +17,12 @@ from loguru import logger
 from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponential
 
 from listener.config import Settings
-from listener.notices import (ERROR_CHARS, PREFIX, Notification, build_started, deployed, level_failed, not_claimed,
-                              overseer_failed, ready_for_approval, rejected, unhandled_error)
+from listener.notices import (ERROR_CHARS, PREFIX, Notification, build_started, deployed, how_to_decide, level_failed,
+                              not_claimed, overseer_failed, ready_for_approval, rejected, unhandled_error)
 from listener.notices import clip as _clip
 from listener.redact import Redactor
 
-__all__ = ["ERROR_CHARS", "PREFIX", "Notification", "Notifier", "build_started", "deployed", "level_failed",
+__all__ = ["ERROR_CHARS", "PREFIX", "Notification", "Notifier", "build_started", "deployed", "how_to_decide", "level_failed",
            "not_claimed", "overseer_failed", "ready_for_approval", "rejected", "unhandled_error"]
 TokenProvider = Callable[[], "str | None"]
 

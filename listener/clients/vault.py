@@ -29,7 +29,7 @@ class VaultClient:
         self.redactor = redactor
         self.approle_dir = Path(approle_dir)
         self.timeout_s = timeout_s
-        self._client = hvac.Client(url=self.addr, timeout=timeout_s)
+        self._client = hvac.Client(url=self.addr, timeout=timeout_s)  # type: ignore[arg-type]  # requests takes a float; the stubs say int
         self._logged_in = False
         self._lease_s: float | None = None
         self._logged_in_at = 0.0

@@ -247,7 +247,7 @@ def run_production(settings: Settings, installation: str, automation_id: int, na
         if current is not None and current.attrs.get("Image") == image.id and (mode == "job" or current.status == "running"):
             image.tag(names.final, production_tag(installation))
             return names.final  # already deployed: deploying again changes nothing
-        candidate = client.containers.create(image.id, **production_options(settings, installation, automation_id,
+        candidate = client.containers.create(image, **production_options(settings, installation, automation_id,
                                                                              deploy_id, mode, names.next))
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         _fail(f"the production container could not be created: {_explain(exc)}; {_previous_state(current)}")

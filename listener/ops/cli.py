@@ -15,8 +15,6 @@ from loguru import logger
 
 from listener.config import ConfigError, Settings
 from listener.queue.db import Queries
-from listener.queue.states import OPERATOR_MOVES, BuilderStatus
-from listener.queue.store import Store
 from listener.logs import setup_logging
 from listener.ops.commands_cli import add_ops_commands, run_ops_command
 from listener.ops.errors import EXIT_DATABASE, database_problem
@@ -74,10 +72,7 @@ OPERATOR_COMMANDS = {
     "reject": "reject a tested build (awaiting_approval -> rejected)",
     "retry": "build again (failed or rejected -> not_started)",
 }
-OPERATOR_STATUS = {"approve": BuilderStatus.APPROVED, "reject": BuilderStatus.REJECTED, "retry": BuilderStatus.NOT_STARTED}
-# From where each command may move a row: the operator's moves of the state machine.
-OPERATOR_FROM = {command: " or ".join(repr(old.value) for old, new in OPERATOR_MOVES.items() if target in new)
-                 for command, target in OPERATOR_STATUS.items()}
+# Their UPDATE and its answers: listener/ops/commands.py operator_change (the review page's buttons use it too).
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,8 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     redactor = Redactor.from_settings(settings)
     setup_logging(settings.log_format, settings.log_level, redactor)
     if args.command == "config":
-        for name, value in settings.redacted().items():
-            print(redactor.redact(f"{name}={value}"))
+        print(redactor.redact(render_config(settings)))
         return EXIT_OK
     embedded = None
     if settings.database_url is None:
@@ -110,7 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = replace(settings, database_url=embedded.admin_url if args.command == "migrate" else embedded.url,
                            operator_database_url=settings.operator_database_url or embedded.operator_url)
         if args.command == "listen":
-            print(welcome(embedded), flush=True)
+            from listener.ops.check import first_build_needs
+
+            print(redactor.redact(welcome(embedded, first_build_needs(settings))), flush=True)
     try:
         return _dispatch(args, settings, redactor, embedded=embedded is not None)
     except psycopg.Error as exc:
@@ -122,19 +118,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             embedded.stop()
 
 
+def render_config(settings: Settings) -> str:
+    """NAME=value per setting, by the names users set; with no DATABASE_URL, the embedded
+    database's URIs (the listener's and the operator's), marked as such."""
+    values = settings.redacted()
+    notes: dict[str, str] = {}
+    if settings.database_url is None:
+        from listener.ops.embedded import embedded_address
+
+        address = embedded_address(settings.home)
+        state = "running" if address.running else "not running: listen starts it"
+        values["DATABASE_URL"] = address.url
+        notes["DATABASE_URL"] = f"DATABASE_URL is not set: the embedded PostgreSQL under AGENT_BUILDER_HOME ({state})"
+        if settings.operator_database_url is None:
+            values["OPERATOR_DATABASE_URL"] = address.operator_url
+            notes["OPERATOR_DATABASE_URL"] = "the embedded database's operator login (psql, approve, reject, retry)"
+    return "\n".join(f"{name}={value}" + (f"  # {notes[name]}" if name in notes else "")
+                     for name, value in values.items())
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor, *, embedded: bool = False) -> int:
     assert settings.database_url is not None
     if args.command == "check":
-        from listener.ops.check import render, run_checks
+        from listener.ops.check import exit_code, render, run_checks
 
         results = run_checks(settings)
         print(redactor.redact(render(results)))
-        return EXIT_OK if all(check.ok for check in results) else EXIT_ERROR
+        return exit_code(results)
     if args.command == "migrate":
         return _migrate(settings.database_url, rollback=args.rollback, embedded=embedded)
     if args.command == "listen":
+        from listener.ops.check import bind_problem, listen_addresses
         from listener.service import run_listener
 
+        # An address that cannot be bound is refused before any worker claims anything.
+        for variable, address in listen_addresses(settings):
+            problem = bind_problem(variable, address)
+            if problem is not None:
+                print(f"agent-builder: {problem}; fix: set {variable} to a free host:port (or stop what listens there)",
+                      file=sys.stderr)
+                return EXIT_ERROR
         return run_listener(settings, redactor)
     if args.command == "build-once":
         from listener.service import run_build_once
@@ -144,7 +167,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, redactor: Redactor, 
         return _inspect(settings.database_url, args, redactor)
     if args.command == "retry":
         return _retry(settings, args)
-    if args.command in OPERATOR_STATUS:
+    if args.command in OPERATOR_COMMANDS:
         return _operator_changes(settings, args.command, [args.automation_id])
     ops = run_ops_command(args, settings, redactor)
     return EXIT_USAGE if ops is None else ops
@@ -205,25 +228,14 @@ def _operator_changes(settings: Settings, command: str, automation_ids: list[int
 
 def _operator_change(conn: psycopg.Connection[dict[str, Any]], queries: Queries, command: str,
                      automation_id: int) -> int:
-    try:
-        row = Store(conn, queries).operator_set_status(automation_id, OPERATOR_STATUS[command])
-    except psycopg.errors.CheckViolation as exc:
-        print(exc.diag.message_primary or str(exc), file=sys.stderr)
-        return EXIT_NOT_CLAIMABLE
-    except psycopg.errors.InsufficientPrivilege as exc:
-        print(exc.diag.message_primary or str(exc), file=sys.stderr)
-        return EXIT_ERROR
-    if row is None:
-        current = Store(conn, queries).automation(automation_id)
-        if current is None:
-            print(f"agent-builder: there is no automation with id {automation_id}", file=sys.stderr)
-        else:
-            print(f"agent-builder: builder_status of automation {automation_id} cannot change from "
-                  f"{current['builder_status']!r} to {OPERATOR_STATUS[command].value!r}: {command} is an operator's move, "
-                  f"allowed only from {OPERATOR_FROM[command]}", file=sys.stderr)
-        return EXIT_NOT_CLAIMABLE
-    print(f"automation {automation_id}: builder_status is now {row['builder_status']}")
-    return EXIT_OK
+    from listener.ops.commands import operator_change
+
+    change = operator_change(conn, queries, command, automation_id)
+    if change.done:
+        print(change.message)
+        return EXIT_OK
+    print(change.message, file=sys.stderr)
+    return EXIT_ERROR if change.forbidden else EXIT_NOT_CLAIMABLE
 
 
 def _migrate(database_url: str, *, rollback: bool, embedded: bool = False) -> int:

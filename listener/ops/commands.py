@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 from listener.queue.db import Queries
 from listener.queue.store import Store
 from listener.queue.outcome import StepFailure
+from listener.queue.states import OPERATOR_MOVES, BuilderStatus
 from listener.redact import Redactor
 from listener.sandbox.checks import validate_spec
 
@@ -52,8 +53,36 @@ def _read_text(path: str, what: str) -> str:
         raise InvalidIdea(f"{what} {path!r} cannot be read: {exc.strerror if isinstance(exc, OSError) else exc}") from exc
 
 
+def check_from_flag(text: str) -> dict[str, Any]:
+    """One `--check 'KIND key=value …'`: the words are split like a shell line; each value is read
+    as JSON when it is JSON (numbers, lists like ["-p"]), a list when it is [a,b] (the quotes a
+    shell took), and as text otherwise."""
+    import shlex
+
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise InvalidIdea(f"--check {text!r}: cannot be split like a shell line ({exc})") from None
+    if not words or "=" in words[0]:
+        raise InvalidIdea(f"--check {text!r}: start with the kind, e.g. --check 'file_exists path=/tmp/report.json'")
+    check: dict[str, Any] = {"kind": words[0]}
+    for word in words[1:]:
+        key, equals, value = word.partition("=")
+        if not equals or not key:
+            raise InvalidIdea(f"--check {text!r}: {word!r} is not key=value")
+        try:
+            check[key] = json.loads(value)
+        except json.JSONDecodeError:
+            if value.startswith("[") and value.endswith("]"):  # [-p,--model] once the shell took the quotes
+                check[key] = [item.strip() for item in value[1:-1].split(",") if item.strip()]
+            else:
+                check[key] = value
+    return check
+
+
 def parse_idea(*, name: str, type_: str, spec: str | None, spec_file: str | None, infrastructure: str | None,
-               priority: str | None, checks: str | None, check_file: str | None, ready: bool) -> NewIdea:
+               priority: str | None, checks: str | None, check_file: str | None, ready: bool,
+               check_flags: Sequence[str] = ()) -> NewIdea:
     name = name.strip()
     if not name:
         raise InvalidIdea("the name is empty: give one, e.g. agent-builder add 'Disk report' 'Write …'")
@@ -72,18 +101,23 @@ def parse_idea(*, name: str, type_: str, spec: str | None, spec_file: str | None
             number = int(priority)
         except ValueError:
             raise InvalidIdea(f"--priority {priority!r} is not a whole number") from None
-    if checks is not None and check_file is not None:
-        raise InvalidIdea("give the acceptance checks either with --checks JSON or with --check-file FILE, not both")
-    source = "--check-file" if check_file is not None else "--checks"
+    given = [flag for flag, value in (("--checks", checks), ("--check-file", check_file), ("--check", check_flags or None))
+             if value is not None]
+    if len(given) > 1:
+        raise InvalidIdea(f"give the acceptance checks one way: {' or '.join(given)}, not both")
+    source = given[0] if given else "--checks"
     raw = _read_text(check_file, "--check-file") if check_file is not None else checks
     acceptance: dict[str, Any] | None = None
-    if raw is not None:
+    if check_flags:
+        acceptance = {"checks": [check_from_flag(flag) for flag in check_flags]}
+    elif raw is not None:
         try:
             acceptance = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise InvalidIdea(f"{source} is not JSON: {exc}") from None
         if isinstance(acceptance, list):
             acceptance = {"checks": acceptance}  # a bare list of checks is accepted as the "checks" list
+    if acceptance is not None:
         try:
             validate_spec(acceptance)
         except StepFailure as exc:
@@ -101,7 +135,7 @@ def add_idea(conn: psycopg.Connection[dict[str, Any]], queries: Queries, idea: N
 def list_ideas(conn: psycopg.Connection[dict[str, Any]], queries: Queries, status: str | None,
                redactor: Redactor) -> list[dict[str, Any]]:
     rows = Store(conn, queries).list_ideas(status)
-    return redactor.redact_tree(rows)
+    return redactor.redact_rows(rows)
 
 
 def render_list(rows: list[dict[str, Any]]) -> str:
@@ -131,3 +165,58 @@ def render_files(report: dict[str, Any]) -> str:
         parts.append(f"--- {path} ---")
         parts.append(content if isinstance(content, str) else json.dumps(content, ensure_ascii=False))
     return "\n".join(parts)
+
+
+# The operator's changes, exactly the UPDATE a person would type in SQL (sql/operator_set_status.sql),
+# made through an operator session: by the CLI (approve/reject/retry) and the review page's buttons.
+OPERATOR_STATUS = {"approve": BuilderStatus.APPROVED, "reject": BuilderStatus.REJECTED, "retry": BuilderStatus.NOT_STARTED}
+# From where each command may move a row: the operator's moves of the state machine.
+OPERATOR_FROM = {command: " or ".join(repr(old.value) for old, new in OPERATOR_MOVES.items() if target in new)
+                 for command, target in OPERATOR_STATUS.items()}
+
+
+@dataclass(frozen=True)
+class OperatorChange:
+    """What an operator's change did: `done`, or refused by the state machine (`refused`), by the
+    roles (`forbidden`), or because there is no such automation (`missing`); `message` says which."""
+
+    automation_id: int
+    command: str
+    done: bool
+    message: str
+    builder_status: str | None = None
+    refused: bool = False
+    forbidden: bool = False
+    missing: bool = False
+
+
+def operator_change(conn: psycopg.Connection[dict[str, Any]], queries: Queries, command: str, automation_id: int,
+                    build_id: int | None = None) -> OperatorChange:
+    """Approve, reject or retry one automation through `conn` (an operator session); with `build_id`,
+    only while the row still points at that build."""
+    new_status = OPERATOR_STATUS[command]
+    store = Store(conn, queries)
+    try:
+        row = store.operator_set_status(automation_id, new_status, build_id)
+    except psycopg.errors.CheckViolation as exc:
+        return OperatorChange(automation_id, command, False, exc.diag.message_primary or str(exc), refused=True)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        return OperatorChange(automation_id, command, False, exc.diag.message_primary or str(exc), forbidden=True)
+    if row is not None:
+        return OperatorChange(automation_id, command, True, f"automation {automation_id}: builder_status is now "
+                              f"{row['builder_status']}", builder_status=row["builder_status"])
+    current = store.automation(automation_id)
+    if current is None:
+        return OperatorChange(automation_id, command, False, f"agent-builder: there is no automation with id {automation_id}",
+                              missing=True)
+    if build_id is not None and current["builder_build_id"] != build_id:
+        return OperatorChange(automation_id, command, False,
+                              f"agent-builder: automation {automation_id} no longer points at build {build_id} (now "
+                              f"{current['builder_build_id']}, builder_status {current['builder_status']!r}): nothing "
+                              "was changed; look at the current build first", builder_status=current["builder_status"],
+                              refused=True)
+    return OperatorChange(automation_id, command, False,
+                          f"agent-builder: builder_status of automation {automation_id} cannot change from "
+                          f"{current['builder_status']!r} to {new_status.value!r}: {command} is an operator's move, "
+                          f"allowed only from {OPERATOR_FROM[command]}", builder_status=current["builder_status"],
+                          refused=True)

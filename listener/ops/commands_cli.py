@@ -28,6 +28,8 @@ def add_ops_commands(commands: Any) -> None:
     add.add_argument("--priority", metavar="N", help="a whole number (1 is built before 2; none comes last)")
     add.add_argument("--checks", metavar="JSON", help='acceptance checks: {"checks": [...]} or a list of checks')
     add.add_argument("--check-file", metavar="FILE", help="read the acceptance checks (JSON) from FILE")
+    add.add_argument("--check", dest="check_flags", action="append", default=[], metavar="'KIND key=value …'",
+                     help="one acceptance check, repeatable: e.g. --check 'file_exists path=/tmp/disk.json min_bytes=2'")
     add.add_argument("--ready", action="store_true", help="mark it ready_to_build at once")
     add.add_argument("--json", action="store_true", help="print the new row as JSON")
 
@@ -79,7 +81,7 @@ def _add(args: argparse.Namespace, settings: Settings, redactor: Redactor) -> in
     try:
         idea = parse_idea(name=args.name, type_=args.type_, spec=args.spec, spec_file=args.spec_file,
                           infrastructure=args.infrastructure, priority=args.priority, checks=args.checks,
-                          check_file=args.check_file, ready=args.ready)
+                          check_file=args.check_file, ready=args.ready, check_flags=args.check_flags)
     except InvalidIdea as exc:
         print(redactor.one_line(f"agent-builder add: {exc}", limit=2000), file=sys.stderr)
         return EXIT_ERROR

@@ -14,7 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -22,6 +22,9 @@ import psycopg
 from listener.queue.db import Queries
 from listener.queue.store import Store
 from listener.ops.migrate import migrate
+
+if TYPE_CHECKING:
+    from listener.ops.check import Check
 
 LISTENER_LOGIN = "listener"
 OPERATOR_LOGIN = "operator"
@@ -46,6 +49,33 @@ def as_user(url: str, user: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
 
 
+@dataclass(frozen=True)
+class EmbeddedAddress:
+    """Where the embedded database of AGENT_BUILDER_HOME is (or will be), without starting it."""
+
+    url: str  # the listener's login
+    operator_url: str
+    running: bool
+
+
+def embedded_address(home: Path) -> EmbeddedAddress:
+    """The URIs `listen` would use, read from the server's postmaster.pid when one runs; else the
+    socket directory pgserver uses for a data directory whose socket path is short enough (the data
+    directory itself: a longer path gets a runtime directory, known once the server runs)."""
+    pgdata = home / "pgdata"
+    socket_dir, running = str(pgdata), False
+    try:
+        lines = (pgdata / "postmaster.pid").read_text(encoding="utf-8").splitlines()
+        pid, recorded = int(lines[0]), lines[4].strip()
+        os.kill(pid, 0)
+        socket_dir, running = recorded or socket_dir, True
+    except (OSError, ValueError, IndexError):
+        pass
+    admin = f"postgresql://postgres:@/postgres?host={socket_dir}"
+    return EmbeddedAddress(url=as_user(admin, LISTENER_LOGIN), operator_url=as_user(admin, OPERATOR_LOGIN),
+                           running=running)
+
+
 def start_embedded(home: Path) -> EmbeddedDatabase:
     os.environ.setdefault("XDG_RUNTIME_DIR", str(home))  # pgserver's runtime files live with the data
     with warnings.catch_warnings():
@@ -63,10 +93,13 @@ def start_embedded(home: Path) -> EmbeddedDatabase:
                             admin_url=admin_url, pgdata=pgdata, server=server)
 
 
-def welcome(database: EmbeddedDatabase) -> str:
+def welcome(database: EmbeddedDatabase, needs: "Sequence[Check]" = ()) -> str:
+    """The first-run hint: how to connect, add an idea (every time: the id comes back), follow and
+    approve it, and what a first build still lacks (`needs`: the first-build checks), with the fix."""
     return (
         f"agent-builder: no DATABASE_URL, so an embedded PostgreSQL runs with its data in {database.pgdata}\n"
-        f"  connect:            psql \"{database.operator_url}\"   (login {OPERATOR_LOGIN}: add ideas, approve, reject, retry)\n"
+        f"  connect:            psql \"{database.operator_url}\"   (login {OPERATOR_LOGIN}: add ideas, approve, reject,"
+        " retry; while a listener runs)\n"
         "  add an idea:        agent-builder add 'Disk report' 'Write the disk usage of / as JSON to /tmp/disk.json'"
         " --ready\n"
         "  or in SQL:          INSERT INTO automation_ideas (name, type, status, task_description)"
@@ -78,4 +111,17 @@ def welcome(database: EmbeddedDatabase) -> str:
         f"  the listener:       connects as {LISTENER_LOGIN} (a builder: it never approves its own builds)\n"
         "  other commands:     run them with the same AGENT_BUILDER_HOME, or with"
         f" DATABASE_URL=\"{database.url}\" OPERATOR_DATABASE_URL=\"{database.operator_url}\""
+        + _needs(needs)
     )
+
+
+def _needs(needs: "Sequence[Check]") -> str:
+    if not needs:
+        return ""
+    missing = [check for check in needs if not check.ok]
+    if not missing:
+        return "\n  a first build needs: " + "; ".join(check.detail for check in needs) + " (all there)"
+    lines = [f"\n  missing for a first build ({len(missing)} of {len(needs)}; `agent-builder check` tells the rest):"]
+    for check in missing:
+        lines.append(f"\n    {check.name}: {check.detail}\n      fix: {check.fix}")
+    return "".join(lines)

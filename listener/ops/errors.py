@@ -39,7 +39,15 @@ def where(database_url: str) -> str:
     except ValueError:
         return "the database"
     if not parts.scheme:
-        return "the database of DATABASE_URL"
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            keywords = conninfo_to_dict(database_url)
+        except psycopg.ProgrammingError:
+            return "DATABASE_URL"
+        host = keywords.get("host") or "local socket"
+        port = f":{keywords['port']}" if keywords.get("port") else ""
+        return f"{host}{port}/{keywords.get('dbname') or keywords.get('user') or ''}".rstrip("/")
     host = parts.hostname or "local socket"
     port = f":{parts.port}" if parts.port else ""
     return f"{host}{port}{parts.path or ''}"

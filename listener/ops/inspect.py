@@ -21,9 +21,18 @@ RESULT_LOG_CHARS = 400
 
 def status_report(conn: psycopg.Connection[dict[str, Any]], queries: Queries, redactor: Redactor,
                   failures: int = 10) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from listener.queue.registry import live_listeners
+
     store = Store(conn, queries)
-    report = {"counts": store.status_counts(), "in_flight": store.in_flight(), "recent_failures": store.recent_failures(failures)}
-    return redactor.redact_tree(report)
+    report = {
+        "counts": store.status_counts(),
+        "listeners": [asdict(item) for item in live_listeners(conn, queries)],
+        "in_flight": store.in_flight(),
+        "recent_failures": store.recent_failures(failures),
+    }
+    return redactor.redact_record(report)
 
 
 def show_report(conn: psycopg.Connection[dict[str, Any]], queries: Queries, automation_id: int,
@@ -32,7 +41,7 @@ def show_report(conn: psycopg.Connection[dict[str, Any]], queries: Queries, auto
     row = store.automation(automation_id)
     if row is None:
         return None
-    return redactor.redact_tree({"automation": row, **store.show(automation_id)})
+    return redactor.redact_record({"automation": row, **store.show(automation_id)})
 
 
 def to_json(report: dict[str, Any]) -> str:
@@ -51,6 +60,10 @@ def render_status(report: dict[str, Any]) -> str:
     lines = ["builder_status counts:"]
     counts = report["counts"]
     lines += [f"  {status:<18} {count}" for status, count in counts.items()] or ["  (no automations)"]
+    lines.append("live listeners:")
+    lines += [f"  {item['host']} pid {item['pid']} (version {item['version']}): concurrency {item['concurrency']}, "
+              f"{item['in_flight']} in flight, since {_when(item['started_at'])}"
+              for item in report["listeners"]] or ["  (none: nothing is built until `agent-builder listen` runs)"]
     lines.append("in flight:")
     lines += [f"  build {b['build_id']} automation {b['automation_id']} {_name(b)}: {b['kind']} at step {b['step']} "
               f"for {_age(b['step_age_s'])} (claimed {_age(b['age_s'])} ago by {b['worker']})"

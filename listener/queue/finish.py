@@ -97,7 +97,8 @@ def _succeed(ctx: AttemptContext, move: Move, results: list[LevelResult]) -> Out
     if ctx.claim.kind == AttemptKind.DEPLOY:
         message = notify.deployed(automation)
     else:
-        message = notify.ready_for_approval(automation, actions=ctx.hooks.approval_actions(automation.id, ctx.claim.build_id))
+        message = notify.ready_for_approval(automation, actions=ctx.hooks.approval_actions(automation.id, ctx.claim.build_id),
+                                            click=ctx.hooks.review_link(automation.id, ctx.claim.build_id))
     ctx.log.info("attempt succeeded: {}", "deployed" if ctx.claim.kind == AttemptKind.DEPLOY else "awaiting approval")
     ctx.notify(message)
     return Outcome.SUCCEEDED

@@ -8,6 +8,8 @@ the wiring (listener.service). The queue imports no stage: it calls what it is g
   (the sandbox stage removes the containers it left behind).
 - approval_actions(automation_id, build_id) -> ntfy action buttons for the "ready for approval"
   notification (the approval stage's signed one-tap links).
+- review_link(automation_id, build_id) -> the notification's click URL: the approval stage's signed
+  link to the build's review page (listener.approval.web), or None.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 RejectedHook = Callable[[Automation, int, "str | None"], str]
 DeadAttemptHook = Callable[[str, int], Any]
 ActionsHook = Callable[[int, int], "tuple[dict[str, Any], ...]"]
+LinkHook = Callable[[int, int], "str | None"]
 
 NO_CLEANUP = "nothing to clean up (the deploy handler registers no clean-up)"
 
@@ -31,11 +34,16 @@ def no_actions(_automation_id: int, _build_id: int) -> tuple[dict[str, Any], ...
     return ()
 
 
+def no_link(_automation_id: int, _build_id: int) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Hooks:
     on_rejected: RejectedHook | None = None
     on_dead_attempt: DeadAttemptHook | None = None
     approval_actions: ActionsHook = field(default=no_actions)
+    review_link: LinkHook = field(default=no_link)
 
     def rejected(self, automation: Automation, build_id: int, image_id: str | None) -> str:
         """Run the clean-up of a rejected build, if a stage registered one; what was done."""

@@ -1,7 +1,7 @@
 """The LISTEN loop: one dedicated connection, wake-ups, the safety poll, liveness, reconnects.
 
 A notification is only a hint that work may be there; the workers always re-read rows under a
-lock when they claim. The loop wakes them on every notification, on every (re)connect (the
+lock when they claim. The loop wakes the dispatcher (listener.queue.dispatch) on every notification, on every (re)connect (the
 catch-up), and every POLL_INTERVAL_S.
 """
 
@@ -13,11 +13,11 @@ from typing import Any, Callable
 
 import psycopg
 from loguru import logger
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from listener.config import Settings
 from listener.queue.db import connect
 from listener.queue.store import Store
+from listener.queue.services import Reconnect, ThreadService
 
 READY_CHANNEL = "agent_builder_ready"
 APPROVAL_CHANNEL = "agent_builder_approval"
@@ -30,68 +30,43 @@ Wake = Callable[[str], None]
 RECHECK_S = 1.0
 
 
-class ListenLoop:
-    def __init__(self, settings: Settings, dsn: str, worker: str, wake: Wake, stop: threading.Event,
-                 on_reconnect: Callable[[], None] | None = None) -> None:
+class ListenLoop(ThreadService):
+    name = "listen"
+
+    def __init__(self, settings: Settings, dsn: str, worker: str, wake: Wake, stopping: threading.Event | None = None,
+                 on_reconnect: Callable[[], None] | None = None, recheck_s: float = RECHECK_S) -> None:
+        super().__init__(stopping)
         self.settings = settings
         self.dsn = dsn
         self.worker = worker
         self.wake = wake
-        self.stop = stop
         self.on_reconnect = on_reconnect
+        self.recheck_s = recheck_s
         self.connected = threading.Event()
         self.reconnects = 0
-        self._down_since: float | None = None
+        self.reconnect = Reconnect("the listening connection", self.stopping)
 
     def run(self) -> None:
         """Until stopped: connect, LISTEN, catch up, wait for notifications; on any connection
-        failure, reconnect with exponential backoff and jitter."""
-        retrying = Retrying(
-            retry=retry_if_exception_type(psycopg.OperationalError),
-            wait=wait_exponential_jitter(initial=0.2, max=15, jitter=0.5),
-            sleep=self._sleep,
-            before_sleep=self._before_sleep,
-            stop=lambda _state: self.stop.is_set(),
-            reraise=False,
-        )
-        while not self.stop.is_set():
-            try:
-                retrying(self._session)
-            except Exception as exc:  # noqa: BLE001 - tenacity gives up only when stopping
-                if not self.stop.is_set():
-                    logger.exception("listen loop failed unexpectedly: {}", exc)
-                    self.stop.wait(1.0)
-
-    def _sleep(self, seconds: float) -> None:
-        self.stop.wait(seconds)
-
-    def _before_sleep(self, state: RetryCallState) -> None:
-        if state.attempt_number == 1 or state.attempt_number % 10 == 0:
-            exc = state.outcome.exception() if state.outcome else None
-            logger.warning("database unreachable, retrying (attempt {}): {}", state.attempt_number, _one_line(exc))
+        failure, reconnect with exponential backoff and jitter (listener.queue.services.Reconnect)."""
+        self.reconnect.run_forever(self._session)
 
     def _session(self) -> None:
         with connect(self.dsn, actor=f"builder-listen:{self.worker}", application="agent-builder listen") as conn:
             for channel in CHANNELS:
                 Store(conn).listen(channel)
-            if self._down_since is not None:
+            down_since = self.reconnect.connected()
+            if down_since is not None:
                 self.reconnects += 1
-                logger.info("listening again after {:.1f} s without a connection", time.monotonic() - self._down_since)
+                logger.info("listening again after {:.1f} s without a connection", time.monotonic() - down_since)
                 if self.on_reconnect is not None:
                     self.on_reconnect()
             else:
                 logger.info("listening on {}", ", ".join(CHANNELS))
-            self._down_since = None
             self.connected.set()
             try:
                 self.wake("catch-up")
                 self._wait_loop(conn)
-            except psycopg.OperationalError as exc:
-                if self.stop.is_set():
-                    return  # the connection went down with the rest of the shutdown
-                # Connected, then lost: return so that the next outage starts its backoff afresh.
-                self._down_since = time.monotonic()
-                logger.warning("listening connection lost: {}", _one_line(exc))
             finally:
                 self.connected.clear()
 
@@ -101,13 +76,14 @@ class ListenLoop:
         next_poll = now + settings.poll_interval_s
         next_check = now + settings.liveness_interval_s
         recheck_at: float | None = None
-        while not self.stop.is_set():
+        while not self.stopping.is_set():
             deadline = min(next_poll, next_check, recheck_at or next_poll, time.monotonic() + 1.0)
             for note in conn.notifies(timeout=max(0.0, deadline - time.monotonic())):
                 kind = CHANNELS.get(note.channel)
                 if kind is not None:
                     self.wake(kind)
-                    recheck_at = time.monotonic() + RECHECK_S
+                    if self.recheck_s > 0:
+                        recheck_at = time.monotonic() + self.recheck_s
             now = time.monotonic()
             if recheck_at is not None and now >= recheck_at:
                 self.wake("recheck")
@@ -120,7 +96,3 @@ class ListenLoop:
             if now >= next_poll:
                 self.wake("poll")
                 next_poll = now + settings.poll_interval_s
-
-
-def _one_line(exc: BaseException | None) -> str:
-    return " ".join(str(exc).split()) if exc is not None else "unknown error"

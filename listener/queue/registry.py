@@ -20,6 +20,7 @@ from loguru import logger
 
 from listener.queue.db import Queries, connect
 from listener.queue.store import Store
+from listener.queue.services import Reconnect, ThreadService, one_line
 from listener.version import builder_version
 
 
@@ -45,48 +46,48 @@ def live_listeners(conn: psycopg.Connection[dict[str, Any]], queries: Queries,
     return [LiveListener.from_row(row) for row in Store(conn, queries).live_listeners(host)]
 
 
-class RegistryLoop:
+class RegistryLoop(ThreadService):
     """Registers this listener, refreshes its in-flight count every LIVENESS_INTERVAL_S, re-registers
     after a lost connection, and removes its row on a clean stop."""
 
+    name = "registry"
+
     def __init__(self, dsn: str, queries: Queries, worker: str, concurrency: int, interval_s: float,
-                 in_flight: Callable[[], int], stop: threading.Event) -> None:
+                 in_flight: Callable[[], int], stopping: threading.Event | None = None) -> None:
+        super().__init__(stopping)
         self.dsn = dsn
         self.queries = queries
         self.worker = worker
         self.concurrency = concurrency
         self.interval_s = interval_s
         self.in_flight = in_flight
-        self.stop = stop
         self.registered = threading.Event()
+        self.reconnect = Reconnect("listener registry", self.stopping)
 
     def _register(self, conn: psycopg.Connection[dict[str, Any]]) -> int:
         return Store(conn, self.queries).register_listener(socket.gethostname(), os.getpid(), self.worker,
                                                            builder_version(), self.concurrency)
 
     def run(self) -> None:
-        failures = 0
-        while not self.stop.is_set():
+        self.reconnect.run_forever(self._session)
+
+    def _session(self) -> None:
+        with connect(self.dsn, actor=f"builder-registry:{self.worker}", application="agent-builder registry") as conn:
             try:
-                with connect(self.dsn, actor=f"builder-registry:{self.worker}",
-                             application="agent-builder registry") as conn:
-                    listener_id = self._register(conn)
-                    failures = 0
-                    self.registered.set()
-                    logger.info("registered as listener {} in agent_builder_listeners", listener_id)
-                    try:
-                        while not self.stop.is_set():
-                            Store(conn, self.queries).heartbeat(listener_id, self.in_flight())
-                            self.stop.wait(self.interval_s)
-                        Store(conn, self.queries).unregister_listener(listener_id)
-                    finally:
-                        self.registered.clear()
-            except psycopg.OperationalError as exc:
-                failures += 1
-                if failures == 1 and not self.stop.is_set():
-                    logger.warning("listener registry lost its database connection: {}", " ".join(str(exc).split()))
-                self.stop.wait(min(15.0, 0.2 * 2 ** failures))
+                listener_id = self._register(conn)
+            except psycopg.OperationalError:
+                raise
             except psycopg.Error as exc:  # e.g. migration 0009 not applied: the listener runs unregistered
-                logger.error("listener registry unavailable ({}); fix: run: agent-builder migrate",
-                             " ".join(str(exc).split()))
-                self.stop.wait(60.0)
+                logger.error("listener registry unavailable ({}); fix: run: agent-builder migrate", one_line(exc))
+                self.stopping.wait(60.0)
+                return
+            self.reconnect.connected()
+            self.registered.set()
+            logger.info("registered as listener {} in agent_builder_listeners", listener_id)
+            try:
+                while not self.stopping.is_set():
+                    Store(conn, self.queries).heartbeat(listener_id, self.in_flight())
+                    self.stopping.wait(self.interval_s)
+                Store(conn, self.queries).unregister_listener(listener_id)
+            finally:
+                self.registered.clear()

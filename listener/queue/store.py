@@ -68,6 +68,8 @@ SIGNED_FIELDS = ("image_id", "artifact_sha256")
 # attempt id, at most this many times in one call (a squatter holding a run of future ids).
 CLAIM_LOCK_TRIES = 20
 REGISTRY_LOCK_CLASS = 1094861833  # 'AB09': the advisory-lock class of registry rows (migration 0009)
+LEADER_LOCK_CLASS = 1094863940  # 'ABLD': the advisory-lock class of the leader (two-integer form, listener.queue.leader)
+LEADER_LOCK_ID = 1
 
 
 @dataclass(frozen=True)
@@ -348,6 +350,12 @@ class Store:
     def live_listeners(self, host: str | None = None) -> list[Row]:
         return self._all("registry_live", {"host": host, "lock_class": REGISTRY_LOCK_CLASS})
 
+    # -- the elected leader (listener.queue.leader) -----------------------------------------------
+    def try_lead(self) -> bool:
+        """Try the leader's session advisory lock (sql/leader_try_lock.sql); True while this session holds it."""
+        row = self._one("leader_try_lock", {"lock_class": LEADER_LOCK_CLASS, "lock_id": LEADER_LOCK_ID})
+        return bool(row and row["leading"])
+
     # -- alerts (migration 0007) -----------------------------------------------------------------
     def raise_alert(self, name: str, detail: str) -> bool:
         """Record that the outage `name` goes on; True only when this call opened it."""
@@ -398,8 +406,11 @@ class Store:
     def failed_ids(self) -> list[int]:
         return [int(r["id"]) for r in self._all("failed_ids")]
 
-    def operator_set_status(self, automation_id: int, new_status: str) -> Row | None:
-        return self._one("operator_set_status", {"automation_id": automation_id, "new_status": str(new_status)})
+    def operator_set_status(self, automation_id: int, new_status: str, build_id: int | None = None) -> Row | None:
+        """None: no such automation, not an operator's move from its status, or (with `build_id`) the
+        row no longer points at that build."""
+        return self._one("operator_set_status", {"automation_id": automation_id, "new_status": str(new_status),
+                                                 "build_id": build_id})
 
     def prune_attempts(self, cutoff: datetime) -> dict[str, int]:
         with self.conn.transaction():
@@ -420,6 +431,24 @@ class Store:
         params = {"automation_id": automation_id}
         return {"history": self._all("show_history", params), "results": self._all("show_results", params),
                 "attempts": self._all("show_attempts", params)}
+
+    # -- the review page (listener.approval.web) -------------------------------------------------
+    def awaiting_approval(self, limit: int) -> list[Row]:
+        """Rows awaiting approval with their age, oldest first (sql/web_awaiting.sql)."""
+        return self._all("web_awaiting", {"limit": limit})
+
+    def review_build(self, automation_id: int, build_id: int | None = None) -> Row | None:
+        """The build a review page shows (sql/web_review_build.sql): `build_id`, or the one the row
+        points at; None when that build is not this automation's."""
+        return self._one("web_review_build", {"automation_id": automation_id, "build_id": build_id})
+
+    def production_build(self, automation_id: int) -> Row | None:
+        """The build now in production, for the diff (sql/web_production_build.sql)."""
+        return self._one("web_production_build", {"automation_id": automation_id})
+
+    def set_actor(self, actor: str) -> None:
+        """The actor recorded in builder_status_history for this session's next changes (sql/web_actor.sql)."""
+        self._run("web_actor", {"actor": actor})
 
     def log_events(self, automation_id: int) -> tuple[list[Row], list[Row], list[Row]]:
         """(history, attempts, results) for `logs`."""
@@ -443,3 +472,8 @@ class Store:
 
     def create_embedded_logins(self) -> None:
         self._cursor("embedded_logins", None)
+
+
+def installation_of(conn: psycopg.Connection[Any], queries: Queries) -> str:
+    """The identity every container, image, network and label of this database's builder carries."""
+    return Store(conn, queries).installation

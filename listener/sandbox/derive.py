@@ -87,7 +87,7 @@ AGENT_KIND = ('- {{"kind": "claude_called", "min_calls": 1, "args_include": ["-p
 def schema_for(automation_type: str) -> dict[str, Any]:
     """The structured-output schema: claude_called only for claude_agent rows."""
     kinds = [kind for kind in KINDS if kind != "claude_called" or automation_type == "claude_agent"]
-    schema = json.loads(json.dumps(SCHEMA))
+    schema: dict[str, Any] = json.loads(json.dumps(SCHEMA))
     schema["properties"]["checks"]["items"]["properties"]["kind"]["enum"] = kinds
     return schema
 
@@ -170,7 +170,7 @@ def _describe_short(check: dict[str, Any]) -> str:
         return f"http_status {_shown(check['url'])}"
     if check["kind"] == "file_exists":
         return f"file_exists {check['path']}"
-    return check["kind"]
+    return str(check["kind"])
 
 
 def _unusable(reason: str, text: str) -> StepFailure:

@@ -16,7 +16,7 @@ import posixpath
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from listener.sandbox.naming import LABEL_PREFIX
 
@@ -94,11 +94,11 @@ class ImageConfig:
     workdir: str = ""
     cmd: list[str] | None = None
     entrypoint: list[str] | None = None
-    exposed: dict[str, dict] = field(default_factory=dict)
+    exposed: dict[str, dict[str, Any]] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of_image(cls, config: Mapping) -> "ImageConfig":
+    def of_image(cls, config: Mapping[str, Any]) -> "ImageConfig":
         """From a Docker image's `Config` (image inspect)."""
         env = dict(item.split("=", 1) if "=" in item else (item, "") for item in config.get("Env") or [])
         return cls(env=env, workdir=config.get("WorkingDir") or "", cmd=_list_or_none(config.get("Cmd")),
@@ -407,7 +407,7 @@ class _State:
         return {**self.args, **self.config.env}
 
 
-def plan(dockerfile: Dockerfile, base_config: Mapping, context: Mapping[str, int]) -> Plan:
+def plan(dockerfile: Dockerfile, base_config: Mapping[str, Any], context: Mapping[str, int]) -> Plan:
     """The steps and final configuration, resolved against the base image's `Config` and the
     context (its files and their modes); `RUN pip install …` becomes requirements."""
     state = _State(config=ImageConfig.of_image(base_config), args={}, outer_args=dockerfile.pre_from_args,

@@ -516,7 +516,7 @@ def remove_attempt_containers(installation: str, build_id: int) -> int:
     removed = 0
     for container in containers:
         role = container.labels.get(LABEL_ROLE)
-        if role in ("sandbox-run", "sandbox-build") or (role == "production" and container.name.endswith("-next")):
+        if role in ("sandbox-run", "sandbox-build") or (role == "production" and (container.name or "").endswith("-next")):
             if remove_container(container, "container of a dead attempt"):
                 removed += 1
     return removed

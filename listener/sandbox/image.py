@@ -186,7 +186,11 @@ class ImageBuilder:
         try:
             return self.client.images.get(reference)
         except docker.errors.ImageNotFound:
-            raise BuildFailure(f"base image {reference} is not available to the Docker engine (builds never pull)") from None
+            settings = self.sandbox.settings
+            variable = ("SANDBOX_BASE_IMAGE" if reference == settings.sandbox_base_image else
+                        "SANDBOX_AGENT_IMAGE" if reference == settings.sandbox_agent_image else "SANDBOX_BASE_IMAGES")
+            raise BuildFailure(f"base image {reference} ({variable}) is not available to the Docker engine (builds never "
+                               f"pull): docker pull {reference}") from None
 
     def _check_time(self, where: str) -> None:
         if self.deadline.remaining() <= 0:
@@ -309,9 +313,10 @@ class ImageBuilder:
             raise BuildFailure(f"the image does not build: the RUN at Dockerfile line {step.line} exited with code "
                                f"{exit_code} ({NO_NETWORK_HINT})", detail=_last_line(output))
         image = container.commit(conf=self._conf(None, role=BUILD_ROLE, final=False))
-        leftovers.images.append(image.id)
+        committed: str = image.id
+        leftovers.images.append(committed)
         _remove(container)
-        return image.id
+        return committed
 
     def _final(self, image_id: str, pending: list[Path | bytes], config: ImageConfig, tag: str,
                leftovers: _Leftovers) -> BuiltImage:

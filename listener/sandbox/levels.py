@@ -176,6 +176,7 @@ def _acceptance(ctx: AttemptContext, files: GeneratedFiles) -> tuple[list[dict[s
     given = ctx.automation.acceptance_check
     try:
         if given is None:
+            ctx.step("derive-checks")  # a second model call (free: the local model), under its own label
             spec, note = derive_checks(OllamaClient.from_settings(ctx.settings), ctx.automation, files)
             ctx.save(acceptance_check=spec)
             return validate_spec(spec), note

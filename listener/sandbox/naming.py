@@ -44,7 +44,7 @@ def labels(installation: str, automation_id: int, build_id: int, role: str) -> d
             LABEL_BUILD: str(build_id), LABEL_ROLE: role}
 
 
-def installation_filter(installation: str, **more: str | int) -> dict[str, list[str]]:
+def installation_filter(installation: str, **more: str | int) -> dict[str, str | list[str] | bool]:
     """A docker SDK `filters` value selecting only this installation's objects (and `more` labels,
     e.g. build=12 for LABEL_BUILD): every listing the builder acts on goes through it."""
     names = {"automation": LABEL_AUTOMATION, "build": LABEL_BUILD, "role": LABEL_ROLE}

@@ -279,7 +279,7 @@ def check_select(query: str) -> Accepted | str:
     if first is None or first.word not in ("select", "with"):
         shown = first.text.upper() if first is not None and first.kind == "word" else "empty" if first is None else first.text
         return f"must be a SELECT (or WITH ... SELECT) statement, not {shown}"
-    for index, token in enumerate(tokens):
+    for token in tokens:
         if token.kind == "param":
             return f"has a parameter {token.text}: write the value into the query"
         if token.word in _REFUSED_WORDS:

@@ -63,7 +63,7 @@ def inspect_role(conn: psycopg.Connection[Any], queries: Queries, listener_role:
     cursor = conn.execute(queries["sandbox_role_powers"], {"listener_role": listener_role})
     row = cursor.fetchone()
     names = [column.name for column in cursor.description or []]
-    values: dict[str, Any] = row if isinstance(row, dict) else dict(zip(names, row or ()))
+    values: dict[str, Any] = row if isinstance(row, dict) else dict(zip(names, row or (), strict=False))
     refusals = tuple(text for key, text in _POWERS if values.get(key))
     return RolePowers(role=str(values.get("role") or "?"), refusals=refusals)
 

@@ -34,7 +34,7 @@ import psycopg
 import requests.exceptions
 from loguru import logger
 
-from listener.queue.claims import installation_of
+from listener.queue.store import installation_of
 from listener.config import Settings
 from listener.queue.db import Queries, connect
 from listener.queue.store import Store

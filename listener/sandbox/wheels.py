@@ -23,7 +23,7 @@ import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Sequence
+from typing import IO, Sequence
 
 MAX_REQUIREMENTS = 30
 MAX_LINE = 200
@@ -310,7 +310,7 @@ def _add(out: tarfile.TarFile, archive: zipfile.ZipFile, info: zipfile.ZipInfo, 
 class _Hashing(io.RawIOBase):
     """A reader that hashes what passes through it."""
 
-    def __init__(self, inner: BinaryIO, algorithm: str) -> None:
+    def __init__(self, inner: IO[bytes], algorithm: str) -> None:
         self.inner = inner
         self.hash = hashlib.new(algorithm)
 

@@ -172,13 +172,25 @@ def test_level_failed_pattern() -> None:
 def test_ready_for_approval_has_step_7_title_and_body_and_the_ready_line() -> None:
     n = ready_for_approval(AUTOMATION)
     assert n.title == "Agent Ready for Promotion — Nightly backup"
-    assert (
-        "All 4 test levels passed in sandbox. Automation id=7 (script) is ready for production promotion. "
-        "Reply to approve or reject." in n.message
-    )
+    assert "All 4 test levels passed in sandbox. Automation id=7 (script) is ready for production promotion.\n" in n.message
     assert "[Agent Builder] READY — Nightly backup passed all tests, awaiting your approval" in n.message
     assert n.priority == 4
     assert "rocket" in n.tags
+
+
+def test_ready_says_how_to_approve_never_reply() -> None:
+    """ntfy has no reply: the READY message names the CLI, the SQL with the id, and the buttons when on."""
+    plain = ready_for_approval(AUTOMATION)
+    assert "Reply" not in plain.message and "reply" not in plain.message
+    assert "Approve: agent-builder approve 7\n" in plain.message
+    assert "UPDATE automation_ideas SET builder_status = 'approved' WHERE id = 7;" in plain.message
+    assert "Reject: agent-builder reject 7\n" in plain.message
+    assert "UPDATE automation_ideas SET builder_status = 'rejected' WHERE id = 7;" in plain.message
+    assert "tap Approve" not in plain.message and plain.actions == ()
+    buttons = ({"action": "http", "label": "Approve", "url": "https://ab.lan/decide/x", "method": "POST"},)
+    one_tap = ready_for_approval(AUTOMATION, actions=buttons)
+    assert "Or tap Approve or Reject below (the link works once)." in one_tap.message and one_tap.actions == buttons
+    assert "agent-builder approve 7" in one_tap.message  # the other ways stay
 
 
 def test_unhandled_error_pattern() -> None:

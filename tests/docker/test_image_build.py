@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from psycopg.types.json import Jsonb
 
-from listener.queue.claims import AttemptStore
+from listener.queue.store import Store
 from listener.config import Settings
 from listener.queue.context import AttemptContext
 from listener.build.extract import GeneratedFiles
@@ -84,7 +84,7 @@ def attempt(db_url, builder_conn, queries, base_image, docker_client, tmp_path) 
         })
         automation_id = insert_idea(builder_conn)
         builder_conn.execute("UPDATE automation_ideas SET acceptance_check = %s WHERE id = %s", (Jsonb(check), automation_id))
-        store = AttemptStore(builder_conn, queries, "image-build-test")
+        store = Store(builder_conn, queries, "image-build-test")
         claim = store.claim_build(automation_id)
         ctx = AttemptContext(claim=claim, store=store, settings=settings, notifier=Notifier(None, "t"), stop=threading.Event())
 
@@ -394,3 +394,14 @@ def test_a_requirement_without_a_wheel_fails_level_2_naming_it(attempt) -> None:
                      SANDBOX_PIP_FIND_LINKS=str(WHEELS))
     assert result.levels() == [(2, "fail")]
     assert "no wheel of agentbuilder-missing-dep" in result.log(2)
+
+
+def test_an_allowed_base_missing_from_the_engine_fails_level_2_naming_its_variable(attempt) -> None:
+    """SANDBOX_BASE_IMAGES allows it, the engine lacks it: Level 2 says which variable and the fix."""
+    missing = "agent-builder-missing-extra-base:latest"
+    result = attempt(script(WRITES, f"FROM {missing}\nCOPY script.py /app/script.py\nCMD [\"python3\", \"/app/script.py\"]\n"),
+                     SANDBOX_BASE_IMAGES=missing)
+    assert result.levels() == [(2, "fail")]
+    assert (f"base image {missing} (SANDBOX_BASE_IMAGES) is not available to the Docker engine (builds never pull): "
+            f"docker pull {missing}") in result.log(2)
+    assert result.created == []

@@ -155,7 +155,7 @@ def test_secrets_printed_or_sent_by_sandbox_code_reach_no_table_log_notification
     assert [(r["test_level"], r["status"]) for r in fails_4][-1] == (4, "fail"), fails_4
     assert [(r["test_level"], r["status"]) for r in passes_4][-2:] == [(3, "pass"), (4, "pass")], passes_4
     level_3 = prints[-1]["execution_log"]
-    assert f"role-id: [redacted]" in level_3 and "secret-id: [redacted] upper: [redacted]" in level_3
+    assert "role-id: [redacted]" in level_3 and "secret-id: [redacted] upper: [redacted]" in level_3
     assert "encoded: [redacted] [redacted]" in level_3 and "giving up with [redacted] and [redacted]" in level_3
     assert "\\x1b[31mALERT\\x1b[0m \\u202egnp.exe nul:\\x00 bell:\\x07 end" in level_3
     assert "\x1b" not in level_3 and "\u202e" not in level_3

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from listener.config import Settings
+from listener.config import ConfigError, Settings
 from listener.ops.check import Check, check_ntfy
 from tests.e2e.listeners import base_env, query, run_cli
 from tests.fakes.http_fake import Reply, closed_port_url
@@ -21,7 +21,7 @@ def lines(output: str) -> dict[str, str]:
     found = {}
     for line in output.splitlines():
         parts = line.split(None, 2)
-        if len(parts) >= 2 and parts[0] in ("ok", "warn", "FAIL"):
+        if len(parts) >= 2 and parts[0] in ("ok", "WARN", "FAIL"):
             found[parts[1]] = line
     return found
 
@@ -53,7 +53,8 @@ def test_check_with_healthy_dependencies(listener_url, fake_ollama, fake_vault, 
     done = run_cli(healthy_env(listener_url, fake_ollama, fake_vault, fake_ntfy.url, approle_dir), "check")
     assert done.returncode == 0, done.stdout + done.stderr
     found = lines(done.stdout)
-    assert set(found) == {"database", "roles", "sandbox-db", "ollama", "claude", "vault", "ntfy", "docker"}
+    assert set(found) == {"database", "roles", "sandbox-db", "ollama", "claude", "vault", "approle", "ntfy", "metrics",
+                          "docker"}
     assert all(line.startswith("ok") for line in found.values()), done.stdout
     assert fake_ntfy.published == []  # checking publishes nothing
     assert "review flags ok" in found["claude"] and "logged in (api_key from ANTHROPIC_API_KEY)" in found["claude"]
@@ -79,12 +80,18 @@ def test_check_with_broken_dependencies_says_how_to_fix_each(empty_db_url, fake_
                             DOCKER_HOST="tcp://127.0.0.1:1", SANDBOX_DATABASE_URL=empty_db_url), "check")
     assert done.returncode == 1
     found = lines(done.stdout)
-    assert all(line.startswith("FAIL") for line in found.values()), done.stdout
+    required = {"database", "roles", "ollama", "claude", "docker", "vault", "approle", "sandbox-db"}
+    assert all(found[name].startswith("FAIL") for name in required), done.stdout
+    assert found["ntfy"].startswith("WARN") and found["metrics"].startswith("ok"), done.stdout  # optional
+    assert done.stdout.index("required (a build needs each):") < done.stdout.index(found["database"])
+    assert done.stdout.index("optional (WARN leaves") < done.stdout.index(found["ntfy"])
+    assert done.stdout.rstrip().endswith("required check(s) failed: exit code 1")
     assert "run: agent-builder migrate" in done.stdout
     assert "no agent-builder roles yet" in found["roles"]
     assert "run: ollama pull llama9:404b" in done.stdout
     assert "'no-such-claude' (CLAUDE_CMD) is not on PATH" in done.stdout
     assert "role-id is missing" in done.stdout
+    assert "approle" in found and "No such file or directory" in found["approle"]
     assert "unreachable" in found["ntfy"]
     assert "no Docker engine" in found["docker"]
     assert "is a superuser" in found["sandbox-db"]
@@ -134,9 +141,9 @@ def test_config_refuses_web_addr_and_approval_addr_that_disagree(db_url) -> None
     assert done.returncode == 1
     assert "WEB_ADDR='127.0.0.1:8787' and APPROVAL_ADDR='0.0.0.0:8787' disagree" in done.stderr
     same = run_cli(base_env(db_url, WEB_ADDR="127.0.0.1:8787", APPROVAL_ADDR="127.0.0.1:8787"), "config")
-    assert same.returncode == 0 and "APPROVAL_ADDR=127.0.0.1:8787" in same.stdout
+    assert same.returncode == 0 and "WEB_ADDR=127.0.0.1:8787" in same.stdout
     default = run_cli(base_env(db_url), "config")
-    assert "APPROVAL_ADDR=127.0.0.1:8787" in default.stdout and "METRICS_ADDR=\n" in default.stdout + "\n"
+    assert "WEB_ADDR=127.0.0.1:8787" in default.stdout and "METRICS_ADDR=\n" in default.stdout + "\n"
 
 
 @pytest.mark.parametrize("env", [
@@ -176,7 +183,7 @@ def test_check_warns_when_one_tap_is_on_and_the_topic_is_readable_without_a_toke
     assert with_one_tap.returncode == without.returncode, with_one_tap.stdout  # a warning, not a failure
     assert lines(without.stdout)["ntfy"].startswith("ok")
     ntfy_line = lines(with_one_tap.stdout)["ntfy"]
-    assert ntfy_line.startswith("warn") and "anyone who can read the topic can approve" in ntfy_line
+    assert ntfy_line.startswith("WARN") and "anyone who can read the topic can approve" in ntfy_line
     assert "protect the topic with an access token (ntfy ACL" in with_one_tap.stdout and "turn one-tap off" in with_one_tap.stdout
     assert all(line.startswith("ok") for name, line in lines(with_one_tap.stdout).items() if name != "ntfy")
     polls = fake_ntfy.requests_to("GET", "/agent-builder/json")
@@ -197,17 +204,73 @@ def test_check_says_ok_when_the_topic_needs_a_token(listener_url, fake_ollama, f
 
 def test_the_topic_check_in_detail(fake_ntfy) -> None:
     def check(url: str, **env: str) -> Check:
-        return check_ntfy(Settings.from_env({"NTFY_URL": url, "NTFY_TOPIC": "ab topic/1", **env}))
+        return check_ntfy(Settings.from_env({"NTFY_URL": url, "NTFY_TOPIC": "ab-topic_1", **env}))
 
     off = check(fake_ntfy.url)
-    assert off.ok and not off.warning and fake_ntfy.requests_to("GET", "/ab%20topic%2F1/json") == []  # one-tap off: not asked
+    assert off.ok and not off.warning and fake_ntfy.requests_to("GET", "/ab-topic_1/json") == []  # one-tap off: not asked
     readable = check(fake_ntfy.url, **ONE_TAP)
     assert readable.ok and readable.warning and "anyone who can read the topic can approve" in readable.detail
-    assert len(fake_ntfy.requests_to("GET", "/ab%20topic%2F1/json")) == 1
-    fake_ntfy.script("GET", "/ab%20topic%2F1/json", Reply(401, {"code": 40101, "http": 401, "error": "unauthorized"}),
+    assert len(fake_ntfy.requests_to("GET", "/ab-topic_1/json")) == 1
+    fake_ntfy.script("GET", "/ab-topic_1/json", Reply(401, {"code": 40101, "http": 401, "error": "unauthorized"}),
                      Reply(429, {"code": 42901, "http": 429, "error": "limit reached"}))
     assert check(fake_ntfy.url, **ONE_TAP).warning is False
     unclear = check(fake_ntfy.url, **ONE_TAP)
     assert unclear.ok and unclear.warning and "answered 429" in unclear.detail
     down = check(closed_port_url(), **ONE_TAP)
     assert not down.ok and "unreachable" in down.detail  # the health check fails first, as before
+    assert down.optional and down.mark == "WARN" and not down.fails  # ntfy is optional
+    with pytest.raises(ConfigError, match="NTFY_TOPIC='ab topic/1': must be 1 to 64 letters"):
+        Settings.from_env({"NTFY_TOPIC": "ab topic/1"})  # ntfy would refuse it: named at start
+
+
+def test_approle_files_the_sandbox_user_cannot_read_are_a_required_failure(
+        listener_url, fake_ollama, fake_vault, fake_ntfy, approle_dir) -> None:
+    env = healthy_env(listener_url, fake_ollama, fake_vault, fake_ntfy.url, approle_dir)
+    (approle_dir / "secret-id").chmod(0o600)  # owned by whoever runs the tests, not by 65534
+    done = run_cli(env, "check")
+    assert done.returncode == 1, done.stdout
+    line = lines(done.stdout)["approle"]
+    assert line.startswith("FAIL") and f"{approle_dir / 'secret-id'} (mode 600" in line and "cannot be read by uid 65534" in line
+    assert "role-id" not in line.replace("secret-id", "")  # only the unreadable one is named
+    assert "chmod 0755 on the directory and 0644 on role-id and secret-id" in done.stdout
+    assert lines(done.stdout)["vault"].startswith("ok")  # the listener itself can still log in
+    (approle_dir / "secret-id").chmod(0o644)
+    assert run_cli(env, "check").returncode == 0
+
+
+def test_optional_dependencies_warn_and_leave_the_exit_code_alone(
+        listener_url, fake_ollama, fake_vault, approle_dir) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # METRICS_ADDR in use by something that is no listener
+        port = taken.getsockname()[1]
+        env = healthy_env(listener_url, fake_ollama, fake_vault, closed_port_url(), approle_dir,
+                          METRICS_ADDR=f"127.0.0.1:{port}", SANDBOX_DATABASE_URL=closed_port_url().replace("http", "postgresql"))
+        done = run_cli(env, "check")
+    assert done.returncode == 0, done.stdout
+    found = lines(done.stdout)
+    assert found["ntfy"].startswith("WARN") and "unreachable" in found["ntfy"]
+    assert found["metrics"].startswith("WARN") and f"cannot listen on METRICS_ADDR=127.0.0.1:{port}" in found["metrics"]
+    assert found["sandbox-db"].startswith("WARN"), done.stdout
+    assert done.stdout.rstrip().endswith("every required check passed: exit code 0")
+    unset = base_env(listener_url, OLLAMA_URL=fake_ollama.url, CLAUDE_CMD=f"{FAKE_CLAUDE} -p", DOCKER_HOST="tcp://127.0.0.1:1")
+    unset_found = lines(run_cli(unset, "check").stdout)
+    assert unset_found["vault"].startswith("WARN") and "VAULT_ADDR is not set" in unset_found["vault"]
+    assert unset_found["approle"].startswith("ok") and unset_found["ntfy"].startswith("WARN")
+
+
+@pytest.mark.parametrize("variable", ["METRICS_ADDR", "WEB_ADDR"])
+def test_listen_refuses_an_address_in_use_before_it_starts_anything(db_url, variable) -> None:
+    import socket
+
+    automation_id = insert_idea_in(db_url)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = run_cli(base_env(db_url, **ONE_TAP, **{variable: address}), "listen", timeout=60)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"agent-builder: cannot listen on {variable}={address}: Address already in use; fix: set {variable}")
+    assert "Traceback" not in done.stderr and "started" not in done.stdout + done.stderr
+    assert query(db_url, "SELECT builder_status FROM automation_ideas WHERE id = %s", (automation_id,)) == [
+        {"builder_status": "not_started"}]
+    assert query(db_url, "SELECT count(*) AS n FROM agent_builds") == [{"n": 0}]

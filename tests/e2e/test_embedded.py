@@ -80,17 +80,42 @@ def test_check_without_database_url_checks_the_embedded_database(tmp_path: Path)
     assert "ok   roles     the listener's login listener is a builder" in done.stdout, done.stdout
 
 
+def psql(url: str, sql: str) -> str:
+    """One statement through the real psql client (the one the hint names), its output unaligned."""
+    import shutil
+    import subprocess
+
+    if shutil.which("psql") is None:
+        pytest.skip("psql (the PostgreSQL client) is not installed")
+    done = subprocess.run(["psql", url, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_the_first_run_hint_works_when_followed_twice(tmp_path: Path) -> None:
     """Each part of the printed hint (the CLI command, the INSERT … RETURNING id and the UPDATE with
     that id) builds a new idea every time it is followed, not just the first time."""
     import shlex
 
+    from tests.fakes.http_fake import closed_port_url
+
     home = tmp_path / "home"
-    listener = ListenerProcess(embedded_env(home), tmp_path / "hint.log")
+    ollama = closed_port_url()
+    missing_image = "agent-builder-missing-first-run:latest"
+    env = {**embedded_env(home), "OLLAMA_URL": ollama, "CLAUDE_CMD": "no-such-claude -p", "SANDBOX_BASE_IMAGE": missing_image}
+    listener = ListenerProcess(env, tmp_path / "hint.log")
     try:
         listener.wait_for_log("follow the build:", timeout=60)
         listener.wait_listening()
         log = listener.log()
+        # what a first build still lacks, each with its fix
+        assert "missing for a first build (3 of 3;" in log, log
+        assert f"ollama: cannot connect to Ollama at {ollama}" in log and f"fix: start Ollama at OLLAMA_URL={ollama}" in log
+        assert "claude: 'no-such-claude' (CLAUDE_CMD) is not on PATH" in log and "fix: install the claude CLI" in log
+        assert (f"docker: the sandbox base image SANDBOX_BASE_IMAGE={missing_image} is not on the Docker engine" in log
+                or "docker: the Docker engine is unreachable" in log), log
+        assert f"fix: docker pull {missing_image}, or set SANDBOX_BASE_IMAGE" in log or "fix: start Docker" in log
         url = re.search(r'psql "([^"]+)"', log).group(1)
         command = shlex.split(re.search(r"add an idea: +(.+)", log).group(1))
         insert = re.search(r"or in SQL: +(.+;)", log).group(1)
@@ -107,9 +132,11 @@ def test_the_first_run_hint_works_when_followed_twice(tmp_path: Path) -> None:
                 added = run_cli(embedded_env(home), *command[1:])
                 assert added.returncode == 0, added.stderr
                 ids.append(int(added.stdout))
-                new_id = conn.execute(insert).fetchone()["id"]
-                assert conn.execute(update.replace("WHERE id = ID", f"WHERE id = {int(new_id)}")).rowcount == 1
-                ids.append(int(new_id))
+                new_id = int(psql(url, insert))  # the printed SQL, as a person pastes it into psql
+                assert psql(url, update.replace("WHERE id = ID", f"WHERE id = {new_id}")) == ""
+                assert conn.execute("SELECT status FROM automation_ideas WHERE id = %s", (new_id,)).fetchone() == {
+                    "status": "ready_to_build"}
+                ids.append(new_id)
             assert len(set(ids)) == 4
             wait_until(lambda: [r["builder_status"] for r in conn.execute(
                 "SELECT builder_status FROM automation_ideas WHERE id = ANY(%s)", (ids,)).fetchall()]

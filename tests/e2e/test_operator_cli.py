@@ -88,7 +88,31 @@ def test_add_with_every_option_then_ready(db_url, tmp_path: Path) -> None:
     assert second["acceptance_check"] == {"checks": [{"kind": "http_request", "path": "/hook"}]}
 
 
+def test_add_with_checks_as_flags_of_every_kind(db_url) -> None:
+    done = run_cli(base_env(db_url), "add", "Every kind", "spec", "--type", "claude_agent",
+                   "--check", "file_exists path=/tmp/disk.json min_bytes=2",
+                   "--check", "sql_rows query=\"SELECT 1 FROM reports WHERE created_at > now() - interval '5 minutes'\" min_rows=1",
+                   "--check", "http_status url=http://automation:8080/health status=200",
+                   "--check", "http_request method=POST path=/hook",
+                   "--check", "container_running after_s=5",
+                   "--check", 'claude_called min_calls=1 args_include=["-p"] reply="The disk is 42 % full."')
+    assert done.returncode == 0, done.stderr
+    row = query(db_url, "SELECT acceptance_check FROM automation_ideas WHERE id = %s", (int(done.stdout),))[0]
+    assert row["acceptance_check"] == {"checks": [
+        {"kind": "file_exists", "path": "/tmp/disk.json", "min_bytes": 2},
+        {"kind": "sql_rows", "query": "SELECT 1 FROM reports WHERE created_at > now() - interval '5 minutes'", "min_rows": 1},
+        {"kind": "http_status", "url": "http://automation:8080/health", "status": 200},
+        {"kind": "http_request", "method": "POST", "path": "/hook"},
+        {"kind": "container_running", "after_s": 5},
+        {"kind": "claude_called", "min_calls": 1, "args_include": ["-p"], "reply": "The disk is 42 % full."},
+    ]}
+
+
 @pytest.mark.parametrize(("args", "message"), [
+    (("X", "spec", "--check", "min_bytes=2"), "start with the kind"),
+    (("X", "spec", "--check", "file_exists /tmp/x"), "'/tmp/x' is not key=value"),
+    (("X", "spec", "--check", "file_exists path=relative"), "absolute \"path\""),
+    (("X", "spec", "--check", "file_exists path=/tmp/x", "--checks", "[]"), "give the acceptance checks one way"),
     (("  ", "spec"), "the name is empty"),
     (("X", "spec", "--type", "cron"), "--type 'cron' is not one the builder builds"),
     (("X",), "the spec (task_description) is empty"),
@@ -171,6 +195,8 @@ def test_listeners_and_healthcheck_follow_the_sessions(db_url, tmp_path: Path) -
     try:
         assert run_cli(base_env(db_url), "healthcheck").returncode == 1
         assert run_cli(base_env(db_url), "listeners").stdout.strip() == "no live listener"
+        assert "live listeners:\n  (none: nothing is built until `agent-builder listen` runs)" in run_cli(
+            base_env(db_url), "status").stdout
         first = listeners.start(BUILDER_CONCURRENCY="2")
         second = listeners.start()
         both = wait_until(lambda: len(rows := live(db_url)) == 2 and rows, 20, "two live listeners", first)
@@ -183,10 +209,17 @@ def test_listeners_and_healthcheck_follow_the_sessions(db_url, tmp_path: Path) -
         assert str(first.pid) in table and str(second.pid) in table
         healthy = run_cli(base_env(db_url), "healthcheck")
         assert healthy.returncode == 0 and "healthy" in healthy.stdout
+        status = run_cli(base_env(db_url), "status").stdout
+        for listener, concurrency in ((first, 2), (second, 1)):
+            assert f"{socket.gethostname()} pid {listener.pid} (version {version('agent-builder')}): concurrency {concurrency}, 0 in flight" in status, status
+        assert {r["pid"] for r in json.loads(run_cli(base_env(db_url), "status", "--json").stdout)["listeners"]} == {
+            first.pid, second.pid}
 
         first.kill()  # SIGKILL: no clean-up, no heartbeat timeout to wait for
         wait_until(lambda: [r["pid"] for r in live(db_url)] == [second.pid], 15, "the killed listener gone", second)
         assert run_cli(base_env(db_url), "healthcheck").returncode == 0
+        status = run_cli(base_env(db_url), "status").stdout
+        assert f"pid {second.pid} " in status and f"pid {first.pid} " not in status, status
 
         assert second.stop() == 0
         wait_until(lambda: live(db_url) == [], 10, "no live listener")

@@ -141,10 +141,10 @@ def test_check_says_what_the_listener_s_login_is(db_url, logins) -> None:
     assert role_line(run_cli(base_env(builder.url), "check").stdout).startswith(
         f"ok   roles     the listener's login {builder.name} is a builder")
     line = role_line(run_cli(base_env(db_url), "check").stdout)
-    assert line.startswith("warn roles") and "is a superuser: it passes every role check" in line
+    assert line.startswith("WARN roles") and "is a superuser: it passes every role check" in line
     both = logins.make("builder", "operator", label="both")
     output = run_cli(base_env(both.url), "check").stdout
-    assert role_line(output).startswith("warn roles") and "is also a member of agent_builder_operator" in output
+    assert role_line(output).startswith("WARN roles") and "is also a member of agent_builder_operator" in output
     assert f"REVOKE agent_builder_operator FROM {both.name};" in output
     nobody = logins.make(label="nobody")
     done = run_cli(base_env(nobody.url), "check")

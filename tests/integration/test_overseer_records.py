@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from listener.build.alerts import OVERSEER, Alerts
 from listener.queue.store import Store
@@ -13,6 +14,7 @@ from listener.ops.inspect import render_show, show_report
 from listener.redact import Redactor
 from listener.ops.metrics import Metrics, MetricsServer
 from tests.helpers import insert_idea
+from tests.metrics_text import types, value
 
 
 def add_review(operator, automation_id: int, *, tokens_in: int | None, tokens_out: int | None, model: str | None,
@@ -48,10 +50,11 @@ def test_metrics_count_the_overseers_tokens(db_url, operator, queries) -> None:
         text = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10).text
     finally:
         server.stop()
-    assert "agent_builder_overseer_calls_total 2" in text
-    assert "agent_builder_overseer_input_tokens_total 1501" in text
-    assert "agent_builder_overseer_output_tokens_total 59" in text
-    assert "# TYPE agent_builder_overseer_input_tokens_total counter" in text
+    assert value(text, "agent_builder_overseer_calls_total") == 2
+    assert value(text, "agent_builder_overseer_input_tokens_total") == 1501
+    assert value(text, "agent_builder_overseer_output_tokens_total") == 59
+    assert value(text, "agent_builder_overseer_cost_usd_total") == pytest.approx(0.0116)
+    assert types(text)["agent_builder_overseer_input_tokens_total"] == "counter"
 
 
 def test_an_alert_opens_once_per_outage(builder_conn, queries, db_url) -> None:

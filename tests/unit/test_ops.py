@@ -65,3 +65,42 @@ def test_database_problem_lines_name_no_password() -> None:
     assert missing.problem is Problem.UNMIGRATED and missing.line.endswith("fix: run: agent-builder migrate")
     other = database_problem(psycopg.errors.InsufficientPrivilege("permission denied"), url)
     assert other.problem is Problem.OTHER and "permission denied" in other.line
+
+
+def test_the_first_run_hint_lists_what_a_first_build_lacks_with_the_fix(tmp_path) -> None:
+    from listener.ops.check import Check
+    from listener.ops.embedded import EmbeddedDatabase, welcome
+
+    database = EmbeddedDatabase(url="postgresql://listener@/postgres?host=/x", operator_url="postgresql://operator@/postgres?host=/x",
+                                admin_url="postgresql://postgres:@/postgres?host=/x", pgdata=tmp_path, server=None)
+    ready = [Check("ollama", True, "http://o serves m"), Check("claude", True, "claude 2 logged in"),
+             Check("docker", True, "the engine has SANDBOX_BASE_IMAGE=b")]
+    text = welcome(database, ready)
+    assert text.endswith("a first build needs: http://o serves m; claude 2 logged in; the engine has SANDBOX_BASE_IMAGE=b"
+                         " (all there)")
+    lacking = welcome(database, [ready[0], Check("claude", False, "not logged in", "run: claude login"), ready[2]])
+    assert "missing for a first build (1 of 3;" in lacking
+    assert lacking.endswith("    claude: not logged in\n      fix: run: claude login")
+    assert "ollama" not in lacking.split("missing for a first build")[1]
+    assert "WHERE id = ID;" in text and "WHERE id = 1" not in text  # works every time: the id comes back
+
+
+def test_where_reads_keyword_strings_and_names_no_password() -> None:
+    from listener.ops.errors import where
+
+    assert where("host=db.lan port=5433 dbname=api password=sekrit-value") == "db.lan:5433/api"
+    assert where("dbname=api") == "local socket/api"
+    assert where("nonsense") == "DATABASE_URL"
+
+
+def test_an_unreadable_database_url_is_refused_without_echoing_it() -> None:
+    import pytest
+
+    from listener.config import ConfigError, Settings
+
+    for name in ("DATABASE_URL", "OPERATOR_DATABASE_URL", "SANDBOX_DATABASE_URL"):
+        with pytest.raises(ConfigError) as raised:
+            Settings.from_env({name: "sekrit-password-not-a-dsn"})
+        assert raised.value.problems[0].startswith(f"{name}: cannot be read as a libpq connection string")
+        assert "sekrit" not in str(raised.value)
+    assert Settings.from_env({"DATABASE_URL": "host=/run/pg dbname=api"}).database_url == "host=/run/pg dbname=api"

@@ -178,7 +178,7 @@ def test_compose_services_are_confined_and_healthchecked(name: str) -> None:
     services: dict[str, Any] = doc["services"]
     assert COMPOSE_FILES[name] <= set(services), f"{name} lacks {COMPOSE_FILES[name] - set(services)}"
     for string in _strings(doc):
-        for var, op, token in _interpolations(string):
+        for _var, op, token in _interpolations(string):
             assert op in (":-", "-"), f"{name}: {token} has no default"
 
     # One-shots (run, exit, no healthcheck): what others wait for to complete, or restart: "no".

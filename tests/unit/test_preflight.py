@@ -379,3 +379,67 @@ def test_run_preflight_checks_the_requirements() -> None:
     assert [p.check for p in problems] == ["requirements"]
     assert "line 2" in problems[0].message and "pip options" in problems[0].message
     assert run_preflight(GeneratedFiles("script.py", CLEAN_PYTHON, None, "requests==2.32.3\n"), "script") == []
+
+
+# --- secrets in Python: read by its tokenizer (listener/build/pysource.py) -----------------------
+
+PYTHON_SECRETS = {
+    # strings, as before: quotes of either kind, prefixes, every way of binding a name
+    "single quotes": ("db_password = 'hunter2hunter2'\n", 1),
+    "unicode prefix": ('db_password = u"hunter2hunter2"\n', 1),
+    "raw string": ('db_password = r"hunter2\\hunter2"\n', 1),
+    "after code, in a comment": ('conn = connect()  # password = "hunter2hunter2"\n', 1),
+    "inside another string": ("sql = 'password = \"hunter2hunter2\"'\n", 1),
+    # f-strings, as before: one with no field is a literal like any other
+    "f-string without a field": ('api_token = f"a8f5f167f44f4964"\n', 1),
+    "raw f-string without a field": ('api_token = rf"a8f5f167f44f4964"\n', 1),
+    # bytes, as before
+    "bytes": ('SECRET_KEY = b"0123456789abcdef"\n', 1),
+    "raw bytes": ("SECRET_KEY = Rb'0123456789abcdef'\n", 1),
+    # what the tokenizer reads that a line could not
+    "triple-quoted": ('DB_PASSWORD = """hunter2hunter2"""\n', 1),
+    "escaped quote in the value": ('db_password = "hunter2\\"hunter2"\n', 1),
+    "concatenated in parentheses": ('db_password = (\n    "hunter2"\n    "hunter2"\n)\n', 2),
+    "subscript": ('os.environ["DB_PASSWORD"] = "hunter2hunter2"\n', 1),
+    "annotated subscript type": ('API_KEY: Final[str] = "a8f5f167f44f4964"\n', 1),
+    "walrus": ('if (token := "a8f5f167f44f4964"):\n    pass\n', 1),
+    "on its line inside a template": ('CONFIG = """\n[db]\npassword = "hunter2hunter2"\n"""\n', 3),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PYTHON_SECRETS))
+def test_secret_scan_reads_python_literals_with_the_tokenizer(case: str) -> None:
+    source, line = PYTHON_SECRETS[case]
+    problems = scan_secrets({"script.py": source})
+    assert [p.message.split(":")[0] for p in problems] == [f"script.py line {line}"], (case, problems)
+    assert "hunter2hunter2" not in problems[0].message and "a8f5f167f44f4964" not in problems[0].message
+
+
+PYTHON_CLEAN = {
+    "f-string with a field": 'api_token = f"{prefix}a8f5f167f44f4964"\n',
+    "f-string with nested quotes": 'api_token = f"{settings[\'token\']}"\n',
+    "comment alone": '    # password = "hunter2hunter2"\n',
+    "compared, not assigned": 'if password == "hunter2hunter2":\n    pass\n',
+    "a key read, not set": 'password = data["hunter2hunter2"]\n',
+    "a call's argument": 'print("hunter2hunter2", token)\n',
+    "a name that is not the secret": 'token_file = "/run/secrets/token"\n',
+    "a hash in a string is not a comment": 'url = "https://host/#/login"  # the login page\n',
+}
+
+
+@pytest.mark.parametrize("case", sorted(PYTHON_CLEAN))
+def test_secret_scan_leaves_python_that_binds_no_secret(case: str) -> None:
+    assert scan_secrets({"script.py": PYTHON_CLEAN[case]}) == [], case
+
+
+def test_secret_scan_still_finds_token_shapes_in_python_comments_and_strings() -> None:
+    source = ('# old key: AKIAZ7Q4EXAMPLE3KEY7\n'
+              'HELP = """\nuse ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8 here\n"""\n')
+    problems = scan_secrets({"script.py": source})
+    assert [p.message.split(":")[0] for p in problems] == ["script.py line 1", "script.py line 3"]
+
+
+def test_python_the_tokenizer_cannot_read_is_scanned_line_by_line() -> None:
+    source = 'db_password = "hunter2hunter2"\nif x:\n    a = 1\n  b = 2\n'  # an indentation error
+    problems = scan_secrets({"script.py": source})
+    assert [p.message.split(":")[0] for p in problems] == ["script.py line 1"]

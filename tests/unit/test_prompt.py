@@ -359,3 +359,9 @@ def test_clean_text_normalises_and_strips_invisible_characters(raw: str, clean: 
 def test_neutralise_keeps_ordinary_code() -> None:
     code = "import hvac  # Vault via AppRole\nprint('<<<not a marker>>>', \"agent builder\")\n"
     assert neutralise(code) == code
+
+
+def test_every_angle_bracket_look_alike_folds_to_ascii() -> None:
+    # U+2329/U+232A reach the table as U+3008/U+3009 (NFKC), which it had twice over
+    for left, right in (("\u2329", "\u232a"), ("\u3008", "\u3009"), ("\u27e8", "\u27e9"), ("\u2039", "\u203a")):
+        assert skeleton(clean_text(f"{left}CODE END{right}")) == "<CODE END>"
