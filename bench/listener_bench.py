@@ -119,8 +119,10 @@ def floor_main(url: str, ready_file: str) -> None:
     """The floor: LISTEN on one connection, claim (SKIP LOCKED) and finish on another, nothing else."""
     from listener.queue.store import Store
     from listener.queue.db import Queries
+    from listener.queue.states import BuilderStatus, Move, Outcome
 
     queries = Queries.load()
+    done = Move(BuilderStatus.BUILDING, BuilderStatus.AWAITING_APPROVAL, Outcome.SUCCEEDED)
     stop = False
 
     def on_term(_signum: int, _frame: Any) -> None:
@@ -136,7 +138,7 @@ def floor_main(url: str, ready_file: str) -> None:
         while not stop:
             while (claim := store.claim_next_build()) is not None:
                 store.move(claim, "queued", "building", "generate")
-                store.finish(claim, expected="building", new_status="awaiting_approval", outcome="succeeded")
+                store.finish(claim, done)
             for _note in listen.notifies(timeout=0.5, stop_after=1):
                 pass
 

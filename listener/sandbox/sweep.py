@@ -1,7 +1,8 @@
 """Sweeps: remove what this installation's sandboxes left behind, whoever made it and whatever
 happened to them (a listener killed, an engine outage, a crash between two steps).
 
-Every listener sweeps at start and then every RESCUE_INTERVAL_S (next to the rescuer): containers
+The leading listener (listener.queue.leader) sweeps when it takes the lead and then every
+RESCUE_INTERVAL_S (a duty next to the rescuer; SweepLoop.run is kept for its tests): containers
 every time, images and volumes at start and then at most every IMAGE_SWEEP_EVERY_S (they are not
 urgent, and listing them costs the engine more); build-once sweeps everything once. Only Docker objects labelled with this installation are ever listed, so a sweep never
 touches another installation's objects on a shared engine. What goes:
