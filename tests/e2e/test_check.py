@@ -53,8 +53,9 @@ def test_check_with_healthy_dependencies(listener_url, fake_ollama, fake_vault, 
     done = run_cli(healthy_env(listener_url, fake_ollama, fake_vault, fake_ntfy.url, approle_dir), "check")
     assert done.returncode == 0, done.stdout + done.stderr
     found = lines(done.stdout)
+    # "review" is the review page's line (check_review_page, from main's merge of ops2 and web)
     assert set(found) == {"database", "roles", "sandbox-db", "ollama", "claude", "vault", "approle", "ntfy", "metrics",
-                          "docker"}
+                          "review", "docker"}
     assert all(line.startswith("ok") for line in found.values()), done.stdout
     assert fake_ntfy.published == []  # checking publishes nothing
     assert "review flags ok" in found["claude"] and "logged in (api_key from ANTHROPIC_API_KEY)" in found["claude"]
