@@ -117,10 +117,12 @@ def stop_process(proc: subprocess.Popen[bytes] | ListenerProcess) -> None:
 
 def floor_main(url: str, ready_file: str) -> None:
     """The floor: LISTEN on one connection, claim (SKIP LOCKED) and finish on another, nothing else."""
-    from listener.queue.claims import AttemptStore
+    from listener.queue.store import Store
     from listener.queue.db import Queries
+    from listener.queue.states import BuilderStatus, Move, Outcome
 
     queries = Queries.load()
+    done = Move(BuilderStatus.BUILDING, BuilderStatus.AWAITING_APPROVAL, Outcome.SUCCEEDED)
     stop = False
 
     def on_term(_signum: int, _frame: Any) -> None:
@@ -131,12 +133,12 @@ def floor_main(url: str, ready_file: str) -> None:
     with psycopg.connect(url, autocommit=True) as listen, \
             psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
         listen.execute("LISTEN agent_builder_ready")
-        store = AttemptStore(conn, queries, "floor")
+        store = Store(conn, queries, "floor")
         Path(ready_file).write_text("ready")
         while not stop:
             while (claim := store.claim_next_build()) is not None:
                 store.move(claim, "queued", "building", "generate")
-                store.finish(claim, expected="building", new_status="awaiting_approval", outcome="succeeded")
+                store.finish(claim, done)
             for _note in listen.notifies(timeout=0.5, stop_after=1):
                 pass
 
@@ -208,12 +210,12 @@ def hold_on_one_session(url: str, count: int) -> psycopg.Connection[Any] | None:
     the database carries what `count` running builds make it carry, without their processes."""
     if count == 0:
         return None
-    from listener.queue.claims import AttemptStore
+    from listener.queue.store import Store
     from listener.queue.db import Queries
 
     ready_rows(url, count, HOLD_PREFIX, status="ready_to_build")
     conn = psycopg.connect(url, autocommit=True, row_factory=dict_row)
-    store = AttemptStore(conn, Queries.load(), "bench-holder")
+    store = Store(conn, Queries.load(), "bench-holder")
     for _ in range(count):
         claim = store.claim_next_build()
         assert claim is not None

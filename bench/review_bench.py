@@ -45,7 +45,7 @@ def seed(url: str, queries: Queries) -> tuple[int, int]:
             automation_id = conn.execute(
                 "INSERT INTO automation_ideas (name, type, status, task_description) VALUES (%s, 'script', 'ready_to_build',"
                 " 'Write the disk usage as JSON') RETURNING id", (f"Automation {i}",)).fetchone()["id"]
-            build_id = conn.execute(queries["claim_build_by_id"], {"automation_id": automation_id, "worker": "bench"}).fetchone()["build_id"]
+            build_id = conn.execute(queries["claim"], {"kind": "build", "automation_id": automation_id, "worker": "bench"}).fetchone()["build_id"]
             conn.execute("UPDATE automation_ideas SET builder_status = 'building' WHERE id = %s", (automation_id,))
             outcome = "failed" if i % 4 == 3 else "succeeded"
             conn.execute("UPDATE agent_builds SET files = %s, finished_at = now(), outcome = %s, error = %s, step = 'done',"
@@ -71,7 +71,7 @@ def seed(url: str, queries: Queries) -> tuple[int, int]:
         with conn.transaction():
             conn.execute("SET LOCAL agent_builder.override = 'on'")
             conn.execute("UPDATE automation_ideas SET builder_status = 'not_started' WHERE id = %s", (target,))
-        build_id = conn.execute(queries["claim_build_by_id"], {"automation_id": target, "worker": "bench"}).fetchone()["build_id"]
+        build_id = conn.execute(queries["claim"], {"kind": "build", "automation_id": target, "worker": "bench"}).fetchone()["build_id"]
         conn.execute("UPDATE automation_ideas SET builder_status = 'building' WHERE id = %s", (target,))
         conn.execute("UPDATE agent_builds SET files = %s, finished_at = now(), outcome = 'succeeded', step = 'done',"
                      " overseer_verdict = 'PASS', overseer_reason = 'fine', overseer_cost_usd = 0.002 WHERE id = %s",

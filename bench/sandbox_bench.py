@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from listener.queue.claims import AttemptStore  # noqa: E402
+from listener.queue.store import Store  # noqa: E402
 from listener.config import Settings  # noqa: E402
 from listener.queue.context import AttemptContext  # noqa: E402
 from listener.queue.db import Queries, connect  # noqa: E402
@@ -56,7 +56,7 @@ def main(rounds: int) -> None:
                     "INSERT INTO automation_ideas (name, type, status, task_description, acceptance_check)"
                     " VALUES ('bench', 'script', 'ready_to_build', 'disk report', %s) RETURNING id", (Jsonb(CHECK),)
                 ).fetchone()["id"]
-                store = AttemptStore(conn, queries, "bench")
+                store = Store(conn, queries, "bench")
                 claim = store.claim_build(automation_id)
                 ctx = AttemptContext(claim=claim, store=store, settings=settings, notifier=Notifier(None, "b"),
                                      stop=threading.Event())

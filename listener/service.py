@@ -17,12 +17,13 @@ import psycopg
 from loguru import logger
 
 from listener.clients import ntfy as notify
+from listener.approval.links import approval_actions, review_link
 from listener.approval.web import ReviewServer, WebSetupError, exposure_problem, serves_web
-from listener.queue.claims import AttemptStore
 from listener.config import Settings
 from listener.queue.context import AttemptContext
 from listener.queue.db import Queries, connect, worker_name
-from listener.queue.finish import Ending, run_attempt
+from listener.queue.finish import run_attempt
+from listener.queue.hooks import Handlers, Hooks
 from listener.queue.listen import ListenLoop
 from listener.ops.metrics import Metrics, MetricsServer
 from listener.queue.records import Automation
@@ -31,10 +32,12 @@ from listener.queue.leader import Duty, Leader
 from listener.queue.registry import RegistryLoop
 from listener.queue.services import ServiceGroup, Started
 from listener.queue.rescue import Rescuer
+from listener.queue.states import Outcome
+from listener.queue.store import Store
 from listener.sandbox.engine import remove_attempt_containers
 from listener.sandbox.sweep import SweepLoop, sweep_once
 from listener.clients.vault import VaultClient
-from listener.queue.workers import Handlers, WorkerPool
+from listener.queue.workers import WorkerPool
 
 EXIT_OK, EXIT_FAILED, EXIT_NOT_CLAIMABLE = 0, 1, 3
 
@@ -76,8 +79,28 @@ def load_handler(spec: str, variable: str) -> Callable[..., Any]:
 
 
 def load_handlers(settings: Settings) -> Handlers:
+    """The handlers and the hooks of the stages they belong to. Only the production deploy stage
+    removes a rejected build's sandbox image: a custom DEPLOY_HANDLER gets no Docker clean-up."""
     deploy = load_handler(settings.deploy_handler, "DEPLOY_HANDLER") if settings.deploy_handler else None
-    return Handlers(build=load_handler(settings.build_handler, "BUILD_HANDLER"), deploy=deploy)
+    on_rejected = None
+    if deploy is not None:
+        from listener.deploy import production
+
+        if deploy is production.deploy:
+            on_rejected = _rejected_cleanup(settings)
+    hooks = Hooks(on_rejected=on_rejected, on_dead_attempt=_remove_leftovers,
+                  approval_actions=lambda automation_id, build_id: approval_actions(settings, automation_id, build_id),
+                  review_link=lambda automation_id, build_id: review_link(settings, automation_id, build_id))
+    return Handlers(build=load_handler(settings.build_handler, "BUILD_HANDLER"), deploy=deploy, hooks=hooks)
+
+
+def _rejected_cleanup(settings: Settings) -> Callable[[Automation, int, "str | None"], str]:
+    from listener.deploy.production import clean_rejected
+
+    def cleanup(_automation: Automation, _build_id: int, image_id: str | None) -> str:
+        return clean_rejected(settings, image_id)
+
+    return cleanup
 
 
 def make_notifier(settings: Settings, redactor: Redactor | None = None) -> notify.Notifier:
@@ -109,7 +132,8 @@ class RescueDuty:
     name = "rescue"
 
     def __init__(self, settings: Settings, dsn: str, queries: Queries, worker: str, notifier: notify.Notifier,
-                 redactor: Redactor) -> None:
+                 redactor: Redactor, hooks: Hooks | None = None) -> None:
+        self.hooks = hooks if hooks is not None else Hooks(on_dead_attempt=_remove_leftovers)
         self.redactor = redactor
         self.settings = settings
         self.dsn = dsn
@@ -122,7 +146,7 @@ class RescueDuty:
         return connect(self.dsn, actor=f"builder-rescuer:{self.worker}", application="agent-builder rescuer")
 
     def _make(self, conn: psycopg.Connection[dict[str, Any]]) -> Rescuer:
-        return Rescuer(conn, self.queries, self.settings, self.notifier, on_rescued=_remove_leftovers,
+        return Rescuer(conn, self.queries, self.settings, self.notifier, on_rescued=self.hooks.dead_attempt,
                        redactor=self.redactor)
 
     def __call__(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
@@ -190,7 +214,7 @@ def run_listener(settings: Settings, redactor: Redactor | None = None) -> int:
     metrics = Metrics()
     pool = WorkerPool(settings, dsn, queries, worker, handlers, notifier, stop_claiming, metrics, redactor)
     listen = ListenLoop(settings, dsn, worker, pool.wake)
-    rescue = RescueDuty(settings, dsn, queries, worker, notifier, redactor)
+    rescue = RescueDuty(settings, dsn, queries, worker, notifier, redactor, handlers.hooks)
     sweep = SweepLoop(settings, dsn, queries, worker, threading.Event())  # its once(): containers, images at most every 30 s
     leader = Leader.over_database(dsn, queries, worker, [Duty("rescue", rescue), Duty("sandbox sweep", lambda _conn: sweep.once())],
                                   settings.rescue_interval_s)
@@ -249,37 +273,24 @@ def run_build_once(settings: Settings, automation_id: int | None, redactor: Reda
     stop = threading.Event()
     _install_stop_signals(stop)
     with connect(settings.database_url, actor=f"builder:{worker}", application="agent-builder build-once") as conn:
-        Rescuer(conn, queries, settings, notifier, on_rescued=_remove_leftovers, redactor=redactor).sweep()
+        Rescuer(conn, queries, settings, notifier, on_rescued=handlers.hooks.dead_attempt, redactor=redactor).sweep()
         sweep_once(settings, conn, queries)
-        store = AttemptStore(conn, queries, worker, redactor)
+        store = Store(conn, queries, worker, redactor)
         claim = store.claim_next_build() if automation_id is None else store.claim_build(automation_id)
         if claim is None:
             if automation_id is None:
                 logger.info("nothing to build")
                 print("nothing to build")
                 return EXIT_OK
-            reason = _why_not_claimable(conn, queries, automation_id)
+            reason = store.claim_refusal(automation_id)
             logger.warning("automation {} not claimed: {}", automation_id, reason)
             print(f"automation {automation_id} not claimed: {reason}")
             notifier.send(notify.not_claimed(automation_id, reason))
             return EXIT_NOT_CLAIMABLE
-        context = AttemptContext(claim=claim, store=store, settings=settings, notifier=notifier, stop=stop)
+        context = AttemptContext(claim=claim, store=store, settings=settings, notifier=notifier, stop=stop,
+                                 hooks=handlers.hooks)
         context.log.info("claimed build of {!r}", claim.automation.label)
         ending = run_attempt(context, handlers.build)
 
     print(f"automation {claim.automation.id}: {ending.value}")
-    return EXIT_OK if ending is Ending.SUCCEEDED else EXIT_FAILED
-
-
-def _why_not_claimable(conn: psycopg.Connection[dict[str, Any]], queries: Queries, automation_id: int) -> str:
-    row = conn.execute(queries["automation_by_id"], {"automation_id": automation_id}).fetchone()
-    if row is None:
-        return f"there is no automation with id {automation_id}"
-    automation = Automation.from_row(row)
-    if automation.builder_status != "not_started":
-        return f"another builder has it or it was built already (builder_status is {automation.builder_status!r})"
-    if automation.status != "ready_to_build":
-        return f"it is not ready (status is {automation.status!r}, not 'ready_to_build')"
-    if automation.type not in ("script", "claude_agent"):
-        return f"its type {automation.type!r} is not one the builder builds (script, claude_agent)"
-    return "another builder holds it right now"
+    return EXIT_OK if ending is Outcome.SUCCEEDED else EXIT_FAILED

@@ -6,7 +6,7 @@ WITH near AS (
     FROM automation_ideas a
     WHERE a.status = 'ready_to_build'
       AND a.builder_status = 'not_started'
-      AND (a.type IS NULL OR a.type NOT IN ('claude_agent', 'script'))
+      AND NOT agent_builder_built_type(a.type)  -- migration 0011
       AND (a.type IS NULL
            OR regexp_replace(lower(btrim(a.type)), '[[:space:]_-]+', '_', 'g')
               IN ('', 'script', 'scripts', 'python', 'python_script', 'py', 'claude_agent', 'claudeagent', 'claude',

@@ -1,7 +1,7 @@
 -- What /metrics reports from the database: the queue and the paid overseer calls (cost, tokens).
 SELECT
     (SELECT count(*) FROM automation_ideas
-      WHERE type IN ('claude_agent', 'script') AND status = 'ready_to_build' AND builder_status = 'not_started') AS queue_buildable,
+      WHERE agent_builder_buildable(type, status, builder_status)) AS queue_buildable,  -- migration 0011
     (SELECT count(*) FROM automation_ideas WHERE builder_status = 'approved') AS queue_approved,
     (SELECT count(*) FROM agent_builds WHERE finished_at IS NULL) AS in_flight,
     (SELECT count(*) FROM agent_builds WHERE overseer_called_at IS NOT NULL) AS overseer_calls,

@@ -43,7 +43,7 @@ def installation(db_url: str) -> str:
     """The installation identity of a test database (every Docker object its builder makes has it)."""
     from psycopg.rows import dict_row
 
-    from listener.queue.claims import installation_of
+    from listener.queue.store import installation_of
     from listener.queue.db import Queries
 
     with psycopg.connect(db_url, row_factory=dict_row) as conn:

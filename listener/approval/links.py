@@ -26,11 +26,13 @@ from loguru import logger
 
 from listener.config import Settings
 from listener.queue.db import OperatorSessionError, Queries, connect, operator_connect
+from listener.queue.states import BuilderStatus
+from listener.queue.store import Store
 from listener.httpserver import BackgroundServer, Limits, TextHandler
 from listener.redact import Redactor
 
 T = TypeVar("T")
-ACTIONS = {"approve": "approved", "reject": "rejected"}
+ACTIONS = {"approve": BuilderStatus.APPROVED, "reject": BuilderStatus.REJECTED}
 VIEW = "view"  # a link that opens one build's review page (listener/approval/web.py) and authorises its buttons
 
 
@@ -130,15 +132,12 @@ def decide(builder: psycopg.Connection[dict[str, Any]], operator: psycopg.Connec
         return Decision(403, f"forbidden: {exc}")
     try:
         with builder.transaction():
-            spent = builder.execute(queries["use_approval_link"], {
-                "nonce": link.nonce, "automation_id": link.automation_id, "build_id": link.build_id,
-                "action": link.action, "remote_addr": remote_addr}).fetchone()
-            if spent is None:
+            spent = Store(builder, queries).use_approval_link(link.nonce, link.automation_id, link.build_id,
+                                                              link.action, remote_addr)
+            if not spent:
                 return Decision(403, "forbidden: this link was already used")
             with operator.transaction():
-                row = operator.execute(queries["decide_by_link"], {
-                    "automation_id": link.automation_id, "build_id": link.build_id,
-                    "new_status": ACTIONS[link.action]}).fetchone()
+                row = Store(operator, queries).decide_by_link(link.automation_id, link.build_id, ACTIONS[link.action])
                 if row is None:
                     raise _Refused("forbidden: the link is not for this automation's current build")
     except _Refused as refused:

@@ -56,6 +56,7 @@ from listener.ops import inspect
 from listener.ops.commands import operator_change
 from listener.queue.db import OperatorSessionError, Queries
 from listener.queue.registry import live_listeners
+from listener.queue.store import Store
 from listener.redact import Redactor
 
 COOKIE = "agent_builder_web"
@@ -480,7 +481,7 @@ class ReviewApp:
 
         def read(conn: Connection, _operator: Connection | None) -> dict[str, Any]:
             status = inspect.status_report(conn, self.queries, self.redactor, failures=RECENT_FAILURES)
-            awaiting = conn.execute(self.queries["web_awaiting"], {"limit": AWAITING_LIMIT}).fetchall()
+            awaiting = Store(conn, self.queries).awaiting_approval(AWAITING_LIMIT)
             listeners = [asdict(item) for item in live_listeners(conn, self.queries)]
             return {**status, "awaiting": self.redactor.redact_tree(awaiting),
                     "listeners": self.redactor.redact_tree(listeners)}
@@ -522,8 +523,8 @@ class ReviewApp:
         report = inspect.show_report(conn, self.queries, automation_id, self.redactor)
         if report is None:
             return Refusal(403, "forbidden") if access.link is not None else None
-        target = conn.execute(self.queries["web_review_build"],
-                              {"automation_id": automation_id, "build_id": link_build}).fetchone()
+        store = Store(conn, self.queries)
+        target = store.review_build(automation_id, link_build)
         if target is None and link_build is not None:
             return Refusal(403, "forbidden: this link's build is not this automation's")
         automation = report["automation"]
@@ -531,7 +532,7 @@ class ReviewApp:
         build_id = target["build_id"] if target else None
         build = next((b for b in report["attempts"] if b["build_id"] == build_id), None)
         files: dict[str, Any] = (build or {}).get("files") or {}
-        production = conn.execute(self.queries["web_production_build"], {"automation_id": automation_id}).fetchone()
+        production = store.production_build(automation_id)
         production = self.redactor.redact_tree(production) if production else None
         diff = (file_diff(production["files"] or {} if production else None,
                           production["build_id"] if production else None, files, build_id)
@@ -566,11 +567,12 @@ class ReviewApp:
 
         def decide(_conn: Connection, operator: Connection | None) -> Any:
             assert operator is not None
-            operator.execute(self.queries["web_actor"], {"actor": access.actor})
+            store = Store(operator, self.queries)
+            store.set_actor(access.actor)
             try:
                 return operator_change(operator, self.queries, command, automation_id, build_id)
             finally:
-                operator.execute(self.queries["web_actor"], {"actor": "one-tap"})
+                store.set_actor("one-tap")
 
         change = self.server.with_sessions(decide)
         if change.done:
@@ -587,9 +589,8 @@ class ReviewApp:
         deployment the row now points at for it)."""
         if build_id == link.build_id:
             return True
-        row = self.server.with_sessions(lambda conn, _op: conn.execute(
-            self.queries["web_review_build"], {"automation_id": automation_id, "build_id": build_id}).fetchone(),
-            operator=False)
+        row = self.server.with_sessions(lambda conn, _op: Store(conn, self.queries).review_build(automation_id, build_id),
+                                        operator=False)
         return row is not None and row["build_id"] == link.build_id
 
     # logging in with WEB_TOKEN (a cookie for browsers)

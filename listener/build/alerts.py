@@ -7,11 +7,8 @@ is shared by every listener, so a row released again and again, by any listener,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import psycopg
-
-from listener.queue.db import Queries
+from listener.queue.store import Store
 
 OVERSEER = "overseer"
 SANDBOX_IMAGE = "sandbox-image"  # the build's sandbox base image is not on the Docker engine
@@ -19,14 +16,12 @@ SANDBOX_IMAGE = "sandbox-image"  # the build's sandbox base image is not on the 
 
 @dataclass(frozen=True)
 class Alerts:
-    conn: psycopg.Connection[dict[str, Any]]
-    queries: Queries
+    store: Store
 
     def raise_(self, name: str, detail: str) -> bool:
         """Record that the outage `name` goes on; True only when this call opened it (notify then)."""
-        row = self.conn.execute(self.queries["raise_alert"], {"name": name, "detail": detail}).fetchone()
-        return bool(row and row["opened"])
+        return self.store.raise_alert(name, detail)
 
     def clear(self, name: str) -> bool:
         """The outage is over; True when one was open."""
-        return self.conn.execute(self.queries["clear_alert"], {"name": name}).fetchone() is not None
+        return self.store.clear_alert(name)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import re
 import textwrap
 from dataclasses import dataclass
@@ -461,3 +462,11 @@ def _parses_as_python_code(text: str) -> bool:
         not (isinstance(node, ast.Expr) and isinstance(node.value, (ast.Name, ast.Constant)))
         for node in tree.body
     )
+
+
+def artifact_digest(files: GeneratedFiles) -> str:
+    """sha256 over the files in a fixed order: what was tested is what gets deployed."""
+    digest = hashlib.sha256()
+    for name, text in sorted(files.as_dict().items()):
+        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
+    return digest.hexdigest()

@@ -8,7 +8,6 @@ REPAIR_ATTEMPTS repairs by the local model) runs before the one paid overseer ca
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,7 +16,7 @@ from typing import Callable
 from listener.clients import ntfy as notify
 from listener.build.alerts import OVERSEER, SANDBOX_IMAGE, Alerts
 from listener.queue.context import AttemptContext
-from listener.build.extract import GeneratedFiles, extract
+from listener.build.extract import GeneratedFiles, artifact_digest, extract
 from listener.build.ollama import OllamaClient
 from listener.queue.outcome import BuildSucceeded, LevelResult, StepFailure
 from listener.build.overseer import Overseer, Readiness, Verdict
@@ -88,7 +87,7 @@ class Pipeline:
         whichever listener sees it first (the alert lives in the database)."""
         ctx.step("overseer-login")
         readiness = self._overseer(ctx).readiness()
-        alerts = Alerts(ctx.store.conn, ctx.store.queries)
+        alerts = Alerts(ctx.store)
         if readiness.ready:
             if alerts.clear(OVERSEER):
                 ctx.log.info("the overseer is ready again: {}", readiness.summary())
@@ -108,7 +107,7 @@ class Pipeline:
             return
         ctx.step("sandbox-image")
         problem = self.sandbox_ready(ctx)
-        alerts = Alerts(ctx.store.conn, ctx.store.queries)
+        alerts = Alerts(ctx.store)
         if problem is None:
             if alerts.clear(SANDBOX_IMAGE):
                 ctx.log.info("the sandbox base image is there again")
@@ -152,8 +151,8 @@ class Pipeline:
             files, problems = self._extract_and_check(output, automation_type)
         if problems or files is None:
             log = problems_summary(problems)
-            ctx.record(LevelResult(level=1, passed=False, log=f"{log}\n\n--- model output ---\n{output[:8000]}"))
-            raise StepFailure(level=1, step="preflight", kind="level", recorded=True,
+            raise StepFailure(level=1, step="preflight", kind="level",
+                              result=LevelResult(level=1, passed=False, log=f"{log}\n\n--- model output ---\n{output[:8000]}"),
                               message=f"{len(problems)} problem(s) after {ctx.settings.repair_attempts} repair(s): "
                                       f"{problems[0].message if problems else 'no code'}")
         ctx.save(files=files.as_dict(), artifact_sha256=artifact_digest(files))
@@ -211,14 +210,6 @@ def sandbox_unavailable(message: str) -> notify.Notification:
         tags=("warning", "sandbox"),
         priority=4,
     )
-
-
-def artifact_digest(files: GeneratedFiles) -> str:
-    """sha256 over the files in a fixed order: what was tested is what gets deployed."""
-    digest = hashlib.sha256()
-    for name, text in sorted(files.as_dict().items()):
-        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
-    return digest.hexdigest()
 
 
 def structure_log(files: GeneratedFiles) -> str:

@@ -47,9 +47,8 @@ from loguru import logger
 from listener import signing
 from listener.config import DEFAULT_APPROLE_DIR, Settings
 from listener.queue.context import AttemptContext
-from listener.build.extract import GeneratedFiles
+from listener.build.extract import GeneratedFiles, artifact_digest
 from listener.queue.outcome import StepFailure
-from listener.build.pipeline import artifact_digest
 from listener.sandbox.engine import Limits, SANDBOX_USER, read_logs
 from listener.sandbox.naming import LABEL_INSTALLATION, labels, production_tag, repository
 
@@ -89,7 +88,7 @@ def _fail(message: str, detail: str = "") -> NoReturn:
 def read_source(ctx: AttemptContext) -> Source:
     """The build this deployment was claimed for (sql/deploy_source.sql), refused unless it belongs
     to this automation, was finished with success by a builder session, and passed levels 1-4."""
-    row = ctx.store.conn.execute(ctx.store.queries["deploy_source"], {"deploy_id": ctx.claim.build_id}).fetchone()
+    row = ctx.store.deploy_source(ctx.claim.build_id)
     problem = source_problem(row, ctx.automation.id)
     if problem is not None:
         _fail(problem)

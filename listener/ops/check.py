@@ -26,6 +26,7 @@ from psycopg.rows import dict_row
 from listener.approval.web import exposure_problem, serves_web
 from listener.config import Settings
 from listener.ops.migrate import pending_migrations
+from listener.queue.store import Store
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,11 @@ def check_database(settings: Settings) -> Check:
         return Check("database", False, "DATABASE_URL is not set", "set DATABASE_URL to a libpq URI", required=True)
     try:
         with psycopg.connect(settings.database_url, connect_timeout=5) as conn:
-            version = conn.execute("SHOW server_version").fetchone()
+            server = Store(conn).server_version()
         pending = pending_migrations(settings.database_url)
     except Exception as exc:  # noqa: BLE001 - any failure is the answer
         return Check("database", False, " ".join(str(exc).split())[:300],
                      "check DATABASE_URL, that PostgreSQL runs and accepts this user", required=True)
-    server = version[0] if version else "?"
     if pending:
         return Check("database", False, f"PostgreSQL {server}; {len(pending)} migration(s) pending: {', '.join(pending)}",
                      "run: agent-builder migrate", required=True)

@@ -13,7 +13,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from listener.queue.db import Queries
+from listener.queue.store import Store
 from listener.queue.outcome import StepFailure
+from listener.queue.states import OPERATOR_MOVES, BuilderStatus
 from listener.redact import Redactor
 from listener.sandbox.checks import validate_spec
 
@@ -127,14 +129,12 @@ def parse_idea(*, name: str, type_: str, spec: str | None, spec_file: str | None
 
 
 def add_idea(conn: psycopg.Connection[dict[str, Any]], queries: Queries, idea: NewIdea) -> dict[str, Any]:
-    row = conn.execute(queries["add_idea"], idea.params()).fetchone()
-    assert row is not None
-    return row
+    return Store(conn, queries).add_idea(idea.params())
 
 
 def list_ideas(conn: psycopg.Connection[dict[str, Any]], queries: Queries, status: str | None,
                redactor: Redactor) -> list[dict[str, Any]]:
-    rows = conn.execute(queries["list_ideas"], {"status": status}).fetchall()
+    rows = Store(conn, queries).list_ideas(status)
     return redactor.redact_rows(rows)
 
 
@@ -150,7 +150,7 @@ def render_list(rows: list[dict[str, Any]]) -> str:
 
 
 def failed_ids(conn: psycopg.Connection[dict[str, Any]], queries: Queries) -> list[int]:
-    return [int(r["id"]) for r in conn.execute(queries["failed_ids"], {}).fetchall()]
+    return Store(conn, queries).failed_ids()
 
 
 def render_files(report: dict[str, Any]) -> str:
@@ -169,8 +169,10 @@ def render_files(report: dict[str, Any]) -> str:
 
 # The operator's changes, exactly the UPDATE a person would type in SQL (sql/operator_set_status.sql),
 # made through an operator session: by the CLI (approve/reject/retry) and the review page's buttons.
-OPERATOR_STATUS = {"approve": "approved", "reject": "rejected", "retry": "not_started"}
-OPERATOR_FROM = {"approve": "'awaiting_approval'", "reject": "'awaiting_approval'", "retry": "'failed' or 'rejected'"}
+OPERATOR_STATUS = {"approve": BuilderStatus.APPROVED, "reject": BuilderStatus.REJECTED, "retry": BuilderStatus.NOT_STARTED}
+# From where each command may move a row: the operator's moves of the state machine.
+OPERATOR_FROM = {command: " or ".join(repr(old.value) for old, new in OPERATOR_MOVES.items() if target in new)
+                 for command, target in OPERATOR_STATUS.items()}
 
 
 @dataclass(frozen=True)
@@ -193,9 +195,9 @@ def operator_change(conn: psycopg.Connection[dict[str, Any]], queries: Queries, 
     """Approve, reject or retry one automation through `conn` (an operator session); with `build_id`,
     only while the row still points at that build."""
     new_status = OPERATOR_STATUS[command]
+    store = Store(conn, queries)
     try:
-        row = conn.execute(queries["operator_set_status"],
-                           {"automation_id": automation_id, "new_status": new_status, "build_id": build_id}).fetchone()
+        row = store.operator_set_status(automation_id, new_status, build_id)
     except psycopg.errors.CheckViolation as exc:
         return OperatorChange(automation_id, command, False, exc.diag.message_primary or str(exc), refused=True)
     except psycopg.errors.InsufficientPrivilege as exc:
@@ -203,7 +205,7 @@ def operator_change(conn: psycopg.Connection[dict[str, Any]], queries: Queries, 
     if row is not None:
         return OperatorChange(automation_id, command, True, f"automation {automation_id}: builder_status is now "
                               f"{row['builder_status']}", builder_status=row["builder_status"])
-    current = conn.execute(queries["automation_by_id"], {"automation_id": automation_id}).fetchone()
+    current = store.automation(automation_id)
     if current is None:
         return OperatorChange(automation_id, command, False, f"agent-builder: there is no automation with id {automation_id}",
                               missing=True)
@@ -215,6 +217,6 @@ def operator_change(conn: psycopg.Connection[dict[str, Any]], queries: Queries, 
                               refused=True)
     return OperatorChange(automation_id, command, False,
                           f"agent-builder: builder_status of automation {automation_id} cannot change from "
-                          f"{current['builder_status']!r} to {new_status!r}: {command} is an operator's move, "
+                          f"{current['builder_status']!r} to {new_status.value!r}: {command} is an operator's move, "
                           f"allowed only from {OPERATOR_FROM[command]}", builder_status=current["builder_status"],
                           refused=True)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from listener.queue.db import Queries
+from listener.queue.store import Store
 from listener.ops.migrate import migrate
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def start_embedded(home: Path) -> EmbeddedDatabase:
     admin_url = server.get_uri()
     migrate(admin_url)
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(Queries.load()["embedded_logins"])
+        Store(conn, Queries.load()).create_embedded_logins()
     return EmbeddedDatabase(url=as_user(admin_url, LISTENER_LOGIN), operator_url=as_user(admin_url, OPERATOR_LOGIN),
                             admin_url=admin_url, pgdata=pgdata, server=server)
 

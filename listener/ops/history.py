@@ -17,10 +17,11 @@ from typing import Any
 import psycopg
 
 from listener.queue.db import Queries
+from listener.queue.states import RESTING, BuilderStatus, status_of
+from listener.queue.store import Store
 from listener.redact import Redactor
 
 FOLLOW_INTERVAL_S = 0.5
-RESTING = frozenset({"failed", "awaiting_approval", "rejected", "deployed"})
 LOG_CHARS = 300
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -43,15 +44,12 @@ def parse_duration(text: str) -> timedelta:
 
 def prune(conn: psycopg.Connection[dict[str, Any]], queries: Queries, older_than: timedelta) -> dict[str, int]:
     cutoff = datetime.now(timezone.utc) - older_than
-    with conn.transaction():
-        row = conn.execute(queries["prune_attempts"], {"cutoff": cutoff}).fetchone()
-    assert row is not None
-    return {"attempts": int(row["attempts"]), "results": int(row["results"])}
+    return Store(conn, queries).prune_attempts(cutoff)
 
 
 def is_resting(row: dict[str, Any]) -> bool:
-    return row["builder_status"] in RESTING or (row["builder_status"] == "not_started"
-                                                and row["status"] != "ready_to_build")
+    status = status_of(row["builder_status"])
+    return status in RESTING or (status is BuilderStatus.NOT_STARTED and row["status"] != "ready_to_build")
 
 
 @dataclass
@@ -101,13 +99,11 @@ def _flat(text: str | None) -> str:
 def read_once(conn: psycopg.Connection[dict[str, Any]], queries: Queries, automation_id: int, cursor: LogCursor,
               redactor: Redactor) -> tuple[dict[str, Any] | None, list[str]]:
     """The row (read first: whatever led to its status is then read too) and the new event lines."""
-    params = {"automation_id": automation_id}
-    row = conn.execute(queries["automation_by_id"], params).fetchone()
+    store = Store(conn, queries)
+    row = store.automation(automation_id)
     if row is None:
         return None, []
-    events = cursor.new_events(conn.execute(queries["logs_history"], params).fetchall(),
-                               conn.execute(queries["logs_attempts"], params).fetchall(),
-                               conn.execute(queries["logs_results"], params).fetchall(), redactor)
+    events = cursor.new_events(*store.log_events(automation_id), redactor)
     return row, [f"{when.strftime('%Y-%m-%d %H:%M:%S')}  {text}" for when, _order, text in events]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 
 from listener.queue.db import Queries
+from listener.queue.store import Store
 from listener.redact import Redactor
 
 RESULT_LOG_CHARS = 400
@@ -24,28 +25,23 @@ def status_report(conn: psycopg.Connection[dict[str, Any]], queries: Queries, re
 
     from listener.queue.registry import live_listeners
 
+    store = Store(conn, queries)
     report = {
-        "counts": {r["builder_status"]: r["automations"] for r in conn.execute(queries["status_counts"], {}).fetchall()},
+        "counts": store.status_counts(),
         "listeners": [asdict(item) for item in live_listeners(conn, queries)],
-        "in_flight": conn.execute(queries["status_in_flight"], {}).fetchall(),
-        "recent_failures": conn.execute(queries["status_recent_failures"], {"limit": failures}).fetchall(),
+        "in_flight": store.in_flight(),
+        "recent_failures": store.recent_failures(failures),
     }
     return redactor.redact_record(report)
 
 
 def show_report(conn: psycopg.Connection[dict[str, Any]], queries: Queries, automation_id: int,
                 redactor: Redactor) -> dict[str, Any] | None:
-    row = conn.execute(queries["automation_by_id"], {"automation_id": automation_id}).fetchone()
+    store = Store(conn, queries)
+    row = store.automation(automation_id)
     if row is None:
         return None
-    params = {"automation_id": automation_id}
-    attempts = conn.execute(queries["show_attempts"], params).fetchall()
-    return redactor.redact_record({
-        "automation": row,
-        "history": conn.execute(queries["show_history"], params).fetchall(),
-        "results": conn.execute(queries["show_results"], params).fetchall(),
-        "attempts": attempts,
-    })
+    return redactor.redact_record({"automation": row, **store.show(automation_id)})
 
 
 def to_json(report: dict[str, Any]) -> str:

@@ -15,8 +15,10 @@ from prometheus_client import CollectorRegistry, Counter, Summary, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from listener.httpserver import BackgroundServer, Limits, TextHandler
 from listener.queue.db import Queries, connect
+from listener.queue.states import BuilderStatus
+from listener.queue.store import Store
+from listener.httpserver import BackgroundServer, Limits, TextHandler
 
 # The Prometheus text format generate_latest() writes.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -101,7 +103,7 @@ class _Live(Collector):
             return
         depth = GaugeMetricFamily("agent_builder_queue_depth", HELP["agent_builder_queue_depth"][1], labels=["queue"])
         depth.add_metric(["buildable"], float(row["queue_buildable"]))
-        depth.add_metric(["approved"], float(row["queue_approved"]))
+        depth.add_metric([BuilderStatus.APPROVED.value], float(row["queue_approved"]))
         yield depth
         yield GaugeMetricFamily("agent_builder_in_flight", HELP["agent_builder_in_flight"][1],
                                 value=float(row["in_flight"]))
@@ -141,7 +143,7 @@ class MetricsServer:
         """The database's totals (sql/metrics_totals.sql); None, logged, when it cannot be read."""
         try:
             with connect(self.dsn, actor="metrics", application="agent-builder metrics") as conn:
-                row: dict[str, Any] = conn.execute(self.queries["metrics_totals"], {}).fetchone() or {}
+                row: dict[str, Any] = Store(conn, self.queries).metrics_totals()
         except psycopg.Error as exc:
             logger.warning("metrics: database unreachable: {}", exc)
             return None

@@ -77,10 +77,10 @@ def pending_migrations(database_url: str) -> tuple[str, ...]:
 def role_setup(database_url: str, *, embedded: bool = False) -> str:
     """What `migrate` prints: the group roles, their members now, and the GRANT statements that
     finish the set-up of an existing database (the embedded default has its logins already)."""
-    from listener.queue.db import Queries
+    from listener.queue.store import Store
 
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        members = {row["role"]: list(row["members"]) for row in conn.execute(Queries.load()["role_members"]).fetchall()}
+        members = Store(conn).role_members()
     if not members:
         return "roles: none yet (the schema is older than migration 0006_roles)"
     lines = ["roles (cluster-wide; the database decides by membership of the session's login):"]

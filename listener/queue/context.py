@@ -5,17 +5,26 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from loguru import logger
 
-from listener.queue.claims import AttemptStore
 from listener.config import Settings
-from listener.ops.metrics import Metrics
-from listener.clients.ntfy import Notification, Notifier
+from listener.notices import Notification, Notifier
+from listener.queue.hooks import Hooks
 from listener.queue.outcome import BuildSucceeded, LevelResult, Released
 from listener.queue.records import Automation, Claim
+from listener.queue.states import BuilderStatus
+from listener.queue.store import Store
 from listener.redact import Redactor
+
+
+class Metrics(Protocol):
+    """What an attempt reports to (listener.ops.metrics.Metrics)."""
+
+    def observe(self, name: str, seconds: float, **labels: str) -> None: ...
+
+    def inc(self, name: str, value: float = 1.0, **labels: str) -> None: ...
 
 
 @dataclass
@@ -23,14 +32,17 @@ class AttemptContext:
     """The handle a handler works through. Every write checks that the attempt still owns its row."""
 
     claim: Claim
-    store: AttemptStore
+    store: Store
     settings: Settings
     notifier: Notifier
     stop: threading.Event
-    status: str = "queued"
+    status: BuilderStatus = BuilderStatus.QUEUED
     step_name: str = "claimed"
     log: Any = field(default=None)
     metrics: Metrics | None = None
+    hooks: Hooks = field(default_factory=Hooks)
+    # The levels that passed so far: the attempt's ending records them (listener.queue.finish).
+    results: list[LevelResult] = field(default_factory=list)
     _step_started: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
@@ -77,15 +89,19 @@ class AttemptContext:
         death, leaves the row 'failed' for a person to look at instead of releasing it."""
         if self.stopping:
             raise Released("the listener is stopping")
-        self.store.move(self.claim, "queued", "building", step="generate")
-        self.status = "building"
+        self.store.move(self.claim, BuilderStatus.QUEUED, BuilderStatus.BUILDING, step="generate")
+        self.status = BuilderStatus.BUILDING
         self._enter("generate")
 
     def save(self, **fields: Any) -> None:
         self.store.save(self.claim, **fields)
 
     def record(self, result: LevelResult) -> None:
-        self.store.record_result(self.claim, result)
+        """Hand in the result of a level that ran. It is written by the attempt's ending, with the
+        status move and in its transaction, through the store's one writer of agent_test_results
+        (a failing level goes with its StepFailure instead)."""
+        self.log.info("level {} {}", result.level, "passed" if result.passed else "failed")
+        self.results.append(result)
 
     def notify(self, notification: Notification) -> None:
         self.notifier.send(notification)

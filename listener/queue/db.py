@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from dataclasses import dataclass
@@ -61,7 +62,13 @@ class Queries:
 
     @classmethod
     def load(cls, directory: Path | None = None) -> "Queries":
-        folder = directory or sql_dir()
+        """The queries of `directory`; those of the package's own sql/ are read once per process."""
+        if directory is None:
+            return _package_queries()
+        return cls.read(directory)
+
+    @classmethod
+    def read(cls, folder: Path) -> "Queries":
         texts = {path.stem: path.read_text(encoding="utf-8") for path in sorted(folder.glob("*.sql"))}
         if not texts:
             raise FileNotFoundError(f"agent-builder: no .sql files in {folder}")
@@ -88,9 +95,10 @@ class SessionRoles:
     owns: tuple[str, ...]
 
     @classmethod
-    def of(cls, conn: psycopg.Connection[dict[str, Any]], queries: "Queries") -> "SessionRoles":
-        row = conn.execute(queries["session_roles"], {}).fetchone()
-        assert row is not None
+    def of(cls, conn: psycopg.Connection[Any], queries: "Queries") -> "SessionRoles":
+        from listener.queue.store import Store  # the store runs the query (it imports this module)
+
+        row = Store(conn, queries).session_roles()
         return cls(login=str(row["login"]), superuser=bool(row["superuser"]), guarded=bool(row["guarded"]), builder=row["builder"],
                    operator=row["operator"], admin=row["admin"], owns=tuple(row["owns"] or ()))
 
@@ -102,6 +110,11 @@ class SessionRoles:
     def decides(self) -> bool:
         """May approve, reject and retry: an operator or admin member (superusers are both)."""
         return bool(self.operator or self.admin)
+
+
+@functools.lru_cache(maxsize=1)
+def _package_queries() -> Queries:
+    return Queries.read(sql_dir())
 
 
 class OperatorSessionError(RuntimeError):

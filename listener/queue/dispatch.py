@@ -4,7 +4,7 @@ A wake-up (a notification, the catch-up after a (re)connect, the recheck, the sa
 that just became free) makes the dispatcher claim on behalf of the free workers, one claim per free
 worker, for as long as claims find something: the claim runs on the free worker's own connection,
 so the attempt's session advisory lock is taken by the connection that will run the attempt (the
-invariant of listener.queue.claims), and the worker is handed the claim. Nothing else is woken: one
+invariant of listener.queue.store), and the worker is handed the claim. Nothing else is woken: one
 notification costs one claim statement (plus the one that finds nothing), whatever the concurrency
 and however many builds are in flight.
 
@@ -33,7 +33,7 @@ from listener.queue.services import one_line
 
 
 class ClaimSource(Protocol):
-    """What the dispatcher asks of a worker's store (listener.queue.claims.AttemptStore)."""
+    """What the dispatcher asks of a worker's store (listener.queue.store.Store)."""
 
     def claim_next_build(self) -> Claim | None: ...
 

@@ -21,9 +21,11 @@ from loguru import logger
 
 from listener.queue.db import Queries, connect
 from listener.queue.services import Reconnect, ThreadService, one_line
+from listener.queue.store import LEADER_LOCK_CLASS as LEADER_CLASS
+from listener.queue.store import LEADER_LOCK_ID as LEADER_ID
+from listener.queue.store import Store
 
-LEADER_CLASS = 1094863940  # 'ABLD': the advisory-lock class of the leader (two-integer form)
-LEADER_ID = 1
+__all__ = ["LEADER_CLASS", "LEADER_ID", "DatabaseLeaderSession", "Duty", "Leader", "LeaderSession"]
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,7 @@ class DatabaseLeaderSession:
                                                                 application="agent-builder leader")
 
     def try_lead(self) -> bool:
-        row = self.conn.execute(self.queries["leader_try_lock"], {"lock_class": LEADER_CLASS, "lock_id": LEADER_ID}).fetchone()
-        return bool(row and row["leading"])
+        return Store(self.conn, self.queries).try_lead()
 
     def __enter__(self) -> "DatabaseLeaderSession":
         return self

@@ -16,6 +16,7 @@ from loguru import logger
 
 from listener.config import Settings
 from listener.queue.db import connect
+from listener.queue.store import Store
 from listener.queue.services import Reconnect, ThreadService
 
 READY_CHANNEL = "agent_builder_ready"
@@ -53,7 +54,7 @@ class ListenLoop(ThreadService):
     def _session(self) -> None:
         with connect(self.dsn, actor=f"builder-listen:{self.worker}", application="agent-builder listen") as conn:
             for channel in CHANNELS:
-                conn.execute(f"LISTEN {channel}")
+                Store(conn).listen(channel)
             down_since = self.reconnect.connected()
             if down_since is not None:
                 self.reconnects += 1
@@ -90,7 +91,7 @@ class ListenLoop(ThreadService):
             if now >= next_check:
                 # A silently dead connection (no RST: a cut network, a frozen proxy) delivers no
                 # notifications and raises nothing; a round trip proves it is alive.
-                conn.execute("SELECT 1")
+                Store(conn).ping()
                 next_check = now + settings.liveness_interval_s
             if now >= next_poll:
                 self.wake("poll")

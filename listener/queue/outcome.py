@@ -1,9 +1,12 @@
-"""What a build step can end in. Failures are values that carry their level and message;
-one place (listener.queue.finish) turns them into a status, agent_test_results rows and a notification."""
+"""What a build step can end in. Failures are values that carry their level, message and result;
+one place (listener.queue.finish, by the table of listener.queue.states) turns them into a status,
+agent_test_results rows and a notification."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from listener.queue.states import FailureKind
 
 
 @dataclass
@@ -19,10 +22,13 @@ class StepFailure(Exception):
     log: the longer log kept in agent_test_results.execution_log.
     transient: True for a blip before Step 3 (database, Vault) that deserves a retry: the claim is
                released with backoff instead of failing the row.
-    kind: 'error' for unexpected errors, 'overseer' for an overseer rejection, 'level' for a test
-          level, 'invalid' for a row that cannot be built as it stands.
+    kind: a FailureKind (or its value): 'error' for unexpected errors, 'overseer' for an overseer
+          rejection, 'level' for a test level, 'invalid' for a row that cannot be built as it stands.
     detail: what the sandbox (or the model) said about it, e.g. the last line of the output: kept in
             the stored log only (redacted like all of it), never in the notification.
+    result: the failing level's own agent_test_results row, when the step made one (a test level);
+            None: the ending records a result of `level` from the message, detail and log. Either
+            way the ending writes it, once, with the status move.
     """
 
     level: int
@@ -30,11 +36,12 @@ class StepFailure(Exception):
     message: str
     log: str = ""
     transient: bool = False
-    kind: str = "error"
-    recorded: bool = False  # its agent_test_results row is already written (a test level)
+    kind: FailureKind | str = FailureKind.ERROR  # a str is turned into the FailureKind it names
     detail: str = ""
+    result: "LevelResult | None" = None
 
     def __post_init__(self) -> None:
+        self.kind = FailureKind(self.kind)
         super().__init__(self.message)
 
 
@@ -53,7 +60,7 @@ class LevelResult:
     level: int
     passed: bool
     log: str
-    duration_ms: int = 0
+    duration_ms: int | None = 0
 
 
 @dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from listener.queue.states import AttemptKind
+
 AUTOMATION_TYPES = ("script", "claude_agent")
 
 
@@ -49,5 +51,8 @@ class Claim:
 
     automation: Automation
     build_id: int
-    kind: str  # 'build' or 'deploy'
+    kind: AttemptKind  # a build, or a deployment after approval ('build' / 'deploy' are accepted too)
     worker: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", AttemptKind(self.kind))

@@ -19,10 +19,9 @@ import psycopg
 from loguru import logger
 
 from listener.queue.db import Queries, connect
+from listener.queue.store import Store
 from listener.queue.services import Reconnect, ThreadService, one_line
 from listener.version import builder_version
-
-LOCK_CLASS = 1094861833  # 'AB09': the advisory-lock class of registry rows (migration 0009)
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,7 @@ class LiveListener:
 
 def live_listeners(conn: psycopg.Connection[dict[str, Any]], queries: Queries,
                    host: str | None = None) -> list[LiveListener]:
-    rows = conn.execute(queries["registry_live"], {"host": host, "lock_class": LOCK_CLASS}).fetchall()
-    return [LiveListener.from_row(row) for row in rows]
+    return [LiveListener.from_row(row) for row in Store(conn, queries).live_listeners(host)]
 
 
 class RegistryLoop(ThreadService):
@@ -67,19 +65,8 @@ class RegistryLoop(ThreadService):
         self.reconnect = Reconnect("listener registry", self.stopping)
 
     def _register(self, conn: psycopg.Connection[dict[str, Any]]) -> int:
-        with conn.transaction():
-            conn.execute(self.queries["registry_forget_dead"], {"lock_class": LOCK_CLASS})
-            row = conn.execute(self.queries["registry_insert"], {
-                "host": socket.gethostname(), "pid": os.getpid(), "worker": self.worker,
-                "version": builder_version(), "concurrency": self.concurrency,
-            }).fetchone()
-            assert row is not None
-            listener_id = int(row["id"])
-            locked = conn.execute(self.queries["registry_lock"],
-                                  {"lock_class": LOCK_CLASS, "listener_id": listener_id}).fetchone()
-            if not (locked and locked["locked"]):
-                raise RuntimeError(f"registry lock of listener row {listener_id} is held by another session")
-        return listener_id
+        return Store(conn, self.queries).register_listener(socket.gethostname(), os.getpid(), self.worker,
+                                                           builder_version(), self.concurrency)
 
     def run(self) -> None:
         self.reconnect.run_forever(self._session)
@@ -99,9 +86,8 @@ class RegistryLoop(ThreadService):
             logger.info("registered as listener {} in agent_builder_listeners", listener_id)
             try:
                 while not self.stopping.is_set():
-                    conn.execute(self.queries["registry_heartbeat"],
-                                 {"listener_id": listener_id, "in_flight": self.in_flight()})
+                    Store(conn, self.queries).heartbeat(listener_id, self.in_flight())
                     self.stopping.wait(self.interval_s)
-                conn.execute(self.queries["registry_delete"], {"listener_id": listener_id})
+                Store(conn, self.queries).unregister_listener(listener_id)
             finally:
                 self.registered.clear()

@@ -12,25 +12,21 @@ from typing import Any, Callable
 
 from loguru import logger
 
-from listener.clients import ntfy as notify
-from listener.clients.ntfy import Notifier
+from listener import notices as notify
 from listener.config import Settings
-from listener.deploy.production import clean_rejected
-from listener.ops.metrics import Metrics
-from listener.queue.claims import AttemptStore
-from listener.queue.context import AttemptContext, BuildHandler, DeployHandler
+from listener.notices import Notifier
+from listener.queue.context import AttemptContext, Metrics
 from listener.queue.db import Queries, connect
 from listener.queue.dispatch import Cleanup, Dispatcher, Job, Lost, Slot, Stop
 from listener.queue.finish import run_attempt
+from listener.queue.hooks import Handlers
 from listener.queue.records import Claim
 from listener.queue.services import Reconnect
+from listener.queue.states import AttemptKind
+from listener.queue.store import Store
 from listener.redact import Redactor
 
-
-@dataclass(frozen=True)
-class Handlers:
-    build: BuildHandler
-    deploy: DeployHandler | None  # None: this listener does not deploy; approved rows wait
+__all__ = ["Handlers", "WorkerPool", "InFlight"]
 
 
 @dataclass(frozen=True)
@@ -98,7 +94,7 @@ class WorkerPool:
         with connect(self.dsn, actor=f"builder:{self.worker}/{slot.index}",
                      application=f"agent-builder worker {slot.index}") as conn:
             reconnect.connected()
-            store = AttemptStore(conn, self.queries, self.worker, self.redactor)
+            store = Store(conn, self.queries, self.worker, self.redactor)
             slot.store = store
             try:
                 while True:
@@ -112,30 +108,31 @@ class WorkerPool:
             finally:
                 slot.store = None
 
-    def _run_job(self, index: int, store: AttemptStore, job: Job) -> None:
+    def _run_job(self, index: int, store: Store, job: Job) -> None:
         if isinstance(job, Cleanup):
-            done = clean_rejected(self.settings, job.image_id)
+            # the stage that made something to clean registered it (listener.queue.hooks); else nothing to do
+            done = self.handlers.hooks.rejected(job.automation, job.build_id, job.image_id)
             logger.bind(automation_id=job.automation.id, build_id=job.build_id).info("rejected: {}", done)
             self.notifier.send(notify.rejected(job.automation, done))
         elif isinstance(job, Claim):
             self._run_one(index, store, job)
 
     def _handler_for(self, claim: Claim) -> Callable[[AttemptContext], Any]:
-        if claim.kind == "deploy" and self.handlers.deploy is not None:  # deploy claims need a deploy handler
+        if claim.kind is AttemptKind.DEPLOY and self.handlers.deploy is not None:  # deploy claims need a deploy handler
             return self.handlers.deploy
         return self.handlers.build
 
-    def _run_one(self, index: int, store: AttemptStore, claim: Claim) -> None:
+    def _run_one(self, index: int, store: Store, claim: Claim) -> None:
         context = AttemptContext(claim=claim, store=store, settings=self.settings, notifier=self.notifier,
-                                 stop=self.stopping, status="deploying" if claim.kind == "deploy" else "queued",
-                                 metrics=self.metrics)
+                                 stop=self.stopping, status=claim.kind.claimed_status,
+                                 metrics=self.metrics, hooks=self.handlers.hooks)
         context.log.info("claimed {} of {!r} (worker {})", claim.kind, claim.automation.label, index)
         with self._lock:
             self.in_flight[claim.build_id] = InFlight(claim, context)
         try:
             ending = run_attempt(context, self._handler_for(claim))
             context.end_step()
-            self.metrics.inc("agent_builder_attempts_total", kind=claim.kind, outcome=ending.value)
+            self.metrics.inc("agent_builder_attempts_total", kind=claim.kind.value, outcome=ending.value)
         finally:
             with self._lock:
                 self.in_flight.pop(claim.build_id, None)

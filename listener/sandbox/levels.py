@@ -404,6 +404,6 @@ def _fail(ctx: AttemptContext, level: Level, message: str, *, log: str = "", kin
           detail: str = "") -> NoReturn:
     """`message` is the builder's sentence (agent_builds.error, ntfy); `detail` (sandbox output)
     and `log` go only to the stored log."""
-    ctx.record(level.result(False, "\n".join(part for part in (message, detail, log) if part)))
     raise StepFailure(level=level.number, step=f"level{level.number}", message=message.splitlines()[0],
-                      log=log, kind=kind, recorded=True, detail=detail)
+                      log=log, kind=kind, detail=detail,
+                      result=level.result(False, "\n".join(part for part in (message, detail, log) if part)))

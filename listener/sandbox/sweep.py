@@ -1,7 +1,8 @@
 """Sweeps: remove what this installation's sandboxes left behind, whoever made it and whatever
 happened to them (a listener killed, an engine outage, a crash between two steps).
 
-Every listener sweeps at start and then every RESCUE_INTERVAL_S (next to the rescuer): containers
+The leading listener (listener.queue.leader) sweeps when it takes the lead and then every
+RESCUE_INTERVAL_S (a duty next to the rescuer; SweepLoop.run is kept for its tests): containers
 every time, images and volumes at start and then at most every IMAGE_SWEEP_EVERY_S (they are not
 urgent, and listing them costs the engine more); build-once sweeps everything once. Only Docker objects labelled with this installation are ever listed, so a sweep never
 touches another installation's objects on a shared engine. What goes:
@@ -34,9 +35,10 @@ import psycopg
 import requests.exceptions
 from loguru import logger
 
-from listener.queue.claims import installation_of
+from listener.queue.store import installation_of
 from listener.config import Settings
 from listener.queue.db import Queries, connect
+from listener.queue.store import Store
 from listener.sandbox.engine import remove_container, network_warning
 from listener.sandbox.naming import LABEL_AUTOMATION, LABEL_BUILD, LABEL_DEADLINE, LABEL_ROLE, installation_filter
 
@@ -67,8 +69,8 @@ class DatabaseRecords:
     def _select(self, name: str, build_ids: list[int]) -> set[int]:
         if not build_ids:
             return set()
-        rows = self.conn.execute(self.queries[name], {"build_ids": sorted(set(build_ids))}).fetchall()
-        return {int(row["build_id"]) for row in rows}
+        store = Store(self.conn, self.queries)
+        return store.attempts_over(build_ids) if name == "attempts_over" else store.images_unneeded(build_ids)
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ def rebuilt_after_production(operator: Any, builder_conn: Any, queries: Any) -> 
         operator.execute("SET LOCAL agent_builder.override = 'on'")
         operator.execute("UPDATE automation_ideas SET builder_status = 'rejected' WHERE id = %s", (automation_id,))
     operator.execute("UPDATE automation_ideas SET builder_status = 'not_started' WHERE id = %s", (automation_id,))
-    second = builder_conn.execute(queries["claim_build_by_id"], {"automation_id": automation_id, "worker": "w"}).fetchone()["build_id"]
+    second = builder_conn.execute(queries["claim"], {"kind": "build", "automation_id": automation_id, "worker": "w"}).fetchone()["build_id"]
     builder_conn.execute("UPDATE automation_ideas SET builder_status = 'building' WHERE id = %s", (automation_id,))
     builder_conn.execute("UPDATE agent_builds SET files = %s, finished_at = now(), outcome = 'succeeded', step = 'done',"
                          " overseer_verdict = 'PASS', overseer_reason = 'PASS: writes the report, no secrets',"

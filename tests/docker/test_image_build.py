@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from psycopg.types.json import Jsonb
 
-from listener.queue.claims import AttemptStore
+from listener.queue.store import Store
 from listener.config import Settings
 from listener.queue.context import AttemptContext
 from listener.build.extract import GeneratedFiles
@@ -84,7 +84,7 @@ def attempt(db_url, builder_conn, queries, base_image, docker_client, tmp_path) 
         })
         automation_id = insert_idea(builder_conn)
         builder_conn.execute("UPDATE automation_ideas SET acceptance_check = %s WHERE id = %s", (Jsonb(check), automation_id))
-        store = AttemptStore(builder_conn, queries, "image-build-test")
+        store = Store(builder_conn, queries, "image-build-test")
         claim = store.claim_build(automation_id)
         ctx = AttemptContext(claim=claim, store=store, settings=settings, notifier=Notifier(None, "t"), stop=threading.Event())
 

@@ -454,7 +454,7 @@ SERVICE_SCRIPT = (
 def levels(db_url, builder_conn, queries, base_image, bridge, fake_ollama, tmp_path, docker_client):  # noqa: ANN001, ANN201
     """run(script, check, **env) -> (Ending, [(level, status, log)]): the listener's own attempt code
     (claim, AttemptContext, Levels 2-4, finish) on the test database and the real engine."""
-    from listener.queue.claims import AttemptStore
+    from listener.queue.store import Store
     from listener.queue.context import AttemptContext
     from listener.build.extract import GeneratedFiles
     from listener.queue.finish import run_attempt
@@ -471,7 +471,7 @@ def levels(db_url, builder_conn, queries, base_image, bridge, fake_ollama, tmp_p
         automation_id = insert_idea(builder_conn)
         if check is not None:
             builder_conn.execute("UPDATE automation_ideas SET acceptance_check = %s WHERE id = %s", (Jsonb(check), automation_id))
-        store = AttemptStore(builder_conn, queries, "level4-test")
+        store = Store(builder_conn, queries, "level4-test")
         claim = store.claim_build(automation_id)
         ctx = AttemptContext(claim=claim, store=store, settings=settings, notifier=Notifier(None, "t"),
                              stop=threading.Event())

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pytest
 from psycopg.types.json import Jsonb
 
-from listener.queue.claims import AttemptStore
+from listener.queue.store import Store
 from listener.config import Settings
 from listener.queue.context import AttemptContext
 from listener.build.extract import GeneratedFiles
@@ -128,7 +128,7 @@ def levels(db_url, builder_conn, queries, base_image, agent_image, sandbox_netwo
         automation_id = insert_idea(builder_conn, type=type)
         if check is not None:
             builder_conn.execute("UPDATE automation_ideas SET acceptance_check = %s WHERE id = %s", (Jsonb(check), automation_id))
-        store = AttemptStore(builder_conn, queries, "docker-test")
+        store = Store(builder_conn, queries, "docker-test")
         claim = store.claim_build(automation_id)
         ctx = AttemptContext(claim=claim, store=store, settings=settings, notifier=Notifier(None, "t"),
                              stop=threading.Event())

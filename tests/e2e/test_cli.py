@@ -45,7 +45,7 @@ def test_unknown_id_exits_3(db_url) -> None:
 
 def test_status_and_show_on_a_populated_database(db_url, operator, builder_conn, queries) -> None:
     built = insert_idea(operator, name="Disk report")
-    builder_conn.execute(queries["claim_next_build"], {"worker": "host-a:1"})
+    builder_conn.execute(queries["claim"], {"kind": "build", "automation_id": None, "worker": "host-a:1"})
     failed = insert_idea(operator, name="Cert expiry")
     force_status(operator, failed, "failed")
     operator.execute("INSERT INTO agent_builds (automation_id, worker, step, finished_at, outcome, error)"

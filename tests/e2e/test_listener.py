@@ -237,7 +237,7 @@ def test_build_once_by_id(db_url, operator, ntfy) -> None:
 
 def test_build_once_by_id_not_claimable_exits_3_and_notifies(db_url, operator, ntfy, builder_conn, queries) -> None:
     taken = insert_idea(operator)
-    builder_conn.execute(queries["claim_next_build"], {"worker": "someone-else"})
+    builder_conn.execute(queries["claim"], {"kind": "build", "automation_id": None, "worker": "someone-else"})
     not_ready = insert_idea(operator, status="idea")
     for automation_id, reason in ((taken, "another builder has it"), (not_ready, "it is not ready"), (999999, "no automation with id")):
         done = run_cli(base_env(db_url, NTFY_URL=ntfy.url), "build-once", "--id", str(automation_id))

@@ -54,8 +54,8 @@ def transient_then_pass(ctx: AttemptContext) -> BuildSucceeded:
 def fail_level_2(ctx: AttemptContext) -> BuildSucceeded:
     ctx.start_generation()
     ctx.record(LevelResult(level=1, passed=True, log="structure ok"))
-    ctx.record(LevelResult(level=2, passed=False, log="ModuleNotFoundError: requests"))
-    raise StepFailure(level=2, step="level2", message="ModuleNotFoundError: requests", kind="level", recorded=True)
+    raise StepFailure(level=2, step="level2", message="ModuleNotFoundError: requests", kind="level",
+                      result=LevelResult(level=2, passed=False, log="ModuleNotFoundError: requests"))
 
 
 def crash(ctx: AttemptContext) -> BuildSucceeded:

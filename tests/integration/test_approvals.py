@@ -33,7 +33,7 @@ def endpoint(db_url, queries):
 
 def awaiting(operator, builder_conn, queries) -> tuple[int, int]:
     automation_id = insert_idea(operator)
-    row = builder_conn.execute(queries["claim_build_by_id"], {"automation_id": automation_id, "worker": "w"}).fetchone()
+    row = builder_conn.execute(queries["claim"], {"kind": "build", "automation_id": automation_id, "worker": "w"}).fetchone()
     builder_conn.execute("UPDATE automation_ideas SET builder_status = 'building' WHERE id = %s", (automation_id,))
     builder_conn.execute("UPDATE automation_ideas SET builder_status = 'awaiting_approval' WHERE id = %s", (automation_id,))
     return automation_id, row["build_id"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 
 from listener.queue.db import connect
@@ -11,7 +12,7 @@ from tests.helpers import builder_status, force_status, insert_idea
 
 
 def claim(conn, queries, worker: str = "w1"):
-    return conn.execute(queries["claim_next_build"], {"worker": worker}).fetchone()
+    return conn.execute(queries["claim"], {"kind": "build", "automation_id": None, "worker": worker}).fetchone()
 
 
 def test_claims_in_priority_then_id_order(operator, builder_conn, queries) -> None:
@@ -48,8 +49,8 @@ def test_skip_locked_gives_concurrent_claimers_different_rows(operator, db_url, 
     first = insert_idea(operator, priority=1)
     second = insert_idea(operator, priority=2)
     with connect(db_url, actor="builder:a", autocommit=False) as a, connect(db_url, actor="builder:b") as b:
-        row_a = a.execute(queries["claim_next_build"], {"worker": "a"}).fetchone()  # transaction left open
-        row_b = b.execute(queries["claim_next_build"], {"worker": "b"}).fetchone()
+        row_a = claim(a, queries, worker="a")  # transaction left open
+        row_b = claim(b, queries, worker="b")
         assert (row_a["id"], row_b["id"]) == (first, second)
         a.rollback()
     assert builder_status(operator, first) == "not_started"
@@ -66,7 +67,7 @@ def test_released_row_waits_for_its_backoff(operator, builder_conn, queries) -> 
     assert done["finished"] == 1 and done["retry_at"] is not None
     assert claim(builder_conn, queries) is None
     # An explicit request by id ignores the backoff.
-    again = builder_conn.execute(queries["claim_build_by_id"], {"automation_id": automation_id, "worker": "w"}).fetchone()
+    again = builder_conn.execute(queries["claim"], {"kind": "build", "automation_id": automation_id, "worker": "w"}).fetchone()
     assert again["id"] == automation_id
 
 
@@ -99,11 +100,39 @@ def test_claim_plan_uses_the_partial_index(operator, builder_conn, queries) -> N
         " CASE WHEN g % 50 = 0 THEN 'ready_to_build' ELSE 'idea' END, g % 7, 'spec' FROM generate_series(1, 20000) g"
     )
     operator.execute("ANALYZE automation_ideas")
-    plan = builder_conn.execute("EXPLAIN (FORMAT JSON) " + queries["claim_next_build"], {"worker": "w"}).fetchone()
-    scans = [node for node in plan_nodes(plan["QUERY PLAN"][0]["Plan"]) if node.get("Relation Name") == "automation_ideas"]
-    assert scans, "the plan does not read automation_ideas"
-    assert all(node["Node Type"] != "Seq Scan" for node in scans), json.dumps(scans, indent=1)
-    assert any(node.get("Index Name") == "automation_ideas_buildable_idx" for node in scans), json.dumps(scans, indent=1)
+    # The one claim, for each of its kinds: every read of automation_ideas is an index scan, and the
+    # next build is found through the buildable index (agent_builder_buildable(), migration 0011).
+    for params, index in (({"kind": "build", "automation_id": None}, "automation_ideas_buildable_idx"),
+                          ({"kind": "build", "automation_id": 4242}, "automation_ideas_pkey"),
+                          ({"kind": "deploy", "automation_id": None}, "automation_ideas_approved_idx")):
+        for prepared in (False, True):  # a custom plan, and the generic plan of a prepared statement
+            plan = claim_plan(builder_conn, queries, {**params, "worker": "w"}, prepared)
+            scans = [node for node in plan_nodes(plan) if node.get("Relation Name") == "automation_ideas"]
+            assert scans, "the plan does not read automation_ideas"
+            assert all(node["Node Type"] != "Seq Scan" for node in scans), (params, json.dumps(scans, indent=1))
+            assert any(node.get("Index Name") == index for node in scans), (params, json.dumps(scans, indent=1))
+
+
+def claim_plan(conn, queries, params: dict, generic: bool) -> dict:
+    if not generic:
+        return conn.execute("EXPLAIN (FORMAT JSON) " + queries["claim"], params).fetchone()["QUERY PLAN"][0]["Plan"]
+    names: list[str] = []
+
+    def number(match: re.Match) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    text = re.sub(r"%\((\w+)\)s", number, queries["claim"]).replace("%%", "%")
+    types = {"kind": "text", "automation_id": "bigint", "worker": "text"}
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    try:
+        conn.execute(f"PREPARE claim_plan_test ({', '.join(types[n] for n in names)}) AS {text}")
+        values = ", ".join("NULL" if params[n] is None else f"'{params[n]}'" for n in names)
+        return conn.execute(f"EXPLAIN (FORMAT JSON) EXECUTE claim_plan_test ({values})").fetchone()["QUERY PLAN"][0]["Plan"]
+    finally:
+        conn.execute("DEALLOCATE claim_plan_test")
+        conn.execute("RESET plan_cache_mode")
 
 
 def plan_nodes(node: dict):

@@ -11,13 +11,14 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from listener.queue.claims import AttemptStore
+from listener.queue.store import Store
 from listener.queue.db import connect
 from listener.deploy.production import Source, _verify_artifact, source_problem
 from listener.build.extract import GeneratedFiles
 from listener.queue.outcome import LevelResult, StepFailure
 from listener.build.pipeline import artifact_digest
 from listener.queue.records import Claim
+from listener.queue.states import BuilderStatus as S, Move, Outcome
 from listener.signing import sign
 from tests.helpers import force_status, insert_idea
 from tests.logins import Login, Logins
@@ -31,9 +32,9 @@ Conn = psycopg.Connection[dict[str, Any]]
 
 
 @pytest.fixture
-def store(builder_login: Login, queries) -> Iterator[AttemptStore]:
+def store(builder_login: Login, queries) -> Iterator[Store]:
     with connect(builder_login.url, actor="builder:test") as conn:
-        yield AttemptStore(conn, queries, "w")
+        yield Store(conn, queries, "w")
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def operator(logins: Logins) -> Iterator[Conn]:
         yield conn
 
 
-def finished_build(store: AttemptStore, automation_id: int, *, levels: tuple[int, ...] = (1, 2, 3, 4), failed: int | None = None,
+def finished_build(store: Store, automation_id: int, *, levels: tuple[int, ...] = (1, 2, 3, 4), failed: int | None = None,
                  key: str | None = None) -> Claim:
     """A build as the pipeline records it: files, sha256 and image id, one result per level, finished."""
     claim = store.claim_build(automation_id)
@@ -53,11 +54,11 @@ def finished_build(store: AttemptStore, automation_id: int, *, levels: tuple[int
         store.record_result(claim, LevelResult(level=level, passed=level != failed, log="ok"))
     if key:
         store.sign(claim, key)
-    assert store.finish(claim, expected="building", new_status="awaiting_approval", outcome="succeeded").owned
+    assert store.finish(claim, Move(S.BUILDING, S.AWAITING_APPROVAL, Outcome.SUCCEEDED)).owned
     return claim
 
 
-def deployment(store: AttemptStore, operator: Conn, automation_id: int) -> dict[str, Any]:
+def deployment(store: Store, operator: Conn, automation_id: int) -> dict[str, Any]:
     operator.execute("UPDATE automation_ideas SET builder_status = 'approved' WHERE id = %s", (automation_id,))
     claim = store.claim_next_deploy(automation_id)
     assert claim is not None and claim.kind == "deploy"
@@ -119,7 +120,7 @@ def test_a_build_whose_login_is_no_longer_a_builder_is_refused(admin, store, ope
     finished_build(store, automation_id)
     operator.execute("UPDATE automation_ideas SET builder_status = 'approved' WHERE id = %s", (automation_id,))
     with connect(admin.info.dsn, actor="builder:superuser") as deployer:  # another listener deploys
-        other = AttemptStore(deployer, store.queries, "deployer")
+        other = Store(deployer, store.queries, "deployer")
         admin.execute(sql.SQL("REVOKE agent_builder_builder FROM {}").format(sql.Identifier(builder_login.name)))
         claim = other.claim_next_deploy(automation_id)
         assert claim is not None

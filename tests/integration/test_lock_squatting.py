@@ -1,6 +1,6 @@
 """Advisory-lock squatting by a role that can merely connect: it neither kills a live build nor
 wedges a dead one. Real PostgreSQL, a CONNECT-only login as the squatter, the listener's own code
-(AttemptStore, Rescuer) on a non-superuser builder login."""
+(Store, Rescuer) on a non-superuser builder login."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from listener.queue.claims import CLAIM_LOCK_TRIES, AttemptStore
+from listener.queue.store import CLAIM_LOCK_TRIES, Store
 from listener.config import Settings
 from listener.queue.db import Queries, connect
 from listener.clients.ntfy import Notifier
 from listener.queue.rescue import Rescuer
+from listener.queue.states import BuilderStatus as S, Move, Outcome
 from tests.e2e.listeners import wait_until
 from tests.helpers import builder_status, insert_idea
 from tests.logins import Logins
@@ -59,7 +60,7 @@ def test_a_lock_miss_undoes_the_claim_statement(admin, builder_login, squatter, 
     squat(squatter, [taken])
     with connect(builder_login.url, actor="builder:test") as conn:
         with pytest.raises(psycopg.errors.LockNotAvailable) as refused:
-            conn.execute(queries["claim_build_by_id"], {"automation_id": automation_id, "worker": "w"})
+            conn.execute(queries["claim"], {"kind": "build", "automation_id": automation_id, "worker": "w"})
     assert f"the advisory lock of attempt {taken} is held by another session" in str(refused.value)
     assert "application 'squatter'" in str(refused.value) and "so this claim was undone" in str(refused.value)
     assert builder_status(admin, automation_id) == "not_started"
@@ -71,7 +72,7 @@ def test_squatting_the_next_attempt_ids_does_not_kill_a_live_build(admin, builde
     squatted = next_build_ids(admin, 3)
     squat(squatter, squatted)
     with connect(builder_login.url, actor="builder:worker") as worker, connect(builder_login.url, actor="builder-rescuer") as rescue_conn:
-        store = AttemptStore(worker, queries, "w")
+        store = Store(worker, queries, "w")
         claim = store.claim_next_build()
         assert claim is not None and claim.automation.id == automation_id
         assert claim.build_id > max(squatted)  # each squatted id was undone and the next one tried
@@ -82,7 +83,7 @@ def test_squatting_the_next_attempt_ids_does_not_kill_a_live_build(admin, builde
         squatter.execute("SELECT pg_advisory_unlock_all()")  # the squatter lets go: nothing changes
         assert rescuer(rescue_conn, queries).sweep() == []
         assert builder_status(admin, automation_id) == "building"
-        store.finish(claim, expected="building", new_status="awaiting_approval", outcome="succeeded")
+        store.finish(claim, Move(S.BUILDING, S.AWAITING_APPROVAL, Outcome.SUCCEEDED))
     assert builder_status(admin, automation_id) == "awaiting_approval"
 
 
@@ -91,7 +92,7 @@ def test_a_squatter_holding_a_long_run_of_ids_delays_claims_but_never_breaks_the
     automation_id = insert_idea(admin)
     squat(squatter, next_build_ids(admin, CLAIM_LOCK_TRIES + 2))
     with connect(builder_login.url, actor="builder:worker") as worker:
-        store = AttemptStore(worker, queries, "w")
+        store = Store(worker, queries, "w")
         assert store.claim_next_build() is None
         assert any(f"{CLAIM_LOCK_TRIES} claims in a row were undone" in line for line in log_lines)
         assert builder_status(admin, automation_id) == "not_started"
@@ -105,7 +106,7 @@ def test_squatting_a_dead_attempt_s_lock_does_not_wedge_it(admin, builder_login,
                                                            died_in: str, rescued_to: str) -> None:
     automation_id = insert_idea(admin, name="Nightly report")
     with connect(builder_login.url, actor="builder:doomed") as doomed:
-        store = AttemptStore(doomed, queries, "doomed")
+        store = Store(doomed, queries, "doomed")
         claim = store.claim_next_build()
         assert claim is not None
         if died_in == "building":
@@ -137,7 +138,7 @@ def test_a_live_build_is_alive_whoever_asks(admin, builder_login, queries) -> No
     """The rescuer of another listener (another builder login) sees the live lock and leaves it."""
     automation_id = insert_idea(admin)
     with connect(builder_login.url, actor="builder:worker") as worker, connect(admin.info.dsn, actor="builder-rescuer") as other:
-        store = AttemptStore(worker, queries, "w")
+        store = Store(worker, queries, "w")
         claim = store.claim_next_build()
         assert claim is not None
         assert rescuer(other, queries).sweep() == []

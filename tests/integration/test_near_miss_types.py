@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from listener.clients import ntfy as notify
-from listener.queue.claims import AttemptStore
+from listener.queue.store import Store
 from listener.config import Settings
 from listener.queue.db import connect
 from listener.queue.rescue import Rescuer
@@ -31,7 +31,7 @@ def sweep(db_url: str, queries, fake_ntfy: FakeNtfy):  # noqa: ANN001, ANN201
 def test_a_near_miss_type_is_failed_with_the_allowed_types_and_notified_once(
         operator, builder_conn, queries, sweep, fake_ntfy: FakeNtfy, near_miss: str | None) -> None:
     automation_id = insert_idea(operator, type=near_miss)
-    assert AttemptStore(builder_conn, queries, "w").claim_build(automation_id) is None  # never claimed
+    assert Store(builder_conn, queries, "w").claim_build(automation_id) is None  # never claimed
     sweep()
     sweep()  # a second pass (or another listener) finds nothing more to tell
     assert builder_status(operator, automation_id) == "failed"
@@ -62,4 +62,4 @@ def test_the_failed_row_can_be_fixed_and_retried_by_the_operator(operator, build
     sweep()
     operator.execute("UPDATE automation_ideas SET type = 'script', builder_status = 'not_started' WHERE id = %s",
                      (automation_id,))
-    assert AttemptStore(builder_conn, queries, "w").claim_build(automation_id) is not None
+    assert Store(builder_conn, queries, "w").claim_build(automation_id) is not None

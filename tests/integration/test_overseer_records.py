@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from listener.build.alerts import OVERSEER, Alerts
+from listener.queue.store import Store
 from listener.ops.inspect import render_show, show_report
 from listener.redact import Redactor
 from listener.ops.metrics import Metrics, MetricsServer
@@ -59,11 +60,11 @@ def test_metrics_count_the_overseers_tokens(db_url, operator, queries) -> None:
 def test_an_alert_opens_once_per_outage(builder_conn, queries, db_url) -> None:
     from listener.queue.db import connect
 
-    alerts = Alerts(builder_conn, queries)
+    alerts = Alerts(Store(builder_conn, queries))
     assert alerts.clear(OVERSEER) is False  # nothing open
     assert alerts.raise_(OVERSEER, "overseer not logged in") is True
     with connect(db_url, actor="builder:other") as other:  # another listener sees the same outage
-        assert Alerts(other, queries).raise_(OVERSEER, "overseer not logged in (again)") is False
+        assert Alerts(Store(other, queries)).raise_(OVERSEER, "overseer not logged in (again)") is False
     assert alerts.raise_(OVERSEER, "still not logged in") is False
     row: dict[str, Any] = builder_conn.execute("SELECT detail, cleared_at FROM agent_builder_alerts").fetchone()
     assert row == {"detail": "still not logged in", "cleared_at": None}

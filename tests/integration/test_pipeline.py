@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import pytest
 
-from listener.queue.claims import AttemptStore
+from listener.queue.store import Store
 from listener.config import Settings
 from listener.queue.context import AttemptContext
 from listener.build.extract import GeneratedFiles
@@ -78,7 +78,7 @@ def build(db_url: str, builder_conn, queries, env) -> Callable[..., tuple[Ending
     def run(**overrides: str) -> tuple[Ending, AttemptContext, SandboxRecorder]:
         environ = {"PATH": os.environ["PATH"], **env, "DATABASE_URL": db_url, **overrides}  # the listener's
         settings = Settings.from_env(environ)
-        store = AttemptStore(builder_conn, queries, "test-worker")
+        store = Store(builder_conn, queries, "test-worker")
         claim = store.claim_next_build()
         assert claim is not None
         notifier = make_notifier(settings)

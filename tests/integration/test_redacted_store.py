@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from listener.clients import ntfy as notify
-from listener.queue.claims import AttemptStore
+from listener.queue.store import Store
 from listener.config import Settings
 from listener.queue.context import AttemptContext
 from listener.queue.db import connect
@@ -22,6 +22,7 @@ from listener.queue.finish import Ending, run_attempt
 from listener.queue.outcome import LevelResult, StepFailure
 from listener.redact import REDACTED, Redactor
 from listener.queue.rescue import Rescuer
+from listener.queue.states import BuilderStatus as S, Move, Outcome
 from listener.sandbox.checks import RunState, evaluate, summarize
 from listener.sandbox.recorder import Recorder
 from tests.conftest import ROLE_ID, SECRET_ID
@@ -37,8 +38,8 @@ def settings(db_url: str, approle_dir: Path, fake_ntfy: FakeNtfy) -> Settings:
 
 
 @pytest.fixture
-def store(builder_conn, queries, settings: Settings) -> AttemptStore:
-    return AttemptStore(builder_conn, queries, "redaction-test", Redactor.from_settings(settings, environ={}))
+def store(builder_conn, queries, settings: Settings) -> Store:
+    return Store(builder_conn, queries, "redaction-test", Redactor.from_settings(settings, environ={}))
 
 
 def everything(operator: psycopg.Connection[dict[str, Any]], automation_id: int) -> str:
@@ -48,7 +49,7 @@ def everything(operator: psycopg.Connection[dict[str, Any]], automation_id: int)
     return "\n".join(row["t"] for row in builds + results)
 
 
-def test_every_field_an_attempt_stores_is_redacted(store: AttemptStore, operator) -> None:
+def test_every_field_an_attempt_stores_is_redacted(store: Store, operator) -> None:
     automation_id = insert_idea(operator)
     claim = store.claim_build(automation_id)
     assert claim is not None
@@ -56,8 +57,8 @@ def test_every_field_an_attempt_stores_is_redacted(store: AttemptStore, operator
                overseer_reason=f"FAIL it prints {SECRET_ID} \x1b]0;title\x07",
                acceptance_check={"checks": [{"kind": "http_status", "url": f"http://x/{SECRET_ID}", "status": 200}]})
     store.record_result(claim, LevelResult(level=3, passed=False, log=f"out {SECRET_ID}\n\x00\x1b[31m {ENCODED}"))
-    store.finish(claim, expected="queued", new_status="failed", outcome="failed", error=f"Level 3: {ROLE_ID}",
-                 result=LevelResult(level=0, passed=False, log=f"tb {SECRET_ID.upper()}"))
+    store.finish(claim, Move(S.QUEUED, S.FAILED, Outcome.FAILED, result=True), error=f"Level 3: {ROLE_ID}",
+                 results=[LevelResult(level=0, passed=False, log=f"tb {SECRET_ID.upper()}")])
     row = operator.execute("SELECT prompt, model_output, overseer_reason, acceptance_check, error FROM agent_builds"
                            " WHERE id = %s", (claim.build_id,)).fetchone()
     assert row["prompt"] == f"task mentions {REDACTED}\r\n"  # code and prompts keep their characters
@@ -71,7 +72,7 @@ def test_every_field_an_attempt_stores_is_redacted(store: AttemptStore, operator
     assert SECRET_ID not in everything(operator, automation_id) and ROLE_ID not in everything(operator, automation_id)
 
 
-def test_what_the_recorder_saw_is_redacted_in_the_level_4_log(store: AttemptStore, operator) -> None:
+def test_what_the_recorder_saw_is_redacted_in_the_level_4_log(store: Store, operator) -> None:
     automation_id = insert_idea(operator)
     claim = store.claim_build(automation_id)
     assert claim is not None
@@ -92,7 +93,7 @@ def test_what_the_recorder_saw_is_redacted_in_the_level_4_log(store: AttemptStor
     assert SECRET_ID not in log and ROLE_ID not in log and ENCODED not in log and "%2573" not in log
 
 
-def test_a_failure_stores_the_detail_and_notifies_only_the_builders_reason(store: AttemptStore, operator, settings,
+def test_a_failure_stores_the_detail_and_notifies_only_the_builders_reason(store: Store, operator, settings,
                                                                              fake_ntfy: FakeNtfy) -> None:
     automation_id = insert_idea(operator, name="Leaky")
     claim = store.claim_build(automation_id)
@@ -115,7 +116,7 @@ def test_a_failure_stores_the_detail_and_notifies_only_the_builders_reason(store
                        f"`agent-builder show {automation_id}` has the rest")
 
 
-def test_an_unexpected_error_is_redacted_before_it_is_clipped(store: AttemptStore, operator, settings,
+def test_an_unexpected_error_is_redacted_before_it_is_clipped(store: Store, operator, settings,
                                                                fake_ntfy: FakeNtfy) -> None:
     automation_id = insert_idea(operator, name="Crashy")
     claim = store.claim_build(automation_id)
@@ -138,7 +139,7 @@ def test_an_unexpected_error_is_redacted_before_it_is_clipped(store: AttemptStor
 
 def test_the_rescuers_writes_are_redacted(operator, builder_conn, queries, settings, approle_dir: Path) -> None:
     automation_id = insert_idea(operator)
-    claim = AttemptStore(builder_conn, queries, "w").claim_build(automation_id)
+    claim = Store(builder_conn, queries, "w").claim_build(automation_id)
     assert claim is not None
     builder_conn.execute("UPDATE automation_ideas SET builder_status = 'building' WHERE id = %s", (automation_id,))
     builder_conn.execute("UPDATE agent_builds SET step = %s WHERE id = %s", (f"step-{SECRET_ID}", claim.build_id))

@@ -48,7 +48,7 @@ def built(operator, builder_conn, queries, *, files: dict[str, str] | None = Non
           task: str = "Write the disk usage to /tmp/disk.json", level_log: str = "ok") -> tuple[int, int]:
     """An automation awaiting approval with a finished build: files, four passing levels, a review."""
     automation_id = insert_idea(operator, name=name, task_description=task)
-    build_id = builder_conn.execute(queries["claim_build_by_id"], {"automation_id": automation_id, "worker": "w"}).fetchone()["build_id"]
+    build_id = builder_conn.execute(queries["claim"], {"kind": "build", "automation_id": automation_id, "worker": "w"}).fetchone()["build_id"]
     builder_conn.execute("UPDATE automation_ideas SET builder_status = 'building' WHERE id = %s", (automation_id,))
     builder_conn.execute(
         "UPDATE agent_builds SET files = %s, overseer_verdict = 'PASS', overseer_reason = 'looks fine', overseer_cost_usd = 0.0016,"
@@ -148,7 +148,7 @@ def test_a_button_for_a_build_the_row_no_longer_points_at_changes_nothing(serve,
     csrf = csrf_of(httpx.get(f"{endpoint}/a/{automation_id}").text)
     operator.execute("UPDATE automation_ideas SET builder_status = 'rejected' WHERE id = %s", (automation_id,))
     operator.execute("UPDATE automation_ideas SET builder_status = 'not_started' WHERE id = %s", (automation_id,))
-    newer = builder_conn.execute(queries["claim_build_by_id"], {"automation_id": automation_id, "worker": "w"}).fetchone()["build_id"]
+    newer = builder_conn.execute(queries["claim"], {"kind": "build", "automation_id": automation_id, "worker": "w"}).fetchone()["build_id"]
     builder_conn.execute("UPDATE automation_ideas SET builder_status = 'building' WHERE id = %s", (automation_id,))
     builder_conn.execute("UPDATE automation_ideas SET builder_status = 'awaiting_approval' WHERE id = %s", (automation_id,))
     assert newer != build_id
@@ -234,7 +234,7 @@ def test_the_diff_is_against_the_build_in_production(serve, operator, builder_co
         operator.execute("SET LOCAL agent_builder.override = 'on'")
         operator.execute("UPDATE automation_ideas SET builder_status = 'rejected' WHERE id = %s", (automation_id,))
     operator.execute("UPDATE automation_ideas SET builder_status = 'not_started' WHERE id = %s", (automation_id,))
-    second = builder_conn.execute(queries["claim_build_by_id"], {"automation_id": automation_id, "worker": "w"}).fetchone()["build_id"]
+    second = builder_conn.execute(queries["claim"], {"kind": "build", "automation_id": automation_id, "worker": "w"}).fetchone()["build_id"]
     builder_conn.execute("UPDATE agent_builds SET files = %s, finished_at = now(), outcome = 'succeeded' WHERE id = %s",
                          (Jsonb({"script.py": "print('two')\nprint('same')\n", "extra.sh": "echo hi\n"}), second))
     page = httpx.get(f"{endpoint}/a/{automation_id}").text

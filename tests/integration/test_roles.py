@@ -56,7 +56,7 @@ def granted_all(granted_all_login: Login) -> Iterator[Conn]:
 
 def a_build(builder: Conn, queries, automation_id: int) -> int:
     """A real attempt, claimed by the builder: the row is 'queued' and points at it."""
-    row = builder.execute(queries["claim_build_by_id"], {"automation_id": automation_id, "worker": "w"}).fetchone()
+    row = builder.execute(queries["claim"], {"kind": "build", "automation_id": automation_id, "worker": "w"}).fetchone()
     assert row is not None
     return int(row["build_id"])
 
@@ -97,7 +97,7 @@ def test_listener_connect_options_on_a_non_builder_login_grant_nothing(admin, gr
     """listener.queue.db.connect sets agent_builder.actor=builder:… exactly as the listener does."""
     automation_id = insert_idea(admin)
     with connect(granted_all_login.url, actor="builder:impostor") as conn:
-        message = refused(conn, queries["claim_build_by_id"], {"automation_id": automation_id, "worker": "impostor"})
+        message = refused(conn, queries["claim"], {"kind": "build", "automation_id": automation_id, "worker": "impostor"})
     assert "only the builder writes agent_builds (INSERT refused)" in message
     assert builder_status(admin, automation_id) == "not_started"
 

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import pytest
 
-from listener.queue.claims import AttemptStore
+from listener.queue.store import Store
 from listener.config import Settings
 from listener.queue.context import AttemptContext
 from listener.queue.finish import Ending, run_attempt
@@ -32,7 +32,7 @@ def build(db_url: str, builder_conn, queries, fake_ollama, fake_ntfy, claude_bin
                    "OLLAMA_NUM_CTX": "4096", "RELEASE_BACKOFF_BASE_S": "0", **overrides}
         environ = {k: v for k, v in environ.items() if v != "<unset>"}
         settings = Settings.from_env(environ)
-        store = AttemptStore(builder_conn, queries, "test-worker")
+        store = Store(builder_conn, queries, "test-worker")
         claim = store.claim_next_build()
         assert claim is not None
         ctx = AttemptContext(claim=claim, store=store, settings=settings, notifier=make_notifier(settings),

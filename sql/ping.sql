@@ -1,0 +1,2 @@
+-- A round trip: the listen loop's liveness check of its connection.
+SELECT 1 AS alive

@@ -1,0 +1,2 @@
+-- The server's version (`check`).
+SELECT current_setting('server_version') AS server_version
