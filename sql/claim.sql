@@ -10,6 +10,11 @@
 --                 index gives the order) whose release backoff is over;
 --   build, an id: that row, when buildable (an explicit request ignores release backoff);
 --   deploy:       the next approved row (or the one given), in id order.
+-- A build claim commits without waiting for its WAL flush (synchronous_commit off for this
+-- transaction only): a server crash can lose only the claim itself, whose session and advisory
+-- lock die with it, so the row is simply claimable again. The attempt's next write (Step 2's
+-- `step prompt`) is a durable commit, which flushes the claim's WAL with its own, before anything
+-- the attempt does outside the database. A deploy claim stays durable.
 WITH next_build AS (
     SELECT a.id, NULL::bigint AS source_build_id
     FROM automation_ideas a
@@ -52,5 +57,6 @@ WITH next_build AS (
               a.infrastructure_requirement, a.builder_status, a.acceptance_check
 )
 SELECT claimed.*, attempt.id AS build_id,
-       agent_builder_claim_lock(attempt.id) AS locked  -- or the statement fails and the claim is undone
+       agent_builder_claim_lock(attempt.id) AS locked,  -- or the statement fails and the claim is undone
+       CASE WHEN %(kind)s::text = 'build' THEN set_config('synchronous_commit', 'off', true) END AS commit_mode
 FROM claimed JOIN attempt ON attempt.automation_id = claimed.id

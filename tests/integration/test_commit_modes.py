@@ -1,0 +1,83 @@
+"""Which of an attempt's commits wait for their WAL flush (the drain's cost, README "Performance").
+
+A build claim (sql/claim.sql) and the move to 'building' (sql/transition.sql) relax
+synchronous_commit for their own transaction only; a deploy claim, any other move and the
+finish (sql/finish_attempt.sql) stay durable. Observed inside an explicit transaction: the
+setting the statement left for its commit, then the session's own setting after it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from listener.queue.db import Queries, connect
+from tests.helpers import force_status, insert_idea
+
+
+def commit_mode_of(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> tuple[Any, str]:
+    """Run one statement in a transaction: (its first row, synchronous_commit at its commit)."""
+    with conn.transaction():
+        row = conn.execute(query, params).fetchone()
+        mode = conn.execute("SHOW synchronous_commit").fetchone()
+    assert mode is not None
+    return row, str(mode["synchronous_commit"])
+
+
+def session_mode(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute("SHOW synchronous_commit").fetchone()
+    assert row is not None
+    return str(row["synchronous_commit"])
+
+
+def claim_params(kind: str, automation_id: int | None = None) -> dict[str, Any]:
+    return {"kind": kind, "automation_id": automation_id, "worker": "w1"}
+
+
+def test_a_build_claim_commits_without_waiting_for_the_flush_and_only_itself(
+        operator: psycopg.Connection[Any], db_url: str, queries: Queries) -> None:
+    first, second = insert_idea(operator, priority=1), insert_idea(operator, priority=2)
+    with connect(db_url, actor="builder:test") as conn:
+        assert session_mode(conn) == "on"
+        row, mode = commit_mode_of(conn, queries["claim"], claim_params("build"))
+        assert row is not None and row["id"] == first and mode == "off"
+        assert session_mode(conn) == "on"  # the next transaction is durable again
+        row, mode = commit_mode_of(conn, queries["claim"], claim_params("build", second))  # build-once <id>
+        assert row is not None and row["id"] == second and mode == "off"
+
+
+def test_a_deploy_claim_stays_durable(operator: psycopg.Connection[Any], db_url: str, queries: Queries) -> None:
+    automation_id = insert_idea(operator)
+    force_status(operator, automation_id, "approved")
+    with connect(db_url, actor="builder:test") as conn:
+        row, mode = commit_mode_of(conn, queries["claim"], claim_params("deploy"))
+        assert row is not None and row["id"] == automation_id and row["builder_status"] == "deploying"
+        assert mode == "on"
+
+
+def test_only_the_move_to_building_is_relaxed(operator: psycopg.Connection[Any], db_url: str, queries: Queries) -> None:
+    building, failing = insert_idea(operator, priority=1), insert_idea(operator, priority=2)
+    with connect(db_url, actor="builder:test") as conn:
+        claims = {}
+        for automation_id in (building, failing):
+            row = conn.execute(queries["claim"], claim_params("build", automation_id)).fetchone()
+            assert row is not None
+            claims[automation_id] = int(row["build_id"])
+
+        def move(automation_id: int, new_status: str, step: str) -> tuple[Any, str]:
+            return commit_mode_of(conn, queries["transition"], {
+                "automation_id": automation_id, "build_id": claims[automation_id],
+                "expected": "queued", "new_status": new_status, "step": step})
+
+        row, mode = move(building, "building", "generate")
+        assert row is not None and mode == "off"
+        row, mode = move(failing, "failed", "prompt")
+        assert row is not None and mode == "on"
+        # The finish, the end of every attempt, is durable.
+        row, mode = commit_mode_of(conn, queries["finish_attempt"], {
+            "automation_id": building, "build_id": claims[building], "expected": "building",
+            "new_status": "awaiting_approval", "outcome": "succeeded", "error": None,
+            "retry_after_s": None, "idea_status": None})
+        assert row is not None and row["finished"] == 1 and mode == "on"
+        assert session_mode(conn) == "on"
