@@ -12,9 +12,9 @@
 --   deploy:       the next approved row (or the one given), in id order.
 -- A build claim commits without waiting for its WAL flush (synchronous_commit off for this
 -- transaction only): a server crash can lose only the claim itself, whose session and advisory
--- lock die with it, so the row is simply claimable again. The attempt's next write (Step 2's
--- `step prompt`) is a durable commit, which flushes the claim's WAL with its own, before anything
--- the attempt does outside the database. A deploy claim stays durable.
+-- lock die with it, so the row is simply claimable again. The attempt's next write (its first
+-- step) is a durable commit, which flushes the claim's WAL with its own, before anything the
+-- attempt does that must not repeat (the paid review). A deploy claim stays durable.
 WITH next_build AS (
     SELECT a.id, NULL::bigint AS source_build_id
     FROM automation_ideas a

@@ -3,8 +3,8 @@
 -- that lost its claim changes nothing (no row comes back).
 -- The move to 'building' (Step 3 starts) commits without waiting for its WAL flush (this
 -- transaction only): lost in a server crash, the row is back at 'queued' under an attempt whose
--- session died, which the rescuer releases (the row is built again). Nothing after it happens
--- outside the database before the attempt's next durable write (the model's output is saved
+-- session died, which the rescuer releases (the row is built again). What follows it before the
+-- attempt's next durable write is only the free model call (the model's output is saved, durably,
 -- before the paid review), and that commit flushes this one's WAL too. Every other move is durable.
 WITH moved AS (
     UPDATE automation_ideas
