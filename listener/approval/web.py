@@ -341,19 +341,6 @@ def level_views(results: list[dict[str, Any]], build_id: int | None) -> list[Lev
     return views
 
 
-def _age(seconds: Any) -> str:
-    if seconds is None:
-        return "?"
-    value = float(seconds)
-    if value < 120:
-        return f"{value:.0f} s"
-    if value < 7200:
-        return f"{value / 60:.0f} min"
-    if value < 172800:
-        return f"{value / 3600:.1f} h"
-    return f"{value / 86400:.1f} d"
-
-
 def _when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None and hasattr(value, "strftime") else "-"
 
@@ -361,7 +348,7 @@ def _when(value: Any) -> str:
 def templates() -> Environment:
     env = Environment(loader=PackageLoader("listener.approval", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters["age"] = _age
+    env.filters["age"] = inspect.age
     env.filters["when"] = _when
     env.filters["json"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False, default=str)
     return env

@@ -66,7 +66,7 @@ def render_status(report: dict[str, Any]) -> str:
               for item in report["listeners"]] or ["  (none: nothing is built until `agent-builder listen` runs)"]
     lines.append("in flight:")
     lines += [f"  build {b['build_id']} automation {b['automation_id']} {_name(b)}: {b['kind']} at step {b['step']} "
-              f"for {_age(b['step_age_s'])} (claimed {_age(b['age_s'])} ago by {b['worker']})"
+              f"for {age(b['step_age_s'])} (claimed {age(b['age_s'])} ago by {b['worker']})"
               for b in report["in_flight"]] or ["  (nothing running)"]
     lines.append("recent failures:")
     lines += [f"  {_when(f['finished_at'])} automation {f['automation_id']} {_name(f)}: {f['outcome']} in step "
@@ -140,15 +140,18 @@ def _one_line(text: str | None) -> str:
     return " ".join((text or "").split())
 
 
-def _age(seconds: float | None) -> str:
+def age(seconds: float | None) -> str:
+    """A duration for people: seconds, minutes, hours, days ('?' when unknown)."""
     if seconds is None:
         return "?"
-    seconds = float(seconds)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    value = float(seconds)
+    if value < 120:
+        return f"{value:.0f} s"
+    if value < 7200:
+        return f"{value / 60:.0f} min"
+    if value < 172800:
+        return f"{value / 3600:.1f} h"
+    return f"{value / 86400:.1f} d"
 
 
 def _when(value: datetime | None) -> str:
