@@ -15,6 +15,7 @@ from listener.config import Settings
 from tests.browser.conftest import fits_the_phone, screenshot
 from tests.helpers import builder_status
 from tests.integration.test_review_pages import SECRET, TOKEN, built, page_key
+from tests.integration.test_review_pages import rebuilt_after_production as in_production_then_claimed
 
 PRODUCTION = '''import json
 import shutil
@@ -47,15 +48,7 @@ def endpoint(db_url, queries) -> Iterator[str]:
 
 def rebuilt_after_production(operator: Any, builder_conn: Any, queries: Any) -> tuple[int, int]:
     """An automation whose first build is in production and whose second awaits approval."""
-    automation_id, first = built(operator, builder_conn, queries, files={"script.py": PRODUCTION})
-    operator.execute("UPDATE automation_ideas SET builder_status = 'approved' WHERE id = %s", (automation_id,))
-    builder_conn.execute("INSERT INTO agent_builds (automation_id, kind, worker, step, source_build_id, finished_at, outcome)"
-                         " VALUES (%s, 'deploy', 'w', 'done', %s, now(), 'succeeded')", (automation_id, first))
-    with operator.transaction():
-        operator.execute("SET LOCAL agent_builder.override = 'on'")
-        operator.execute("UPDATE automation_ideas SET builder_status = 'rejected' WHERE id = %s", (automation_id,))
-    operator.execute("UPDATE automation_ideas SET builder_status = 'not_started' WHERE id = %s", (automation_id,))
-    second = builder_conn.execute(queries["claim"], {"kind": "build", "automation_id": automation_id, "worker": "w"}).fetchone()["build_id"]
+    automation_id, _first, second = in_production_then_claimed(operator, builder_conn, queries, {"script.py": PRODUCTION})
     builder_conn.execute("UPDATE automation_ideas SET builder_status = 'building' WHERE id = %s", (automation_id,))
     builder_conn.execute("UPDATE agent_builds SET files = %s, finished_at = now(), outcome = 'succeeded', step = 'done',"
                          " overseer_verdict = 'PASS', overseer_reason = 'PASS: writes the report, no secrets',"

@@ -62,6 +62,21 @@ def built(operator, builder_conn, queries, *, files: dict[str, str] | None = Non
     return automation_id, build_id
 
 
+def rebuilt_after_production(operator, builder_conn, queries, first_files: dict[str, str]) -> tuple[int, int, int]:
+    """An automation whose first build (`first_files`) went to production (a finished, successful
+    deployment of it) and whose second build is claimed: (automation id, first, second)."""
+    automation_id, first = built(operator, builder_conn, queries, files=first_files)
+    operator.execute("UPDATE automation_ideas SET builder_status = 'approved' WHERE id = %s", (automation_id,))
+    builder_conn.execute("INSERT INTO agent_builds (automation_id, kind, worker, step, source_build_id, finished_at, outcome)"
+                         " VALUES (%s, 'deploy', 'w', 'done', %s, now(), 'succeeded')", (automation_id, first))
+    with operator.transaction():
+        operator.execute("SET LOCAL agent_builder.override = 'on'")
+        operator.execute("UPDATE automation_ideas SET builder_status = 'rejected' WHERE id = %s", (automation_id,))
+    operator.execute("UPDATE automation_ideas SET builder_status = 'not_started' WHERE id = %s", (automation_id,))
+    second = builder_conn.execute(queries["claim"], {"kind": "build", "automation_id": automation_id, "worker": "w"}).fetchone()["build_id"]
+    return automation_id, first, second
+
+
 def page_key(automation_id: int, build_id: int, *, expires_in: float = 600, secret: str = SECRET, action: str = VIEW) -> str:
     return sign(secret, Link(action, automation_id, build_id, int(time.time() + expires_in), f"n{time.time_ns()}"))
 
@@ -225,16 +240,8 @@ def test_pages_escape_sandbox_and_model_output_and_show_no_secret(serve, operato
 
 def test_the_diff_is_against_the_build_in_production(serve, operator, builder_conn, queries) -> None:
     endpoint = serve()
-    automation_id, first = built(operator, builder_conn, queries, files={"script.py": "print('one')\nprint('same')\n"})
-    # the first build went to production: a finished, successful deployment of it
-    operator.execute("UPDATE automation_ideas SET builder_status = 'approved' WHERE id = %s", (automation_id,))
-    builder_conn.execute("INSERT INTO agent_builds (automation_id, kind, worker, step, source_build_id, finished_at, outcome)"
-                         " VALUES (%s, 'deploy', 'w', 'done', %s, now(), 'succeeded')", (automation_id, first))
-    with operator.transaction():
-        operator.execute("SET LOCAL agent_builder.override = 'on'")
-        operator.execute("UPDATE automation_ideas SET builder_status = 'rejected' WHERE id = %s", (automation_id,))
-    operator.execute("UPDATE automation_ideas SET builder_status = 'not_started' WHERE id = %s", (automation_id,))
-    second = builder_conn.execute(queries["claim"], {"kind": "build", "automation_id": automation_id, "worker": "w"}).fetchone()["build_id"]
+    automation_id, first, second = rebuilt_after_production(
+        operator, builder_conn, queries, {"script.py": "print('one')\nprint('same')\n"})
     builder_conn.execute("UPDATE agent_builds SET files = %s, finished_at = now(), outcome = 'succeeded' WHERE id = %s",
                          (Jsonb({"script.py": "print('two')\nprint('same')\n", "extra.sh": "echo hi\n"}), second))
     page = httpx.get(f"{endpoint}/a/{automation_id}").text
