@@ -136,9 +136,9 @@ def test_one_listener_leads_and_another_takes_over_the_rescue_when_it_is_killed(
     leader.kill()
 
     wait_until(lambda: status_of(db_url, automation_id) == "failed", 15, "the rescue by the new leader", follower)
-    log = follower.log()
-    assert "leading: this listener runs the rescuer and the sweeps" in log
-    assert "rescued: attempt died in step sandbox" in log  # the follower's own rescuer did it
+    # The rescuer logs after its transaction commits, so the line may trail the status by a moment.
+    follower.wait_for_log("rescued: attempt died in step sandbox")  # the follower's own rescuer did it
+    assert "leading: this listener runs the rescuer and the sweeps" in follower.log()
     assert query(db_url, "SELECT outcome FROM agent_builds WHERE automation_id = %s", (automation_id,)) == [{"outcome": "crashed"}]
     assert follower.stop() == 0
 
