@@ -191,6 +191,11 @@ class Redactor:
         """The secrets known right now (AppRole files checked first)."""
         return self._current().secrets
 
+    def snapshot(self) -> "Redactor":
+        """A redactor fixed on the secrets known now: many texts of one record (a notification,
+        a row, a tree) redacted for one look at the AppRole files instead of one per text."""
+        return _Snapshot(self, self._current())
+
     # -- the sinks' functions --------------------------------------------------------------------
     def redact(self, text: Any) -> str:
         """Secrets replaced, control characters escaped: for logs, stored logs, messages, output."""
@@ -213,19 +218,28 @@ class Redactor:
         """redact() on every string of a JSON-like value (dict keys too); other values unchanged."""
         if isinstance(value, str):
             return self.redact(value)
-        if isinstance(value, Mapping):
-            return self.redact_record(value)
-        if isinstance(value, (list, tuple)):
-            return [self.redact_tree(item) for item in value]
-        return value
+        return self.snapshot()._tree(value)
 
     def redact_record(self, value: Mapping[str, Any]) -> dict[str, Any]:
         """redact_tree() of one mapping (a row, a report)."""
-        return {self.redact(k) if isinstance(k, str) else k: self.redact_tree(v) for k, v in value.items()}
+        return self.snapshot()._record(value)
 
     def redact_rows(self, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """redact_tree() of rows."""
-        return [self.redact_record(row) for row in rows]
+        snapshot = self.snapshot()
+        return [snapshot._record(row) for row in rows]
+
+    def _tree(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, Mapping):
+            return self._record(value)
+        if isinstance(value, (list, tuple)):
+            return [self._tree(item) for item in value]
+        return value
+
+    def _record(self, value: Mapping[str, Any]) -> dict[str, Any]:
+        return {self.redact(k) if isinstance(k, str) else k: self._tree(v) for k, v in value.items()}
 
     def replace_secrets(self, text: Any) -> str:
         shown = "" if text is None else str(text)
@@ -278,6 +292,27 @@ class Redactor:
                         self._remember(state.secret.value, f"previous {state.secret.kind}")
                 self._files[path] = _FileState(signature, secret, now)
         return changed
+
+
+class _Snapshot(Redactor):
+    """Redactor.snapshot(): the secrets of one moment. A secret added through it reaches the
+    redactor it came from (and this snapshot)."""
+
+    def __init__(self, origin: Redactor, compiled: _Compiled) -> None:
+        super().__init__(min_chars=origin.min_chars)
+        self._origin = origin
+        self._compiled = compiled
+
+    def _current(self) -> _Compiled:
+        assert self._compiled is not None
+        return self._compiled
+
+    def snapshot(self) -> Redactor:
+        return self
+
+    def add(self, value: str | None, kind: str) -> None:
+        self._origin.add(value, kind)
+        self._compiled = self._origin._current()
 
 
 def _signature(path: Path) -> tuple[int, ...] | None:

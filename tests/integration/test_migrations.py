@@ -14,7 +14,7 @@ from tests.helpers import insert_idea
 
 ALL = ("0001_automation_ideas", "0002_builder_tables", "0003_state_machine", "0004_approval_links", "0005_rejection_cleanup",
        "0006_roles", "0007_overseer_usage", "0008_alerts_roles",
-       "0009_listener_registry", "0010_near_miss_types", "0011_one_claim")
+       "0009_listener_registry", "0010_near_miss_types", "0011_one_claim", "0012_ready_trigger")
 
 
 def tables(url: str) -> set[str]:
@@ -190,7 +190,7 @@ BEFORE_ROLES = ALL[:5]
 
 def test_rollback_of_0006_and_0008_removes_exactly_what_they_added(empty_db_url: str) -> None:
     migrate(empty_db_url)
-    for _ in ("0011", "0010", "0009", "0008", "0007", "0006"):
+    for _ in ("0012", "0011", "0010", "0009", "0008", "0007", "0006"):
         migrate(empty_db_url, rollback=True)
     assert pending_migrations(empty_db_url) == ALL[5:]
     at_0005 = catalog(empty_db_url)
@@ -199,7 +199,7 @@ def test_rollback_of_0006_and_0008_removes_exactly_what_they_added(empty_db_url:
     after = catalog(empty_db_url)
     assert any(row[:2] == ("agent_builder_alerts", "agent_builder_builder_only") for row in after["triggers"])
     assert any(row[1] == "agent_builder_builder_only" for row in after["triggers"])
-    for _ in ("0011", "0010", "0009", "0008", "0007", "0006"):
+    for _ in ("0012", "0011", "0010", "0009", "0008", "0007", "0006"):
         migrate(empty_db_url, rollback=True)
     assert catalog(empty_db_url) == at_0005
 
@@ -209,7 +209,7 @@ def test_0007_before_0006_ends_the_same_and_rolls_back_exactly(empty_db_url: str
     yoyo_step(empty_db_url, BEFORE_ROLES + ("0007_overseer_usage",))
     before = catalog(empty_db_url)
     assert migrate(empty_db_url).applied == ("0006_roles", "0008_alerts_roles", "0009_listener_registry", "0010_near_miss_types",
-                                           "0011_one_claim")
+                                           "0011_one_claim", "0012_ready_trigger")
     with psycopg.connect(empty_db_url) as conn:
         privileges = conn.execute("SELECT grantee, privilege_type FROM information_schema.role_table_grants"
                                   " WHERE table_name = 'agent_builder_alerts' AND grantee LIKE 'agent_builder%%'"
@@ -217,7 +217,7 @@ def test_0007_before_0006_ends_the_same_and_rolls_back_exactly(empty_db_url: str
     assert privileges == [("agent_builder_admin", "SELECT"), ("agent_builder_builder", "INSERT"),
                           ("agent_builder_builder", "SELECT"), ("agent_builder_builder", "UPDATE"),
                           ("agent_builder_operator", "SELECT")]
-    yoyo_step(empty_db_url, ("0011_one_claim", "0010_near_miss_types", "0009_listener_registry", "0008_alerts_roles", "0006_roles"), rollback=True)
+    yoyo_step(empty_db_url, ("0012_ready_trigger", "0011_one_claim", "0010_near_miss_types", "0009_listener_registry", "0008_alerts_roles", "0006_roles"), rollback=True)
     assert catalog(empty_db_url) == before
 
 
@@ -248,11 +248,11 @@ def test_an_installation_upgrades_keeping_every_row_and_its_history(empty_db_url
 
     before = everything()
     assert migrate(empty_db_url).applied == ("0006_roles", "0008_alerts_roles", "0009_listener_registry", "0010_near_miss_types",
-                                           "0011_one_claim")
+                                           "0011_one_claim", "0012_ready_trigger")
     assert everything() == before
     with psycopg.connect(empty_db_url) as conn:  # the old attempts' maker is unknown: NULL, so they never deploy
         assert conn.execute("SELECT built_by, signature FROM agent_builds").fetchall() == [(None, None)]
-    yoyo_step(empty_db_url, ("0011_one_claim", "0010_near_miss_types", "0009_listener_registry", "0008_alerts_roles", "0006_roles"), rollback=True)
+    yoyo_step(empty_db_url, ("0012_ready_trigger", "0011_one_claim", "0010_near_miss_types", "0009_listener_registry", "0008_alerts_roles", "0006_roles"), rollback=True)
     assert everything() == before
 
 

@@ -248,6 +248,35 @@ def test_a_rotated_secret_id_is_caught_and_the_old_one_still_is(approle: Path) -
     assert "previous sandbox AppRole secret-id" in {s.kind for s in redactor.secrets()}
 
 
+def test_a_snapshot_looks_at_the_files_once_and_the_next_one_sees_a_rotation(approle: Path, monkeypatch) -> None:
+    redactor = Redactor(approle_dirs=((approle, "sandbox"),))
+    looks = []
+    check = redactor._check_files
+    monkeypatch.setattr(redactor, "_check_files", lambda: looks.append(1) or check())
+    snapshot = redactor.snapshot()
+    tree = {"title": SECRET_ID, "tags": [SECRET_ID, "ok"], ROLE_ID: {"nested": f"x{SECRET_ID}x"}}
+    assert snapshot.redact_tree(tree) == {"title": REDACTED, "tags": [REDACTED, "ok"], REDACTED: {"nested": f"x{REDACTED}x"}}
+    assert redactor.redact_rows([tree, tree])[1]["tags"] == [REDACTED, "ok"]
+    assert len(looks) == 2  # one per snapshot, not one per string
+    rotated = "e5f6a7b8-rotated-after-the-snapshot"
+    (approle / "secret-id").write_text(rotated + "\n")
+    assert redactor.snapshot().redact(rotated) == REDACTED
+    snapshot.add("a-runtime-token-0123456789", "Vault token")  # reaches the redactor it came from
+    assert redactor.redact("a-runtime-token-0123456789") == REDACTED == snapshot.redact("a-runtime-token-0123456789")
+
+
+def test_a_notification_costs_one_look_at_the_approle_files(approle: Path, monkeypatch) -> None:
+    redactor = Redactor(approle_dirs=((approle, "sandbox"),))
+    looks = []
+    check = redactor._check_files
+    monkeypatch.setattr(redactor, "_check_files", lambda: looks.append(1) or check())
+    notifier = Notifier(None, "topic", redactor=redactor)
+    cleaned = notifier.clean(Notification(title=SECRET_ID, message=f"m {SECRET_ID}", tags=(SECRET_ID, "a", "b"),
+                                          actions=({"action": "http", "label": SECRET_ID, "url": "https://x"},)))
+    assert SECRET_ID not in repr(cleaned)
+    assert len(looks) == 1
+
+
 def test_approle_files_that_appear_later_are_picked_up(tmp_path: Path) -> None:
     directory = tmp_path / "later"
     redactor = Redactor(approle_dirs=((directory, "sandbox"),))
