@@ -24,6 +24,9 @@ class Notification:
     priority: int = 3
     actions: tuple[dict[str, Any], ...] = ()
     click: str | None = None
+    # The attempt whose ending this announces: a listener's outbox (listener.queue.outbox) sends it
+    # only once a durable commit has seen that ending. Not part of the message.
+    after_attempt: int | None = None
 
 
 class Notifier(Protocol):

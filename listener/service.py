@@ -25,6 +25,7 @@ from listener.queue.db import Queries, connect, worker_name
 from listener.queue.finish import run_attempt
 from listener.queue.hooks import Handlers, Hooks
 from listener.queue.listen import ListenLoop
+from listener.queue.outbox import Outbox
 from listener.ops.metrics import Metrics, MetricsServer
 from listener.queue.records import Automation
 from listener.redact import Redactor
@@ -40,6 +41,7 @@ from listener.clients.vault import VaultClient
 from listener.queue.workers import WorkerPool
 
 EXIT_OK, EXIT_FAILED, EXIT_NOT_CLAIMABLE = 0, 1, 3
+OUTBOX_STOP_S = 10.0  # at a stop: how long queued notifications may take to be confirmed and sent
 
 
 class HandlerError(RuntimeError):
@@ -212,7 +214,10 @@ def run_listener(settings: Settings, redactor: Redactor | None = None) -> int:
     _install_stop_signals(stop)
 
     metrics = Metrics()
-    pool = WorkerPool(settings, dsn, queries, worker, handlers, notifier, stop_claiming, metrics, redactor)
+    # The workers' notifications leave through the outbox: off their threads, and an ending's only
+    # once it is on disk. The rescuer (the leader's thread) sends its own directly.
+    outbox = Outbox.over_database(notifier, dsn, queries, worker)
+    pool = WorkerPool(settings, dsn, queries, worker, handlers, outbox, stop_claiming, metrics, redactor)
     listen = ListenLoop(settings, dsn, worker, pool.wake)
     rescue = RescueDuty(settings, dsn, queries, worker, notifier, redactor, handlers.hooks)
     sweep = SweepLoop(settings, dsn, queries, worker, threading.Event())  # its once(): containers, images at most every 30 s
@@ -235,6 +240,7 @@ def run_listener(settings: Settings, redactor: Redactor | None = None) -> int:
         else:
             background.start(Started("review page", review))
     background.start(listen)
+    outbox.start()
     pool.start()
     logger.info("listener {} started: concurrency {}, poll every {:g} s", worker, settings.builder_concurrency,
                 settings.poll_interval_s)
@@ -251,6 +257,8 @@ def run_listener(settings: Settings, redactor: Redactor | None = None) -> int:
             rescue.abandon(pool, why=f"the listener stopped and SHUTDOWN_GRACE_S ({settings.shutdown_grace_s:g} s) ran out")
         except psycopg.OperationalError as exc:
             logger.error("could not record the abandoned attempts ({}); the rescuer of the next listener will", exc)
+    outbox.stop()  # what the workers handed in goes out (once confirmed) before the listener ends
+    outbox.join(OUTBOX_STOP_S)
     background.stop()  # the registry removes its row; should it not manage, its lock dies with the process
     if sweep.conn is not None:
         sweep.conn.close()
@@ -287,10 +295,16 @@ def run_build_once(settings: Settings, automation_id: int | None, redactor: Reda
             print(f"automation {automation_id} not claimed: {reason}")
             notifier.send(notify.not_claimed(automation_id, reason))
             return EXIT_NOT_CLAIMABLE
-        context = AttemptContext(claim=claim, store=store, settings=settings, notifier=notifier, stop=stop,
+        outbox = Outbox.over_database(notifier, settings.database_url, queries, worker)
+        outbox.start()
+        context = AttemptContext(claim=claim, store=store, settings=settings, notifier=outbox, stop=stop,
                                  hooks=handlers.hooks)
         context.log.info("claimed build of {!r}", claim.automation.label)
-        ending = run_attempt(context, handlers.build)
+        try:
+            ending = run_attempt(context, handlers.build)
+        finally:
+            outbox.stop()  # sends the ending's notification once it is on disk
+            outbox.join(OUTBOX_STOP_S)
 
     print(f"automation {claim.automation.id}: {ending.value}")
     return EXIT_OK if ending is Outcome.SUCCEEDED else EXIT_FAILED

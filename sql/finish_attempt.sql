@@ -3,6 +3,12 @@
 -- slips in finds the row moved on and the attempt finished, and changes nothing.
 -- retry_after_s: seconds of release backoff (NULL: none); idea_status: a new automation_ideas.status
 -- (NULL: unchanged; 'deployed' after a production deployment).
+-- asynchronous: a build's ending commits without waiting for its WAL flush (this transaction only).
+-- A server crash can lose it, together with the worker's session and lock: the row is back where
+-- the attempt left it under a dead attempt, which the rescuer ends (released before Step 3, failed
+-- after it; nothing that costs runs again on its own). What announces the ending waits in the
+-- listener's outbox for a durable commit that has seen it (sql/durable_point.sql), so no
+-- notification tells of an ending a crash undid. A deployment's ending stays durable.
 WITH moved AS (
     UPDATE automation_ideas
     SET builder_status = %(new_status)s,
@@ -20,4 +26,5 @@ WITH moved AS (
     RETURNING id
 )
 SELECT (SELECT count(*) FROM done) AS finished, (SELECT builder_retry_at FROM moved) AS retry_at,
-       pg_advisory_unlock(agent_builder_lock_key(%(build_id)s::bigint)) AS unlocked
+       pg_advisory_unlock(agent_builder_lock_key(%(build_id)s::bigint)) AS unlocked,
+       CASE WHEN %(asynchronous)s::boolean THEN set_config('synchronous_commit', 'off', true) END AS commit_mode

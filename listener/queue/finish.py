@@ -10,6 +10,7 @@ the stored log, which the store redacts, and `agent-builder show` prints."""
 from __future__ import annotations
 
 import traceback
+from dataclasses import replace
 from typing import Any, Callable
 
 import psycopg
@@ -100,7 +101,7 @@ def _succeed(ctx: AttemptContext, move: Move, results: list[LevelResult]) -> Out
         message = notify.ready_for_approval(automation, actions=ctx.hooks.approval_actions(automation.id, ctx.claim.build_id),
                                             click=ctx.hooks.review_link(automation.id, ctx.claim.build_id))
     ctx.log.info("attempt succeeded: {}", "deployed" if ctx.claim.kind == AttemptKind.DEPLOY else "awaiting approval")
-    ctx.notify(message)
+    ctx.notify(replace(message, after_attempt=ctx.claim.build_id))  # sent once the ending is on disk (queue.outbox)
     return Outcome.SUCCEEDED
 
 
@@ -112,7 +113,7 @@ def _fail(ctx: AttemptContext, move: Move, failure: StepFailure, passed: list[Le
         ctx.log.warning("attempt lost its claim before it could record its failure: {}", failure.message)
         return Outcome.LOST
     ctx.log.error("attempt failed in step {} (level {}): {}", failure.step, failure.level, failure.message)
-    ctx.notify(failure_notification(ctx.automation, failure, ctx.redactor))
+    ctx.notify(replace(failure_notification(ctx.automation, failure, ctx.redactor), after_attempt=ctx.claim.build_id))
     return Outcome.FAILED
 
 

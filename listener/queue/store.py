@@ -265,6 +265,8 @@ class Store:
             "new_status": move.new_status.value, "outcome": move.outcome.stored,
             "error": None if error is None else self.redactor.redact(error),
             "retry_after_s": retry_after_s, "idea_status": move.idea_status,
+            # a build's ending does not wait for its WAL flush; the outbox waits for it instead
+            "asynchronous": claim.kind is AttemptKind.BUILD,
         }
         if not results:
             row = self._one("finish_attempt", params)
@@ -277,6 +279,12 @@ class Store:
                     self.record_results(claim.automation.id, claim.build_id, results)
         self._artifacts.pop(claim.build_id, None)
         return Finished(owned=owned, retry_at=row["retry_at"] if row else None)
+
+    def durable_point(self, build_ids: Sequence[int]) -> set[int]:
+        """Of these attempts, the ones whose ending is now on disk (sql/durable_point.sql: a
+        durable commit that saw them ended). Those missing ended in no commit that survived."""
+        row = self._one("durable_point", {"build_ids": list(build_ids)})
+        return {int(build_id) for build_id in row["finished"]} if row else set()
 
     def release_streak(self, automation_id: int) -> int:
         """Attempts in a row released or crashed since the last decisive one (the backoff's exponent)."""

@@ -365,3 +365,36 @@ def test_the_web_and_metrics_servers_of_a_listener_bind_loopback_unless_told(db_
     exposed.wait_for_log("one-tap approval endpoint on 0.0.0.0:")
     assert re.search(r"WARNING.*the approvals endpoint listens on 0\.0\.0\.0:\d+, every interface", exposed.log())
     assert exposed.stop() == 0
+
+
+def test_an_ntfy_that_does_not_answer_holds_no_build(db_url, operator, start, ntfy) -> None:
+    """The workers hand their notifications to the outbox: while ntfy sits on the first READY, the
+    one worker builds the next row. The held request is answered only once that second build is
+    awaiting approval; a worker that sent it itself would have given up on ntfy first (3 s budget)."""
+    import threading
+
+    from tests.fakes.http_fake import Reply
+
+    second: dict[str, int] = {}
+    answered = threading.Event()
+
+    def held(_request) -> Reply:
+        try:
+            wait_until(lambda: "id" in second and status_of(db_url, second["id"]) == "awaiting_approval", 20,
+                       "the second build while ntfy holds the first READY")
+        finally:
+            answered.set()
+        return Reply(200, {"id": "held", "event": "message", "topic": "agent-builder"})
+
+    ntfy.script("POST", "/", held)
+    listener = start(BUILDER_CONCURRENCY="1")
+    listener.wait_listening()
+    insert_idea(operator, name="First")
+    wait_until(lambda: len(ntfy.requests_to("POST", "/")) == 1, 10, "the first READY in ntfy", listener)
+    second["id"] = insert_idea(operator, name="Second")
+    assert answered.wait(25)
+    wait_until(lambda: any("Second" in m.get("title", "") for m in ntfy.published), 10, "the second READY", listener)
+    log = listener.log()
+    assert "notification sent: Agent Ready for Promotion — First" in log
+    assert "not sent" not in log
+    assert listener.stop() == 0

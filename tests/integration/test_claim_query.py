@@ -62,7 +62,7 @@ def test_released_row_waits_for_its_backoff(operator, builder_conn, queries) -> 
     done = builder_conn.execute(queries["finish_attempt"], {
         "automation_id": automation_id, "build_id": row["build_id"], "expected": "queued",
         "new_status": "not_started", "retry_after_s": 60, "outcome": "released", "error": "vault blip",
-        "idea_status": None,
+        "idea_status": None, "asynchronous": True,
     }).fetchone()
     assert done["finished"] == 1 and done["retry_at"] is not None
     assert claim(builder_conn, queries) is None

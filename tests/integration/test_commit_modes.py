@@ -1,9 +1,11 @@
 """Which of an attempt's commits wait for their WAL flush (the drain's cost, README "Performance").
 
-A build claim (sql/claim.sql) and the move to 'building' (sql/transition.sql) relax
-synchronous_commit for their own transaction only; a deploy claim, any other move and the
-finish (sql/finish_attempt.sql) stay durable. Observed inside an explicit transaction: the
-setting the statement left for its commit, then the session's own setting after it.
+A build claim (sql/claim.sql), the move to 'building' (sql/transition.sql) and a build's ending
+(sql/finish_attempt.sql) relax synchronous_commit for their own transaction only; a deploy claim,
+any other move and a deployment's ending stay durable; the outbox's durable point
+(sql/durable_point.sql) waits for its flush even where the session's default does not. Observed
+inside an explicit transaction: the setting the statement left for its commit, then the session's
+own setting after it.
 """
 
 from __future__ import annotations
@@ -74,10 +76,48 @@ def test_only_the_move_to_building_is_relaxed(operator: psycopg.Connection[Any],
         assert row is not None and mode == "off"
         row, mode = move(failing, "failed", "prompt")
         assert row is not None and mode == "on"
-        # The finish, the end of every attempt, is durable.
-        row, mode = commit_mode_of(conn, queries["finish_attempt"], {
-            "automation_id": building, "build_id": claims[building], "expected": "building",
-            "new_status": "awaiting_approval", "outcome": "succeeded", "error": None,
-            "retry_after_s": None, "idea_status": None})
-        assert row is not None and row["finished"] == 1 and mode == "on"
+        # A build's ending does not wait either (its notification waits in the outbox instead).
+        row, mode = commit_mode_of(conn, queries["finish_attempt"], finish_params(building, claims[building], asynchronous=True))
+        assert row is not None and row["finished"] == 1 and mode == "off"
         assert session_mode(conn) == "on"
+
+
+def finish_params(automation_id: int, build_id: int, *, asynchronous: bool, expected: str = "building",
+                  new_status: str = "awaiting_approval", idea_status: str | None = None) -> dict[str, Any]:
+    return {"automation_id": automation_id, "build_id": build_id, "expected": expected, "new_status": new_status,
+            "outcome": "succeeded", "error": None, "retry_after_s": None, "idea_status": idea_status,
+            "asynchronous": asynchronous}
+
+
+def test_a_deployments_ending_stays_durable(operator: psycopg.Connection[Any], db_url: str, queries: Queries) -> None:
+    automation_id = insert_idea(operator)
+    force_status(operator, automation_id, "approved")
+    with connect(db_url, actor="builder:test") as conn:
+        claim = conn.execute(queries["claim"], claim_params("deploy")).fetchone()
+        assert claim is not None
+        row, mode = commit_mode_of(conn, queries["finish_attempt"], finish_params(
+            automation_id, int(claim["build_id"]), asynchronous=False, expected="deploying", new_status="deployed",
+            idea_status="deployed"))
+        assert row is not None and row["finished"] == 1 and mode == "on"
+
+
+def test_the_durable_point_names_the_ended_attempts_and_waits_for_its_flush(
+        operator: psycopg.Connection[Any], db_url: str, queries: Queries) -> None:
+    ended, running = insert_idea(operator, priority=1), insert_idea(operator, priority=2)
+    with connect(db_url, actor="builder:test") as conn:
+        builds = {}
+        for automation_id in (ended, running):
+            row = conn.execute(queries["claim"], claim_params("build", automation_id)).fetchone()
+            assert row is not None
+            builds[automation_id] = int(row["build_id"])
+        conn.execute(queries["transition"], {"automation_id": ended, "build_id": builds[ended], "expected": "queued",
+                                             "new_status": "building", "step": "generate"})
+        conn.execute(queries["finish_attempt"], finish_params(ended, builds[ended], asynchronous=True))
+        asked = [builds[ended], builds[running], 10 ** 9]  # ended, still running, no such attempt
+        row, mode = commit_mode_of(conn, queries["durable_point"], {"build_ids": asked})
+        assert row is not None and row["finished"] == [builds[ended]] and row["point"] is not None
+        assert mode == "on"  # the session's default, which waits for the flush, is kept
+        conn.execute("SET synchronous_commit = off")  # a session (or database) that does not wait by default
+        row, mode = commit_mode_of(conn, queries["durable_point"], {"build_ids": asked})
+        assert row is not None and row["finished"] == [builds[ended]] and mode == "local"
+        assert session_mode(conn) == "off"
