@@ -34,6 +34,11 @@ class Notifier(Protocol):
 
     redactor: Redactor
 
+    @property
+    def delivers(self) -> bool:
+        """False when notifications only go to the log (no NTFY_URL): nothing leaves to be confirmed."""
+        ...
+
     def send(self, n: Notification) -> bool: ...
 
 

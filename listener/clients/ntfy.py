@@ -63,6 +63,10 @@ class Notifier:
         return cls(settings.ntfy_url, settings.ntfy_topic, token=settings.ntfy_token, token_provider=token_provider,
                    redactor=redactor)
 
+    @property
+    def delivers(self) -> bool:
+        return self.url is not None
+
     def clean(self, n: Notification) -> Notification:
         """The notification as it may leave: every text redacted. Action buttons keep their
         action, method and URL (ours: the signed one-tap links), the rest of them is redacted."""

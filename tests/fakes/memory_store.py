@@ -187,6 +187,7 @@ class MemoryStore:
 class RecordingNotifier:
     redactor: Redactor = field(default_factory=Redactor)
     sent: list[Any] = field(default_factory=list)
+    delivers: bool = True
 
     def send(self, n: Any) -> bool:
         self.sent.append(n)

@@ -51,6 +51,7 @@ class Phone:
     got: list[str] = field(default_factory=list)
     threads: list[str] = field(default_factory=list)
     hold: threading.Event | None = None
+    delivers: bool = True
     entered: threading.Event = field(default_factory=threading.Event)
     arrived: threading.Condition = field(default_factory=threading.Condition)
 
@@ -168,3 +169,13 @@ def test_after_the_stop_a_notification_is_sent_by_the_callers_thread() -> None:
     assert box.join(5)
     box.send(note("late"))
     assert phone.got == ["late"] and phone.threads == [threading.current_thread().name]
+
+
+def test_a_notifier_that_only_logs_needs_no_durable_point() -> None:
+    endings, phone = Endings(ended=set()), Phone(delivers=False)  # no NTFY_URL: the notifier only logs
+    box = outbox(endings, phone)
+    box.send(note("READY 3", 3))
+    assert phone.wait_for(1) == ["READY 3"]
+    box.stop()
+    assert box.join(5)
+    assert endings.points == []
