@@ -149,6 +149,7 @@ class Redactor:
     _runtime: "OrderedDict[str, str]" = field(default_factory=OrderedDict, repr=False, compare=False)
     _files: dict[Path, _FileState] = field(default_factory=dict, repr=False, compare=False)
     _compiled: _Compiled | None = field(default=None, repr=False, compare=False)
+    _approle_files: tuple[tuple[Path, str, str], ...] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, environ: Mapping[str, str] | None = None) -> "Redactor":
@@ -278,19 +279,20 @@ class Redactor:
         Called with the lock held."""
         changed = False
         now = time.monotonic()
-        for directory, role in self.approle_dirs:
-            for name in APPROLE_FILES:
-                path = Path(directory) / name
-                signature = _signature(path)
-                state = self._files.get(path)
-                if state is not None and state.signature == signature and now - state.read_at < REREAD_S:
-                    continue
-                secret = _read_secret(path, f"{role} AppRole {name}") if signature is not None else None
-                if state is None or state.secret != secret:
-                    changed = True
-                    if state is not None and state.secret is not None:  # rotated: the old value stays a secret
-                        self._remember(state.secret.value, f"previous {state.secret.kind}")
-                self._files[path] = _FileState(signature, secret, now)
+        if self._approle_files is None:
+            self._approle_files = tuple((Path(directory) / name, role, name)
+                                        for directory, role in self.approle_dirs for name in APPROLE_FILES)
+        for path, role, name in self._approle_files:
+            signature = _signature(path)
+            state = self._files.get(path)
+            if state is not None and state.signature == signature and now - state.read_at < REREAD_S:
+                continue
+            secret = _read_secret(path, f"{role} AppRole {name}") if signature is not None else None
+            if state is None or state.secret != secret:
+                changed = True
+                if state is not None and state.secret is not None:  # rotated: the old value stays a secret
+                    self._remember(state.secret.value, f"previous {state.secret.kind}")
+            self._files[path] = _FileState(signature, secret, now)
         return changed
 
 
@@ -317,7 +319,7 @@ class _Snapshot(Redactor):
 
 def _signature(path: Path) -> tuple[int, ...] | None:
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

@@ -76,6 +76,10 @@ class Notifier:
         return replace(n, title=r.redact(n.title), message=r.redact(n.message),
                        tags=tuple(r.redact(tag) for tag in n.tags), actions=actions)
 
+    def _logged(self, n: Notification) -> str:
+        cleaned = self.clean(n)
+        return f"{cleaned.title} | {cleaned.message}"
+
     def payload(self, n: Notification) -> dict[str, Any]:
         body: dict[str, Any] = {
             "topic": self.topic,
@@ -91,10 +95,10 @@ class Notifier:
         return body
 
     def send(self, n: Notification) -> bool:
-        n = self.clean(n)
-        if self.url is None:
-            logger.info("notification (NTFY_URL not set, not sent): {} | {}", n.title, n.message)
+        if self.url is None:  # redacted only when the line is written (lazy: not below LOG_LEVEL)
+            logger.opt(lazy=True).info("notification (NTFY_URL not set, not sent): {}", lambda: self._logged(n))
             return False
+        n = self.clean(n)
         body = self.payload(n)
         headers = {"Content-Type": "application/json"}
         token = self._resolve_token()

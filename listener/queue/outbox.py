@@ -8,7 +8,8 @@ connection, that commits durably and says which of the batch's attempts it saw e
 flushed in order, so an ending the point saw is on disk once the point returns. A notification
 whose attempt the point finds unfinished (its ending was lost with a server crash) is dropped with a
 log line: the rescuer ends that attempt and says so itself. (A notifier that only logs, without
-NTFY_URL, needs no point.) Everything else goes out in the order
+NTFY_URL, is called at once by the caller's thread: nothing leaves, nothing can block.) Everything
+else goes out in the order
 it was handed in, through the notifier the outbox wraps (ntfy, its retries included), so a slow or
 unreachable ntfy never holds a worker and its claim.
 
@@ -78,6 +79,8 @@ class Outbox(ThreadService):
     def send(self, n: Notification) -> bool:
         """Queue the notification and return at once (True: it goes out unless its attempt's ending
         turns out lost)."""
+        if not self.notifier.delivers:  # it only logs: nothing to confirm, nothing that could block
+            return self.notifier.send(n)
         with self._cond:
             if not self.stopping.is_set():
                 self._queue.append(n)
@@ -132,9 +135,7 @@ class Outbox(ThreadService):
     def _deliver(self, store: PointSource, batch: list[Notification]) -> None:
         gated = sorted({n.after_attempt for n in batch if n.after_attempt is not None})
         ended: set[int] = set()
-        if not self.notifier.delivers:  # only logged (no NTFY_URL): nothing leaves that a crash could make untrue
-            ended = set(gated)
-        elif gated:
+        if gated:
             ended = store.durable_point(gated)  # a lost connection: the batch stays queued for the next session
             self.points += 1
         with self._cond:

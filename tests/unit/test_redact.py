@@ -372,3 +372,14 @@ def test_library_logs_and_uncaught_exceptions_are_redacted_too(approle: Path, lo
     if log_format == "json":
         lines = [json.loads(line) for line in done.stderr.splitlines()]
         assert all(line["record"]["exception"] is None for line in lines)
+
+
+def test_a_notifier_without_ntfy_logs_the_redacted_text(approle: Path) -> None:
+    notifier = Notifier(None, "topic", redactor=Redactor(approle_dirs=((approle, "sandbox"),)))
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="INFO")
+    try:
+        assert notifier.send(Notification(title=f"t {SECRET_ID}", message=f"m {SECRET_ID}")) is False
+    finally:
+        logger.remove(sink)
+    assert len(lines) == 1 and SECRET_ID not in lines[0] and f"t {REDACTED} | m {REDACTED}" in lines[0]
