@@ -88,9 +88,10 @@ class Row:
 def start_listener(url: str, work: Path, name: str, concurrency: int, **env: str) -> ListenerProcess:
     workers = "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'agent-builder worker %%'"
     before = query(url, workers)[0]["n"]
-    proc = ListenerProcess(base_env(url, LOG_LEVEL="WARNING", BUILDER_CONCURRENCY=str(concurrency),
-                                    BUILD_HANDLER="bench.listener_bench:slow_model_build", RESCUE_INTERVAL_S="2",
-                                    LIVENESS_INTERVAL_S="10", **env), work / f"{name}.log")
+    settings = {"LOG_LEVEL": "WARNING", "BUILDER_CONCURRENCY": str(concurrency),
+                "BUILD_HANDLER": "bench.listener_bench:slow_model_build", "RESCUE_INTERVAL_S": "2",
+                "LIVENESS_INTERVAL_S": "10", **env}
+    proc = ListenerProcess(base_env(url, **settings), work / f"{name}.log")
     # ready: every worker's connection is open (the listening connection opens before them)
     wait_until(lambda: query(url, workers)[0]["n"] >= before + concurrency, 30, f"{name} to start", proc)
     return proc
@@ -431,21 +432,33 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_idle(server: TestServer, work: Path, seconds: float, concurrency: int = 16) -> float:
+def bench_idle(server: TestServer, work: Path, seconds: float, concurrency: int = 16) -> dict[str, float]:
+    """Two idle listeners of one database at the default intervals (RESCUE_INTERVAL_S 2,
+    LIVENESS_INTERVAL_S 10): the leader (its rescuer and sweeps run every RESCUE_INTERVAL_S) and
+    a follower, measured over the same seconds."""
     url = server.new_database()
-    listener = start_listener(url, work, "idle", concurrency)
+    leader = start_listener(url, work, "idle-leader", concurrency)
+    follower = None
     try:
         wait_until(lambda: query(url, "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name ="
-                                      " 'agent-builder leader'")[0]["n"] == 1, 30, "the leader session", listener)
-        before, started = cpu_seconds(listener.pid), time.monotonic()
+                                      " 'agent-builder leader'")[0]["n"] == 1, 30, "the leader session", leader)
+        follower = start_listener(url, work, "idle-follower", concurrency, LOG_LEVEL="INFO")  # says when it follows
+        follower.wait_for_log("following: another listener leads", 30)
+        procs = {"leader": leader, "follower": follower}
+        before, started = {name: cpu_seconds(p.pid) for name, p in procs.items()}, time.monotonic()
         time.sleep(seconds)  # measuring a duration: nothing to wait for but time
-        used, elapsed = cpu_seconds(listener.pid) - before, time.monotonic() - started
-        share = 100 * used / elapsed
-        print(f"  ours       idle CPU, concurrency {concurrency}: {used:.2f} s CPU in {elapsed:.1f} s = {share:.2f} % of a core",
-              flush=True)
-        return share
+        elapsed = time.monotonic() - started
+        shares = {}
+        for name, proc in procs.items():
+            used = cpu_seconds(proc.pid) - before[name]
+            shares[name] = 100 * used / elapsed
+            print(f"  ours       idle CPU of the {name}, concurrency {concurrency}: {used:.2f} s CPU in {elapsed:.1f} s"
+                  f" = {shares[name]:.2f} % of a core", flush=True)
+        return shares
     finally:
-        listener.stop(timeout=30)
+        for proc in (follower, leader):
+            if proc is not None:
+                proc.stop(timeout=30)
         server.drop_database(url)
 
 
@@ -479,7 +492,7 @@ def bench_recovery(server: TestServer, work: Path, rounds: int = 5) -> None:
 
 # -- the table --------------------------------------------------------------------------------
 
-def print_table(rows: list[Row], drains: dict[str, float], idle: float | None) -> None:
+def print_table(rows: list[Row], drains: dict[str, float], idle: dict[str, float] | None) -> None:
     print("\n| system | concurrency | in flight | p50 ms | p99 ms | p50 / floor | p99 / floor |")
     # each "ours" row is measured in turns with the "floor" row just above it
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -500,7 +513,7 @@ def print_table(rows: list[Row], drains: dict[str, float], idle: float | None) -
                 if theirs:
                     print(f"{name}: {rate / theirs:.2f}× PgQueuer's")
     if idle is not None:
-        print(f"\nidle CPU of a listener (concurrency 16): {idle:.2f} % of a core")
+        print("\nidle CPU (concurrency 16): " + ", ".join(f"{name} {share:.2f} % of a core" for name, share in idle.items()))
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ catch-up), and every POLL_INTERVAL_S.
 
 from __future__ import annotations
 
+import select
+import socket
 import threading
 import time
 from typing import Any, Callable
@@ -45,11 +47,18 @@ class ListenLoop(ThreadService):
         self.connected = threading.Event()
         self.reconnects = 0
         self.reconnect = Reconnect("the listening connection", self.stopping)
+        self._stop_r, self._stop_w = socket.socketpair()  # stop() ends the wait on the socket through it
+        self._stop_r.setblocking(False)
+        self._stop_w.setblocking(False)
 
     def run(self) -> None:
         """Until stopped: connect, LISTEN, catch up, wait for notifications; on any connection
         failure, reconnect with exponential backoff and jitter (listener.queue.services.Reconnect)."""
-        self.reconnect.run_forever(self._session)
+        try:
+            self.reconnect.run_forever(self._session)
+        finally:
+            self._stop_r.close()
+            self._stop_w.close()
 
     def _session(self) -> None:
         with connect(self.dsn, actor=f"builder-listen:{self.worker}", application="agent-builder listen") as conn:
@@ -70,6 +79,22 @@ class ListenLoop(ThreadService):
             finally:
                 self.connected.clear()
 
+    def _wait_readable(self, conn: psycopg.Connection[Any], timeout: float) -> None:
+        stop = self._stop_r.fileno()
+        readable, _, _ = select.select([conn.fileno(), stop], [], [], timeout)
+        if stop in readable:
+            try:
+                self._stop_r.recv(64)
+            except OSError:
+                pass
+
+    def _wake(self) -> None:
+        """stop(): end the wait on the socket at once."""
+        try:
+            self._stop_w.send(b"x")
+        except OSError:  # the pipe is full (already woken) or closed
+            pass
+
     def _wait_loop(self, conn: psycopg.Connection[Any]) -> None:
         settings = self.settings
         now = time.monotonic()
@@ -77,13 +102,19 @@ class ListenLoop(ThreadService):
         next_check = now + settings.liveness_interval_s
         recheck_at: float | None = None
         while not self.stopping.is_set():
-            deadline = min(next_poll, next_check, recheck_at or next_poll, time.monotonic() + 1.0)
-            for note in conn.notifies(timeout=max(0.0, deadline - time.monotonic())):
+            # What arrived already (also while the last round trip ran) first; then wait on the
+            # socket itself until something arrives, a timer is due or stop() writes to the pipe.
+            # (psycopg's notifies(timeout=…) wakes every 0.1 s to look for Ctrl-C: ten wake-ups a
+            # second of an idle listener for nothing.)
+            for note in conn.notifies(timeout=0):
                 kind = CHANNELS.get(note.channel)
                 if kind is not None:
                     self.wake(kind)
                     if self.recheck_s > 0:
                         recheck_at = time.monotonic() + self.recheck_s
+            deadline = min(next_poll, next_check, recheck_at or next_poll)
+            timeout = max(0.0, deadline - time.monotonic())
+            self._wait_readable(conn, timeout)
             now = time.monotonic()
             if recheck_at is not None and now >= recheck_at:
                 self.wake("recheck")
