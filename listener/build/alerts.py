@@ -12,6 +12,7 @@ from listener.queue.store import Store
 
 OVERSEER = "overseer"
 SANDBOX_IMAGE = "sandbox-image"  # the build's sandbox base image is not on the Docker engine
+MODEL = "ollama"  # Ollama is unreachable or does not serve OLLAMA_MODEL
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,9 @@ class Generation:
     duration_s: float
 
 
+PROBE_TIMEOUT_S = 10.0  # the free readiness look (GET /api/tags) waits at most this long
+
+
 class OllamaClient:
     def __init__(
         self,
@@ -104,6 +107,18 @@ class OllamaClient:
             return [str(entry.get("name") or entry.get("model")) for entry in models]
         except (ValueError, KeyError, TypeError, AttributeError):
             raise self._failure(f"Ollama /api/tags returned an unexpected body: {_excerpt(response.text)}", "list_models") from None
+
+    def model_problem(self) -> tuple[str, str] | None:
+        """None when this Ollama serves the model; else what is wrong and its fix, each one line
+        (GET /api/tags: free, no generation). Shared by `check` and the build's check before Step 3."""
+        probe = OllamaClient(self.url, self.model, timeout_s=min(self.timeout_s, PROBE_TIMEOUT_S))
+        try:
+            models = probe.list_models()
+        except StepFailure as exc:
+            return exc.message, f"start Ollama at OLLAMA_URL={self.url}"
+        if self.model not in models and f"{self.model}:latest" not in models:
+            return f"Ollama at {self.url} has no model {self.model}", f"run: ollama pull {self.model}"
+        return None
 
     # -- internals ---------------------------------------------------------------------------
 

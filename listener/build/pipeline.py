@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from listener.clients import ntfy as notify
-from listener.build.alerts import OVERSEER, SANDBOX_IMAGE, Alerts
+from listener.build.alerts import MODEL, OVERSEER, SANDBOX_IMAGE, Alerts
 from listener.queue.context import AttemptContext
 from listener.build.extract import GeneratedFiles, artifact_digest, extract
 from listener.build.ollama import OllamaClient
@@ -58,6 +58,7 @@ class Pipeline:
         check_fits(prompt, ctx.settings.ollama_num_ctx)
         ctx.save(prompt=prompt)
         self._check_overseer_budget(ctx, before_step_3=True)
+        self._check_model_ready(ctx)
         self._check_overseer_ready(ctx)
         self._check_sandbox_ready(ctx)
         self._check_vault(ctx)
@@ -99,6 +100,24 @@ class Pipeline:
         else:
             ctx.log.info("overseer still unavailable (already notified): {}", message)
         raise StepFailure(level=0, step="overseer-login", message=message, transient=True)
+
+    def _check_model_ready(self, ctx: AttemptContext) -> None:
+        """Free (GET /api/tags, no generation): Ollama answers and serves OLLAMA_MODEL, or the claim
+        is released with backoff and the outage notified once, like the overseer's login. Ollama
+        failing after this, during generation, fails the build at Step 3."""
+        ctx.step("ollama")
+        problem = self.ollama.model_problem()
+        alerts = Alerts(ctx.store)
+        if problem is None:
+            if alerts.clear(MODEL):
+                ctx.log.info("Ollama serves the model again")
+            return
+        message = f"{problem[0]}; fix: {problem[1]}"
+        if alerts.raise_(MODEL, message):
+            ctx.notify(model_unavailable(message))
+        else:
+            ctx.log.info("Ollama still unavailable (already notified): {}", message)
+        raise StepFailure(level=0, step="ollama", message=message, transient=True)
 
     def _check_sandbox_ready(self, ctx: AttemptContext) -> None:
         """Free, like the overseer's login: the sandbox's base image must be on the engine, or the
@@ -196,6 +215,17 @@ def overseer_unavailable(message: str) -> notify.Notification:
         message=f"[Agent Builder] PAUSED — {message}. Builds wait, released before generation and retried "
                 "with backoff, until the overseer can review.",
         tags=("warning", "overseer"),
+        priority=4,
+    )
+
+
+def model_unavailable(message: str) -> notify.Notification:
+    """Sent once per outage: builds wait (released before generation) until Ollama serves the model."""
+    return notify.Notification(
+        title="Model missing" if "has no model" in message else "Ollama unavailable",
+        message=f"[Agent Builder] PAUSED — {message}. Builds wait, released before generation and retried "
+                "with backoff, until Ollama serves the model.",
+        tags=("warning", "ollama"),
         priority=4,
     )
 

@@ -142,15 +142,10 @@ def check_sandbox_database(settings: Settings) -> Check:
 
 def check_ollama(settings: Settings) -> Check:
     from listener.build.ollama import OllamaClient
-    from listener.queue.outcome import StepFailure
 
-    try:
-        models = OllamaClient(settings.ollama_url, settings.ollama_model, timeout_s=10).list_models()
-    except StepFailure as exc:
-        return Check("ollama", False, exc.message, f"start Ollama at OLLAMA_URL={settings.ollama_url}")
-    if settings.ollama_model not in models and f"{settings.ollama_model}:latest" not in models:
-        return Check("ollama", False, f"{settings.ollama_url} has no model {settings.ollama_model}",
-                     f"run: ollama pull {settings.ollama_model}")
+    problem = OllamaClient(settings.ollama_url, settings.ollama_model, timeout_s=10).model_problem()
+    if problem is not None:
+        return Check("ollama", False, *problem)
     return Check("ollama", True, f"{settings.ollama_url} serves {settings.ollama_model}")
 
 

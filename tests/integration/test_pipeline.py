@@ -166,7 +166,6 @@ def test_odd_characters_in_fields_reach_the_prompt_intact(build, operator, fake_
 
 
 @pytest.mark.parametrize(("setup", "expected"), [
-    (lambda fake: None, "cannot connect to Ollama"),
     (lambda fake: fake.script("POST", "/api/generate", Reply(500, {"error": "CUDA out of memory"})), "500"),
     (lambda fake: fake.script("POST", "/api/generate", Reply(200, "<html>proxy error</html>")), "not JSON"),
     (lambda fake: setattr(fake, "done_reason", "length"), "length"),
@@ -174,8 +173,7 @@ def test_odd_characters_in_fields_reach_the_prompt_intact(build, operator, fake_
 def test_generation_failures_fail_the_row_after_step_3(build, operator, fake_ollama, claude_calls, setup, expected) -> None:
     automation_id = insert_idea(operator)
     setup(fake_ollama)
-    overrides = {"OLLAMA_URL": closed_port_url()} if expected == "cannot connect to Ollama" else {}
-    ending, ctx, _ = build(**overrides)
+    ending, ctx, _ = build()  # Ollama served the model before Step 3, then failed during generation
     assert ending is Ending.FAILED and ctx.status == "building"
     assert builder_status(operator, automation_id) == "failed"
     [result] = results(operator, automation_id)
@@ -183,11 +181,42 @@ def test_generation_failures_fail_the_row_after_step_3(build, operator, fake_oll
     assert claude_calls() == []
 
 
-def test_unknown_model_says_how_to_fix_it(build, operator) -> None:
+def test_ollama_out_of_reach_releases_before_step_3_and_notifies_once(build, operator, fake_ollama, fake_ntfy,
+                                                                       claude_calls) -> None:
     automation_id = insert_idea(operator)
-    build(OLLAMA_MODEL="llama9:404b")
-    [result] = results(operator, automation_id)
-    assert "ollama pull llama9:404b" in result["execution_log"]
+    down = closed_port_url()
+    for _ in range(2):  # released, claimed again: the outage is notified once
+        ending, ctx, _ = build(OLLAMA_URL=down)
+        assert ending is Ending.RELEASED and ctx.status == "queued"
+        assert builder_status(operator, automation_id) == "not_started"
+        backoff_over(operator, automation_id)
+    error = attempt(operator, automation_id)["error"]
+    assert f"cannot connect to Ollama at {down}" in error and f"fix: start Ollama at OLLAMA_URL={down}" in error
+    assert results(operator, automation_id) == [] and claude_calls() == []
+    paused = [m for m in messages(fake_ntfy) if "PAUSED" in m]
+    assert len(paused) == 1 and "until Ollama serves the model" in paused[0]
+    # Ollama is back: the next claim builds, and the outage is over.
+    fake_ollama.queue_texts(GOOD_SCRIPT)
+    assert build()[0] is Ending.SUCCEEDED
+    assert operator.execute("SELECT cleared_at IS NOT NULL AS cleared FROM agent_builder_alerts WHERE name = 'ollama'"
+                            ).fetchall() == [{"cleared": True}]
+
+
+def backoff_over(operator, automation_id: int) -> None:
+    """As if the release backoff had run out (an admin repair: the override)."""
+    with operator.transaction():
+        operator.execute("SET LOCAL agent_builder.override = 'on'")
+        operator.execute("UPDATE automation_ideas SET builder_retry_at = NULL WHERE id = %s", (automation_id,))
+
+
+def test_unknown_model_releases_before_step_3_and_says_how_to_fix_it(build, operator, fake_ollama, fake_ntfy) -> None:
+    automation_id = insert_idea(operator)
+    ending, _, _ = build(OLLAMA_MODEL="llama9:404b")
+    assert ending is Ending.RELEASED and results(operator, automation_id) == []
+    assert "has no model llama9:404b; fix: run: ollama pull llama9:404b" in attempt(operator, automation_id)["error"]
+    assert fake_ollama.requests_to("POST", "/api/generate") == []
+    [paused] = [m for m in fake_ntfy.published if "PAUSED" in m["message"]]
+    assert paused["title"] == "Model missing" and "ollama pull llama9:404b" in paused["message"]
 
 
 def test_generation_timeout_is_a_failure(build, operator, fake_ollama) -> None:
