@@ -7,11 +7,11 @@ for a durable point (sql/durable_point.sql): one statement per batch, on the out
 connection, that commits durably and says which of the batch's attempts it saw ended. WAL is
 flushed in order, so an ending the point saw is on disk once the point returns. A notification
 whose attempt the point finds unfinished (its ending was lost with a server crash) is dropped with a
-log line: the rescuer ends that attempt and says so itself. (A notifier that only logs, without
-NTFY_URL, is called at once by the caller's thread: nothing leaves, nothing can block.) Everything
-else goes out in the order
+log line: the rescuer ends that attempt and says so itself. Everything else goes out in the order
 it was handed in, through the notifier the outbox wraps (ntfy, its retries included), so a slow or
-unreachable ntfy never holds a worker and its claim.
+unreachable ntfy never holds a worker and its claim. A notifier that only logs (no NTFY_URL) is
+called at once by the caller's thread, and the outbox starts no thread and opens no connection:
+nothing leaves, nothing can block.
 
 `stop()` lets the outbox send what is queued; `join(timeout)` waits for that and, when the time
 runs out (the database cannot be reached to confirm the endings), logs what was not sent and ends.
@@ -94,6 +94,10 @@ class Outbox(ThreadService):
             return len(self._queue)
 
     # -- the service ---------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.notifier.delivers:  # else send() calls the notifier itself: no thread, no connection
+            super().start()
+
     def _wake(self) -> None:
         with self._cond:
             self._cond.notify_all()

@@ -178,4 +178,4 @@ def test_a_notifier_that_only_logs_is_called_at_once_and_needs_no_durable_point(
     assert phone.got == ["READY 3"] and phone.threads == [threading.current_thread().name]
     box.stop()
     assert box.join(5)
-    assert endings.points == []
+    assert endings.points == [] and endings.connects == 0 and not box.alive  # no thread, no connection
