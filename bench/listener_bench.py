@@ -23,10 +23,12 @@ its own floor figures. "50 in flight": 50 `hold` builds running in the listener 
 concurrency leaves room (64: 50 threads waiting on the slow model, 14 free); otherwise, and for the
 floor, 50 attempts claimed and held by one session of the bench (the database carries the same
 50 locked, unfinished attempts).
-Drain: 5,000 ready rows, one or four listeners (BUILDER_CONCURRENCY 1, and --drain-concurrency) against
-one or four PgQueuer workers (batch size 1; PgQueuer runs the jobs it picks concurrently); rows per
-second between the first claim and the last finish (PgQueuer: between its first and last job). Idle CPU: the listener's
-own CPU time (utime + stime) over --idle-s seconds with nothing to do, as a share of one core.
+Drain: --rows ready rows, one or four listeners (BUILDER_CONCURRENCY 1, and --drain-concurrency) against
+one or four PgQueuer workers (batch size 1; PgQueuer runs the jobs it picks concurrently), and the
+floor and PgQueuer again with as many sessions as four listeners at --drain-concurrency claim with;
+rows per second between the first claim and the last finish (PgQueuer: between its first and last
+job). Idle CPU: a leader's and a follower's own CPU time (utime + stime) over --idle-s seconds with
+nothing to do, as a share of one core.
 """
 
 from __future__ import annotations
@@ -508,10 +510,15 @@ def print_table(rows: list[Row], drains: dict[str, float], idle: dict[str, float
             print(f"| {name} | {rate:.0f} |")
         for name, rate in drains.items():
             if name.startswith(("ours", "floor")):
-                n = name.split(", ")[1].split()[0]
-                theirs = drains.get(f"PgQueuer batch 1, {n} worker(s)")
-                if theirs:
-                    print(f"{name}: {rate / theirs:.2f}× PgQueuer's")
+                # against PgQueuer with as many workers as listeners (loops), and, for ours, with as
+                # many workers as ours has claiming sessions (listeners x concurrency) when measured
+                parts = name.split(", ")
+                n = int(parts[1].split()[0])
+                sessions = n * int(parts[2].split()[1]) if len(parts) > 2 else n
+                for workers in dict.fromkeys((n, sessions)):
+                    theirs = drains.get(f"PgQueuer batch 1, {workers} worker(s)")
+                    if theirs:
+                        print(f"{name}: {rate / theirs:.2f}× PgQueuer's with {workers} worker(s)")
     if idle is not None:
         print("\nidle CPU (concurrency 16): " + ", ".join(f"{name} {share:.2f} % of a core" for name, share in idle.items()))
 
@@ -550,6 +557,11 @@ def main() -> None:
                     drains[f"ours, {n} listener(s), concurrency {concurrency}"] = bench_drain(server, work, n, args.rows, concurrency)
                 drains[f"floor, {n} loop(s)"] = bench_floor_drain(server, work, n, args.rows)
                 drains[f"PgQueuer batch 1, {n} worker(s)"] = bench_pgqueuer_drain(server, work, n, args.rows)
+            # as many claiming sessions as the most concurrent of ours (4 listeners x --drain-concurrency)
+            sessions = 4 * args.drain_concurrency
+            if sessions > 4:
+                drains[f"floor, {sessions} loop(s)"] = bench_floor_drain(server, work, sessions, args.rows)
+                drains[f"PgQueuer batch 1, {sessions} worker(s)"] = bench_pgqueuer_drain(server, work, sessions, args.rows)
         if args.which in ("idle", "all"):
             print("idle", flush=True)
             idle = bench_idle(server, work, args.idle_s)
