@@ -2,8 +2,8 @@
 
 Required: what a build needs (the database and its roles, Ollama and the model, the claude CLI
 logged in, Docker and the base images, and once VAULT_ADDR is set the AppRole login and AppRole
-files the sandbox user can read): a failure is FAIL and the exit code 1. Optional: ntfy, Vault
-(unset), metrics, the Level 4 database: a failure is WARN, the exit code stays 0. A check that works
+files the sandbox user can read): a failure is FAIL and the exit code 1. Optional: the claude_agent
+image, ntfy, Vault (unset), metrics, the Level 4 database: a failure is WARN, the exit code stays 0. A check that works
 but found something unsafe is WARN as well. `listen` runs the same checks at start: a broken
 database (or a login that is not a builder, or a powerful SANDBOX_DATABASE_URL role) stops it,
 anything else is logged."""
@@ -292,7 +292,7 @@ def check_docker(settings: Settings) -> Check:
         return Check("docker", False, f"no Docker engine: {' '.join(str(exc).split())[:200]}",
                      "start Docker, or set DOCKER_HOST; see README 'Security model'")
     missing, fixes = [], []
-    named = [("SANDBOX_BASE_IMAGE", settings.sandbox_base_image), ("SANDBOX_AGENT_IMAGE", settings.sandbox_agent_image),
+    named = [("SANDBOX_BASE_IMAGE", settings.sandbox_base_image),
              *(("SANDBOX_BASE_IMAGES", image) for image in settings.sandbox_base_images)]
     images = list(dict.fromkeys(image for _, image in named))
     for variable, image in named:
@@ -307,6 +307,26 @@ def check_docker(settings: Settings) -> Check:
         return Check("docker", False, f"engine {version}; image(s) missing (builds never pull): {', '.join(missing)}",
                      "; ".join(dict.fromkeys(fixes)))
     return Check("docker", True, f"engine {version}; images {', '.join(images)}")
+
+
+def check_agent_image(settings: Settings) -> Check:
+    """SANDBOX_AGENT_IMAGE, which only claude_agent builds start from: optional. Without it a
+    claude_agent build is released before Step 3 with a PAUSED notification (listener.sandbox.ready);
+    scripts build as usual."""
+    import docker
+    import docker.errors
+
+    image = settings.sandbox_agent_image
+    try:
+        docker.from_env(timeout=10).images.get(image)
+    except docker.errors.ImageNotFound:
+        return Check("agent-image", False, f"SANDBOX_AGENT_IMAGE={image} is not on the engine: claude_agent builds wait "
+                     "(released before Step 3, PAUSED); scripts are not affected",
+                     image_fix("SANDBOX_AGENT_IMAGE", image), optional=True)
+    except Exception as exc:  # noqa: BLE001 - the engine's own check (docker) says more
+        return Check("agent-image", False, f"cannot look for SANDBOX_AGENT_IMAGE={image}: {' '.join(str(exc).split())[:160]}",
+                     "see the docker line", optional=True)
+    return Check("agent-image", True, f"SANDBOX_AGENT_IMAGE={image} (claude_agent builds)", optional=True)
 
 
 def image_fix(variable: str, image: str) -> str:
@@ -402,7 +422,7 @@ def first_build_needs(settings: Settings) -> list[Check]:
 
 
 ALL_CHECKS: tuple[Callable[[Settings], Check], ...] = (
-    check_database, check_roles, check_ollama, check_claude, check_docker, check_vault, check_approle,
+    check_database, check_roles, check_ollama, check_claude, check_docker, check_agent_image, check_vault, check_approle,
     check_ntfy, check_metrics, check_review_page, check_sandbox_database)
 
 EXIT_READY, EXIT_MISSING = 0, 1  # `check`: every required dependency works / one or more is missing

@@ -44,9 +44,10 @@ def healthy_env(db_url: str, fake_ollama, fake_vault, ntfy_url: str, approle_dir
         pytest.skip("no image on the Docker engine")
     if STABLE_IMAGE in images:  # other runs on the same engine add and remove their own images meanwhile
         images.insert(0, STABLE_IMAGE)
-    return base_env(db_url, OLLAMA_URL=fake_ollama.url, VAULT_ADDR=fake_vault.url, VAULT_APPROLE_DIR=str(approle_dir),
-                    NTFY_URL=ntfy_url, CLAUDE_CMD=f"{FAKE_CLAUDE} -p", SANDBOX_BASE_IMAGE=images[0],
-                    SANDBOX_AGENT_IMAGE=images[0], **{"ANTHROPIC_API_KEY": "sk-ant-test-key", **extra})
+    return base_env(db_url, **{"OLLAMA_URL": fake_ollama.url, "VAULT_ADDR": fake_vault.url,
+                               "VAULT_APPROLE_DIR": str(approle_dir), "NTFY_URL": ntfy_url,
+                               "CLAUDE_CMD": f"{FAKE_CLAUDE} -p", "SANDBOX_BASE_IMAGE": images[0],
+                               "SANDBOX_AGENT_IMAGE": images[0], "ANTHROPIC_API_KEY": "sk-ant-test-key", **extra})
 
 
 def test_check_with_healthy_dependencies(listener_url, fake_ollama, fake_vault, fake_ntfy, approle_dir) -> None:
@@ -54,7 +55,7 @@ def test_check_with_healthy_dependencies(listener_url, fake_ollama, fake_vault, 
     assert done.returncode == 0, done.stdout + done.stderr
     found = lines(done.stdout)
     assert set(found) == {"database", "roles", "sandbox-db", "ollama", "claude", "vault", "approle", "ntfy", "metrics",
-                          "docker", "review-page"}
+                          "docker", "agent-image", "review-page"}
     assert all(line.startswith("ok") for line in found.values()), done.stdout
     assert fake_ntfy.published == []  # checking publishes nothing
     assert "review flags ok" in found["claude"] and "logged in (api_key from ANTHROPIC_API_KEY)" in found["claude"]
@@ -245,10 +246,14 @@ def test_optional_dependencies_warn_and_leave_the_exit_code_alone(
     with socket.create_server(("127.0.0.1", 0)) as taken:  # METRICS_ADDR in use by something that is no listener
         port = taken.getsockname()[1]
         env = healthy_env(listener_url, fake_ollama, fake_vault, closed_port_url(), approle_dir,
-                          METRICS_ADDR=f"127.0.0.1:{port}", SANDBOX_DATABASE_URL=closed_port_url().replace("http", "postgresql"))
+                          METRICS_ADDR=f"127.0.0.1:{port}", SANDBOX_DATABASE_URL=closed_port_url().replace("http", "postgresql"),
+                          SANDBOX_AGENT_IMAGE="agent-builder-no-such-agent-image:latest")  # a scripts-only machine
         done = run_cli(env, "check")
     assert done.returncode == 0, done.stdout
     found = lines(done.stdout)
+    assert found["agent-image"].startswith("WARN") and "claude_agent builds wait" in found["agent-image"], done.stdout
+    assert "docker build -t agent-builder-no-such-agent-image:latest - < docker/claude-agent.Dockerfile" in done.stdout
+    assert found["docker"].startswith("ok")
     assert found["ntfy"].startswith("WARN") and "unreachable" in found["ntfy"]
     assert found["metrics"].startswith("WARN") and f"cannot listen on METRICS_ADDR=127.0.0.1:{port}" in found["metrics"]
     assert found["sandbox-db"].startswith("WARN"), done.stdout
