@@ -442,8 +442,8 @@ def bench_idle(server: TestServer, work: Path, seconds: float, concurrency: int 
     leader = start_listener(url, work, "idle-leader", concurrency)
     follower = None
     try:
-        wait_until(lambda: query(url, "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name ="
-                                      " 'agent-builder leader'")[0]["n"] == 1, 30, "the leader session", leader)
+        wait_until(lambda: query(url, "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name"
+                                      " LIKE 'agent-builder leader %%'")[0]["n"] == 1, 30, "the leader session", leader)
         follower = start_listener(url, work, "idle-follower", concurrency, LOG_LEVEL="INFO")  # says when it follows
         follower.wait_for_log("following: another listener leads", 30)
         procs = {"leader": leader, "follower": follower}

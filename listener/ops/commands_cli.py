@@ -124,10 +124,11 @@ def _listeners(args: argparse.Namespace, database_url: str, redactor: Redactor) 
     if not live:
         print("no live listener")
         return EXIT_OK
-    print(f"{'host':<24} {'pid':>8}  {'version':<10} {'concurrency':>11} {'in flight':>9}  since")
+    print(f"{'host':<24} {'pid':>8}  {'version':<10} {'concurrency':>11} {'in flight':>9}  {'role':<8} since")
     for item in live:
+        role = "leader" if item.leads else "follower"
         print(redactor.redact(f"{item.host:<24} {item.pid:>8}  {item.version:<10} {item.concurrency:>11} "
-                              f"{item.in_flight:>9}  {_since(item.started_at)}"))
+                              f"{item.in_flight:>9}  {role:<8} {_since(item.started_at)}"))
     return EXIT_OK
 
 

@@ -61,8 +61,8 @@ def render_status(report: dict[str, Any]) -> str:
     counts = report["counts"]
     lines += [f"  {status:<18} {count}" for status, count in counts.items()] or ["  (no automations)"]
     lines.append("live listeners:")
-    lines += [f"  {item['host']} pid {item['pid']} (version {item['version']}): concurrency {item['concurrency']}, "
-              f"{item['in_flight']} in flight, since {_when(item['started_at'])}"
+    lines += [f"  {item['host']} pid {item['pid']} (version {item['version']}{', leader' if item.get('leads') else ''}): "
+              f"concurrency {item['concurrency']}, {item['in_flight']} in flight, since {_when(item['started_at'])}"
               for item in report["listeners"]] or ["  (none: nothing is built until `agent-builder listen` runs)"]
     lines.append("in flight:")
     lines += [f"  build {b['build_id']} automation {b['automation_id']} {_name(b)}: {b['kind']} at step {b['step']} "

@@ -44,11 +44,16 @@ class LeaderSession(Protocol):
     def try_lead(self) -> bool: ...
 
 
+LEADER_APPLICATION = "agent-builder leader"  # + ' ' + the worker's name (host:pid)
+
+
 class DatabaseLeaderSession:
     def __init__(self, dsn: str, queries: Queries, worker: str) -> None:
         self.queries = queries
+        # The worker's name in the session's application name: `listeners` tells the leader by it
+        # (sql/registry_live.sql: the session holding the leader's lock, and whose listener it is).
         self.conn: psycopg.Connection[dict[str, Any]] = connect(dsn, actor=f"builder-leader:{worker}",
-                                                                application="agent-builder leader")
+                                                                application=f"{LEADER_APPLICATION} {worker}")
 
     def try_lead(self) -> bool:
         return Store(self.conn, self.queries).try_lead()

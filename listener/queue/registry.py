@@ -35,6 +35,7 @@ class LiveListener:
     in_flight: int
     started_at: datetime
     heartbeat_at: datetime
+    leads: bool = False  # runs the rescuer and the sweeps (listener.queue.leader)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "LiveListener":

@@ -356,7 +356,8 @@ class Store:
         self._run("registry_delete", {"listener_id": listener_id})
 
     def live_listeners(self, host: str | None = None) -> list[Row]:
-        return self._all("registry_live", {"host": host, "lock_class": REGISTRY_LOCK_CLASS})
+        return self._all("registry_live", {"host": host, "lock_class": REGISTRY_LOCK_CLASS,
+                                           "leader_class": LEADER_LOCK_CLASS, "leader_id": LEADER_LOCK_ID})
 
     # -- the elected leader (listener.queue.leader) -----------------------------------------------
     def try_lead(self) -> bool:

@@ -207,16 +207,25 @@ def test_listeners_and_healthcheck_follow_the_sessions(db_url, tmp_path: Path) -
                    and r["in_flight"] == 0 for r in both)
         table = run_cli(base_env(db_url), "listeners").stdout
         assert str(first.pid) in table and str(second.pid) in table
+        # exactly one leads (the rescuer and the sweeps), and every view says which
+        leaders = wait_until(lambda: [r["pid"] for r in live(db_url) if r["leads"]], 20, "a leader", first)
+        assert len(leaders) == 1 and leaders[0] in (first.pid, second.pid)
+        table = run_cli(base_env(db_url), "listeners").stdout
+        rows = {int(line.split()[1]): line.split()[5] for line in table.splitlines()[1:]}
+        assert rows == {pid: "leader" if pid == leaders[0] else "follower" for pid in (first.pid, second.pid)}, table
         healthy = run_cli(base_env(db_url), "healthcheck")
         assert healthy.returncode == 0 and "healthy" in healthy.stdout
         status = run_cli(base_env(db_url), "status").stdout
         for listener, concurrency in ((first, 2), (second, 1)):
-            assert f"{socket.gethostname()} pid {listener.pid} (version {version('agent-builder')}): concurrency {concurrency}, 0 in flight" in status, status
+            role = ", leader" if listener.pid == leaders[0] else ""
+            assert (f"{socket.gethostname()} pid {listener.pid} (version {version('agent-builder')}{role}): "
+                    f"concurrency {concurrency}, 0 in flight") in status, status
         assert {r["pid"] for r in json.loads(run_cli(base_env(db_url), "status", "--json").stdout)["listeners"]} == {
             first.pid, second.pid}
 
         first.kill()  # SIGKILL: no clean-up, no heartbeat timeout to wait for
         wait_until(lambda: [r["pid"] for r in live(db_url)] == [second.pid], 15, "the killed listener gone", second)
+        wait_until(lambda: [r["leads"] for r in live(db_url)] == [True], 15, "the survivor leading", second)
         assert run_cli(base_env(db_url), "healthcheck").returncode == 0
         status = run_cli(base_env(db_url), "status").stdout
         assert f"pid {second.pid} " in status and f"pid {first.pid} " not in status, status
