@@ -3,8 +3,8 @@
 Required: what a build needs (the database and its roles, Ollama and the model, the claude CLI
 logged in, Docker and the base images, and once VAULT_ADDR is set the AppRole login and AppRole
 files the sandbox user can read): a failure is FAIL and the exit code 1. Optional: the claude_agent
-image, ntfy, Vault (unset), metrics, the Level 4 database: a failure is WARN, the exit code stays 0. A check that works
-but found something unsafe is WARN as well. `listen` runs the same checks at start: a broken
+image, ntfy, Vault (unset), metrics, the Level 4 database: a failure is WARN, the exit code stays 0.
+A check that works but found something unsafe is WARN as well. `listen` runs the same checks at start: a broken
 database (or a login that is not a builder, or a powerful SANDBOX_DATABASE_URL role) stops it,
 anything else is logged."""
 

@@ -21,7 +21,7 @@ from loguru import logger
 
 from listener.queue.db import Queries, connect
 from listener.queue.services import Reconnect, ThreadService, one_line
-from listener.queue.store import LEADER_LOCK_CLASS as LEADER_CLASS
+from listener.queue.store import LEADER_APPLICATION, LEADER_LOCK_CLASS as LEADER_CLASS
 from listener.queue.store import LEADER_LOCK_ID as LEADER_ID
 from listener.queue.store import Store
 
@@ -42,9 +42,6 @@ class LeaderSession(Protocol):
     conn: Any
 
     def try_lead(self) -> bool: ...
-
-
-LEADER_APPLICATION = "agent-builder leader"  # + ' ' + the worker's name (host:pid)
 
 
 class DatabaseLeaderSession:

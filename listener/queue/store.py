@@ -70,6 +70,7 @@ CLAIM_LOCK_TRIES = 20
 REGISTRY_LOCK_CLASS = 1094861833  # 'AB09': the advisory-lock class of registry rows (migration 0009)
 LEADER_LOCK_CLASS = 1094863940  # 'ABLD': the advisory-lock class of the leader (two-integer form, listener.queue.leader)
 LEADER_LOCK_ID = 1
+LEADER_APPLICATION = "agent-builder leader"  # the leader sessions' application name: this, a space, the worker's name
 
 
 @dataclass(frozen=True)
@@ -357,7 +358,8 @@ class Store:
 
     def live_listeners(self, host: str | None = None) -> list[Row]:
         return self._all("registry_live", {"host": host, "lock_class": REGISTRY_LOCK_CLASS,
-                                           "leader_class": LEADER_LOCK_CLASS, "leader_id": LEADER_LOCK_ID})
+                                           "leader_class": LEADER_LOCK_CLASS, "leader_id": LEADER_LOCK_ID,
+                                           "leader_application": LEADER_APPLICATION})
 
     # -- the elected leader (listener.queue.leader) -----------------------------------------------
     def try_lead(self) -> bool:
