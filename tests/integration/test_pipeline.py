@@ -169,6 +169,9 @@ def test_odd_characters_in_fields_reach_the_prompt_intact(build, operator, fake_
     (lambda fake: fake.script("POST", "/api/generate", Reply(500, {"error": "CUDA out of memory"})), "500"),
     (lambda fake: fake.script("POST", "/api/generate", Reply(200, "<html>proxy error</html>")), "not JSON"),
     (lambda fake: setattr(fake, "done_reason", "length"), "length"),
+    # the model went away between the check before Step 3 and the generation
+    (lambda fake: fake.script("POST", "/api/generate", Reply(404, {"error": 'model "llama3.1:8b" not found, try pulling it first'})),
+     "run `ollama pull llama3.1:8b`"),
 ])
 def test_generation_failures_fail_the_row_after_step_3(build, operator, fake_ollama, claude_calls, setup, expected) -> None:
     automation_id = insert_idea(operator)
