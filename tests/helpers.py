@@ -39,6 +39,16 @@ def force_status(conn: psycopg.Connection[Any], automation_id: int, status: str)
         conn.execute("UPDATE automation_ideas SET builder_status = %s WHERE id = %s", (status, automation_id))
 
 
+def claim_builds(conn: psycopg.Connection[Any], queries: Any, *automation_ids: int) -> dict[int, int]:
+    """Claim each of these rows for a build with the one claim (sql/claim.sql): automation id -> attempt id."""
+    claims = {}
+    for automation_id in automation_ids:
+        row = conn.execute(queries["claim"], {"kind": "build", "automation_id": automation_id, "worker": "w1"}).fetchone()
+        assert row is not None, f"automation {automation_id} was not claimed"
+        claims[automation_id] = int(row["build_id"])
+    return claims
+
+
 def installation(db_url: str) -> str:
     """The installation identity of a test database (every Docker object its builder makes has it)."""
     from psycopg.rows import dict_row

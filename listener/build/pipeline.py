@@ -83,59 +83,46 @@ class Pipeline:
         return self.overseer
 
     def _check_overseer_ready(self, ctx: AttemptContext) -> None:
-        """Free checks first: the claude CLI runs, has every review flag and reports a login. If not,
-        the claim is released with backoff (no generation spent) and the outage is notified once,
-        whichever listener sees it first (the alert lives in the database)."""
+        """Free checks first: the claude CLI runs, has every review flag and reports a login."""
         ctx.step("overseer-login")
         readiness = self._overseer(ctx).readiness()
-        alerts = Alerts(ctx.store)
-        if readiness.ready:
-            if alerts.clear(OVERSEER):
-                ctx.log.info("the overseer is ready again: {}", readiness.summary())
-            self._overseer_ready = readiness
-            return
-        message = f"{readiness.problem}; {readiness.fix}" if readiness.fix else str(readiness.problem)
-        if alerts.raise_(OVERSEER, message):
-            ctx.notify(overseer_unavailable(message))
-        else:
-            ctx.log.info("overseer still unavailable (already notified): {}", message)
-        raise StepFailure(level=0, step="overseer-login", message=message, transient=True)
+        problem = None
+        if not readiness.ready:
+            problem = f"{readiness.problem}; {readiness.fix}" if readiness.fix else str(readiness.problem)
+        self._outage(ctx, OVERSEER, problem, overseer_unavailable, f"the overseer is ready: {readiness.summary()}")
+        self._overseer_ready = readiness
 
     def _check_model_ready(self, ctx: AttemptContext) -> None:
-        """Free (GET /api/tags, no generation): Ollama answers and serves OLLAMA_MODEL, or the claim
-        is released with backoff and the outage notified once, like the overseer's login. Ollama
+        """Free (GET /api/tags, no generation): Ollama answers and serves OLLAMA_MODEL. Ollama
         failing after this, during generation, fails the build at Step 3."""
         ctx.step("ollama")
         problem = self.ollama.model_problem()
-        alerts = Alerts(ctx.store)
-        if problem is None:
-            if alerts.clear(MODEL):
-                ctx.log.info("Ollama serves the model again")
-            return
-        message = f"{problem[0]}; fix: {problem[1]}"
-        if alerts.raise_(MODEL, message):
-            ctx.notify(model_unavailable(message))
-        else:
-            ctx.log.info("Ollama still unavailable (already notified): {}", message)
-        raise StepFailure(level=0, step="ollama", message=message, transient=True)
+        self._outage(ctx, MODEL, None if problem is None else f"{problem[0]}; fix: {problem[1]}",
+                     model_unavailable, "Ollama serves the model")
 
     def _check_sandbox_ready(self, ctx: AttemptContext) -> None:
-        """Free, like the overseer's login: the sandbox's base image must be on the engine, or the
-        claim is released (nothing failed, nothing spent) and the outage notified once."""
+        """Free: the sandbox's base image must be on the engine."""
         if self.sandbox_ready is None:
             return
         ctx.step("sandbox-image")
-        problem = self.sandbox_ready(ctx)
+        self._outage(ctx, SANDBOX_IMAGE, self.sandbox_ready(ctx), sandbox_unavailable, "the sandbox base image is there")
+
+    @staticmethod
+    def _outage(ctx: AttemptContext, alert: str, problem: str | None,
+                notification: Callable[[str], notify.Notification], over: str) -> None:
+        """What every free check before Step 3 does with its answer. A problem releases the claim with
+        backoff (nothing failed, nothing spent) and is notified once per outage, by whichever listener
+        sees it first (the alert lives in the database); the first build that finds it gone closes it."""
         alerts = Alerts(ctx.store)
         if problem is None:
-            if alerts.clear(SANDBOX_IMAGE):
-                ctx.log.info("the sandbox base image is there again")
+            if alerts.clear(alert):
+                ctx.log.info("{} again", over)
             return
-        if alerts.raise_(SANDBOX_IMAGE, problem):
-            ctx.notify(sandbox_unavailable(problem))
+        if alerts.raise_(alert, problem):
+            ctx.notify(notification(problem))
         else:
-            ctx.log.info("sandbox still unavailable (already notified): {}", problem)
-        raise StepFailure(level=0, step="sandbox-image", message=problem, transient=True)
+            ctx.log.info("{} still unavailable (already notified): {}", alert, problem)
+        raise StepFailure(level=0, step=ctx.step_name, message=problem, transient=True)
 
     def _check_overseer_budget(self, ctx: AttemptContext, *, before_step_3: bool) -> None:
         limit = ctx.settings.overseer_daily_limit
@@ -208,38 +195,31 @@ class Pipeline:
         return verdict
 
 
-def overseer_unavailable(message: str) -> notify.Notification:
-    """Sent once per outage: builds wait (released before generation) until the overseer can review."""
+def _paused(title: str, message: str, tag: str, until: str) -> notify.Notification:
+    """Sent once per outage of a dependency checked free before Step 3: builds wait until it is back."""
     return notify.Notification(
-        title="Overseer not logged in" if "not logged in" in message else "Overseer unavailable",
+        title=title,
         message=f"[Agent Builder] PAUSED — {message}. Builds wait, released before generation and retried "
-                "with backoff, until the overseer can review.",
-        tags=("warning", "overseer"),
+                f"with backoff, until {until}.",
+        tags=("warning", tag),
         priority=4,
     )
+
+
+def overseer_unavailable(message: str) -> notify.Notification:
+    title = "Overseer not logged in" if "not logged in" in message else "Overseer unavailable"
+    return _paused(title, message, "overseer", "the overseer can review")
 
 
 def model_unavailable(message: str) -> notify.Notification:
-    """Sent once per outage: builds wait (released before generation) until Ollama serves the model."""
-    return notify.Notification(
-        title="Model missing" if "has no model" in message else "Ollama unavailable",
-        message=f"[Agent Builder] PAUSED — {message}. Builds wait, released before generation and retried "
-                "with backoff, until Ollama serves the model.",
-        tags=("warning", "ollama"),
-        priority=4,
-    )
+    return _paused("Model missing" if "has no model" in message else "Ollama unavailable", message, "ollama",
+                   "Ollama serves the model")
 
 
 def sandbox_unavailable(message: str) -> notify.Notification:
-    """Sent once per outage: builds wait (released before generation) until the base image is there."""
-    return notify.Notification(
-        title="Sandbox base image missing" if "base image" in message and "unreachable" not in message
-        else "Docker engine unavailable",
-        message=f"[Agent Builder] PAUSED — {message}. Builds wait, released before generation and retried "
-                "with backoff, until the sandbox can run.",
-        tags=("warning", "sandbox"),
-        priority=4,
-    )
+    title = ("Sandbox base image missing" if "base image" in message and "unreachable" not in message
+             else "Docker engine unavailable")
+    return _paused(title, message, "sandbox", "the sandbox can run")
 
 
 def structure_log(files: GeneratedFiles) -> str:

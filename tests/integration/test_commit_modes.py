@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from listener.queue.db import Queries, connect
-from tests.helpers import force_status, insert_idea
+from tests.helpers import claim_builds, force_status, insert_idea
 
 
 def commit_mode_of(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> tuple[Any, str]:
@@ -61,11 +61,7 @@ def test_a_deploy_claim_stays_durable(operator: psycopg.Connection[Any], db_url:
 def test_only_the_move_to_building_is_relaxed(operator: psycopg.Connection[Any], db_url: str, queries: Queries) -> None:
     building, failing = insert_idea(operator, priority=1), insert_idea(operator, priority=2)
     with connect(db_url, actor="builder:test") as conn:
-        claims = {}
-        for automation_id in (building, failing):
-            row = conn.execute(queries["claim"], claim_params("build", automation_id)).fetchone()
-            assert row is not None
-            claims[automation_id] = int(row["build_id"])
+        claims = claim_builds(conn, queries, building, failing)
 
         def move(automation_id: int, new_status: str, step: str) -> tuple[Any, str]:
             return commit_mode_of(conn, queries["transition"], {
@@ -105,11 +101,7 @@ def test_the_durable_point_names_the_ended_attempts_and_waits_for_its_flush(
         operator: psycopg.Connection[Any], db_url: str, queries: Queries) -> None:
     ended, running = insert_idea(operator, priority=1), insert_idea(operator, priority=2)
     with connect(db_url, actor="builder:test") as conn:
-        builds = {}
-        for automation_id in (ended, running):
-            row = conn.execute(queries["claim"], claim_params("build", automation_id)).fetchone()
-            assert row is not None
-            builds[automation_id] = int(row["build_id"])
+        builds = claim_builds(conn, queries, ended, running)
         conn.execute(queries["transition"], {"automation_id": ended, "build_id": builds[ended], "expected": "queued",
                                              "new_status": "building", "step": "generate"})
         conn.execute(queries["finish_attempt"], finish_params(ended, builds[ended], asynchronous=True))

@@ -11,20 +11,14 @@ from listener import notices as notify
 from listener.clients.ntfy import Notifier
 from listener.queue.db import Queries, connect
 from listener.queue.outbox import Outbox
-from tests.helpers import insert_idea
-
-
-def claimed(conn: psycopg.Connection[Any], queries: Queries, automation_id: int) -> int:
-    row = conn.execute(queries["claim"], {"kind": "build", "automation_id": automation_id, "worker": "w1"}).fetchone()
-    assert row is not None
-    return int(row["build_id"])
+from tests.helpers import claim_builds, insert_idea
 
 
 def test_an_ending_seen_by_the_point_goes_out_and_an_unfinished_one_never_does(
         db_url: str, operator: psycopg.Connection[Any], queries: Queries, fake_ntfy, builder_login) -> None:
     ended, running = insert_idea(operator, name="Ended", priority=1), insert_idea(operator, name="Running", priority=2)
     with connect(db_url, actor="builder:test") as conn:
-        builds = {automation_id: claimed(conn, queries, automation_id) for automation_id in (ended, running)}
+        builds = claim_builds(conn, queries, ended, running)
         conn.execute(queries["transition"], {"automation_id": ended, "build_id": builds[ended], "expected": "queued",
                                              "new_status": "building", "step": "generate"})
         conn.execute(queries["finish_attempt"], {
