@@ -316,3 +316,16 @@ def test_a_database_without_the_schema_is_one_line_not_a_dropped_connection(empt
         assert answer.status_code == 500 and "database error" in answer.text and "Traceback" not in answer.text
     finally:
         server.stop()
+
+
+def test_the_overview_names_the_leading_listener(serve, db_url, tmp_path: Path) -> None:
+    from tests.e2e.listeners import ListenerProcess, base_env, wait_until
+
+    endpoint = serve()
+    listener = ListenerProcess(base_env(db_url), tmp_path / "listener.log")
+    try:
+        listener.wait_for_log("leading: this listener runs the rescuer and the sweeps")
+        wait_until(lambda: f"pid {listener.pid} <b>leader</b>" in httpx.get(endpoint + "/").text, 15,
+                   "the leader on the overview", listener)
+    finally:
+        assert listener.stop() == 0
